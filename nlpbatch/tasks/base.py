@@ -1,0 +1,46 @@
+"""The contract between task logic and the runtimes that train and evaluate it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the shared training loop needs from a task; every field is a plain function.
+
+    Features are lists of dicts. Eval features carry an "index" (their position), which the loop uses to gather
+    predictions from all workers back into dataset order.
+    """
+
+    name: str
+    # (data_dir or None, split, cfg) -> datasets.Dataset of raw examples
+    load_split: Callable[..., Any]
+    # (model_path, raw_train, cfg) -> model with a fresh head
+    build_model: Callable[..., Any]
+    # model_path -> a fine-tuned model as saved (its own head and labels)
+    load_trained: Callable[..., Any]
+    # (raw, tokenizer, cfg) -> list of feature dicts for training
+    train_features: Callable[..., list[dict]]
+    # (raw, tokenizer, cfg) -> list of feature dicts for evaluation (model inputs + "index")
+    eval_features: Callable[..., list[dict]]
+    # tokenizer -> collate function for a list of feature dicts
+    collator: Callable[..., Callable]
+    # (model output, batch) -> {name: (per-example tensor [n, L], pad value)} to gather
+    outputs_to_gather: Callable[..., dict]
+    # (gathered arrays in dataset order, eval features, raw, model config, TrainConfig) -> (metrics, predictions)
+    score: Callable[..., tuple[dict, Any]]
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(feature: dict) -> dict:
+    return {k: feature[k] for k in MODEL_INPUTS if k in feature}
+
+
+def looks_like_path(source: str) -> bool:
+    """A --data value meant as a local path (so a typo gives 'not found', not a hub download attempt)."""
+    return source.startswith((".", "/", "~")) or source.endswith((".txt", ".json", ".jsonl", ".conll"))

@@ -1,0 +1,165 @@
+"""NER (token classification): subword label alignment, batching, word-level scoring. Pure functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll, load_conll_hub
+from nlpbatch.tasks.base import Task, looks_like_path, model_inputs
+
+IGNORE = -100
+BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
+
+
+def continuation_ids(label_names: list[str]) -> list[int]:
+    """For each label id, the id a word's continuation subtokens get: B-X -> I-X, everything else unchanged."""
+    index = {name: i for i, name in enumerate(label_names)}
+    return [index.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(label_names)]
+
+
+def align_labels(word_ids: list[int | None], word_tags: list[int], cont: list[int]) -> tuple[list[int], list[int]]:
+    """Subword labels for one sentence, as in the standard recipe.
+
+    Training labels: the first subtoken keeps the word's tag, continuation subtokens get its I- form, special
+    tokens -100. Eval labels: only first subtokens keep a tag, so scoring is at the word level.
+    """
+    train, first_only = [], []
+    previous = None
+    for word in word_ids:
+        if word is None:
+            train.append(IGNORE)
+            first_only.append(IGNORE)
+        elif word != previous:
+            train.append(word_tags[word])
+            first_only.append(word_tags[word])
+        else:
+            train.append(cont[word_tags[word]])
+            first_only.append(IGNORE)
+        previous = word
+    return train, first_only
+
+
+def load_split(source: str | None, split: str, max_examples: int | None = None, **_: Any):
+    """`source`: a CoNLL file, a data dir (DIR/conll2003/SPLIT.txt or DIR/SPLIT.txt), or a hub dataset name."""
+    if source is None:
+        return load_conll_hub(HUB_NAME, split, max_examples)
+    path = Path(source)
+    if path.is_file():
+        return load_conll(path, max_examples)
+    if path.is_dir():
+        for candidate in (path / "conll2003" / f"{split}.txt", path / f"{split}.txt"):
+            if candidate.is_file():
+                return load_conll(candidate, max_examples)
+        raise FileNotFoundError(f"{path}: no {split} split (looked for conll2003/{split}.txt and {split}.txt)")
+    if looks_like_path(source):
+        raise FileNotFoundError(f"{source}: no such CoNLL file or directory")
+    return load_conll_hub(source, split, max_examples)
+
+
+def label_names(raw) -> list[str]:
+    return list(raw.features["ner_tags"].feature.names)
+
+
+def load_trained(model_path: str):
+    from transformers import AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification.from_pretrained(model_path)
+
+
+def build_model(model_path: str, raw_train, cfg: Any = None):
+    from transformers import AutoModelForTokenClassification
+
+    names = label_names(raw_train)
+    return AutoModelForTokenClassification.from_pretrained(
+        model_path,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
+
+
+def _tokenize(raw, tokenizer, max_length: int) -> tuple[Any, list[int]]:
+    enc = tokenizer(list(raw["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length)
+    return enc, continuation_ids(label_names(raw))
+
+
+def train_features(raw, tokenizer, cfg: Any) -> list[dict]:
+    enc, cont = _tokenize(raw, tokenizer, cfg.max_length)
+    feats = []
+    for i, tags in enumerate(raw["ner_tags"]):
+        labels, _ = align_labels(enc.word_ids(i), tags, cont)
+        feats.append({**model_inputs({k: enc[k][i] for k in enc.keys()}), "labels": labels, "index": i})
+    return feats
+
+
+def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
+    enc, cont = _tokenize(raw, tokenizer, cfg.max_length)
+    feats = []
+    for i, tags in enumerate(raw["ner_tags"]):
+        _, first_only = align_labels(enc.word_ids(i), tags, cont)
+        feats.append({**model_inputs({k: enc[k][i] for k in enc.keys()}), "labels": first_only, "index": i})
+    return feats
+
+
+def collator(tokenizer):
+    from transformers import DataCollatorForTokenClassification
+
+    pad = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8, label_pad_token_id=IGNORE)
+
+    def collate(features: list[dict]) -> dict:
+        return pad([{k: f[k] for k in BATCH_KEYS if k in f} for f in features])
+
+    return collate
+
+
+def outputs_to_gather(output, batch) -> dict:
+    return {"pred": (output.logits.argmax(-1), IGNORE), "labels": (batch["labels"], IGNORE)}
+
+
+def word_tags(pred_row, label_row, pred_names: dict[int, str], gold_names: list[str]) -> tuple[list[str], list[str]]:
+    """Word-level (gold, predicted) tag strings from one padded row: positions whose label is not -100.
+
+    Gold ids follow the data's label list, predicted ids the model's id2label, so a model whose labels are
+    ordered differently from the data is still scored correctly.
+    """
+    gold, pred = [], []
+    for p, g in zip(pred_row, label_row):
+        if g != IGNORE:
+            gold.append(gold_names[int(g)])
+            pred.append(pred_names[int(p)])
+    return gold, pred
+
+
+def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = None) -> tuple[dict, list[list[str]]]:
+    from nlpbatch.metrics import seqeval_scores
+
+    pred_names = {int(k): v for k, v in model_config.id2label.items()}
+    gold_names = label_names(raw)
+    unknown = set(gold_names) - set(pred_names.values())
+    if unknown:
+        raise ValueError(f"the model's labels {sorted(pred_names.values())} lack the data's {sorted(unknown)}")
+    golds, preds = [], []
+    for pred_row, label_row in zip(gathered["pred"], gathered["labels"]):
+        g, p = word_tags(pred_row, label_row, pred_names, gold_names)
+        golds.append(g)
+        preds.append(p)
+    metrics = seqeval_scores(golds, preds)
+    metrics["n"] = len(preds)
+    metrics["truncated_sentences"] = sum(len(g) < len(t) for g, t in zip(golds, raw["tokens"]))
+    return metrics, preds
+
+
+NER_TASK = Task(
+    name="ner",
+    load_split=load_split,
+    build_model=build_model,
+    load_trained=load_trained,
+    train_features=train_features,
+    eval_features=eval_features,
+    collator=collator,
+    outputs_to_gather=outputs_to_gather,
+    score=score,
+)
+
+__all__ = ["NER_LABELS", "NER_TASK", "align_labels", "continuation_ids", "word_tags"]

@@ -1,0 +1,1 @@
+"""Ray Train runtime: the shared training loop, the cross-worker gather, the TorchTrainer factory."""

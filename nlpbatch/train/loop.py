@@ -1,0 +1,228 @@
+"""The one training loop both tasks use, run by every Ray Train worker, plus the evaluation it shares with
+single-process scoring. Small `_setup_*` helpers, one epoch function, report + checkpoint per epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from nlpbatch.config import TrainConfig
+from nlpbatch.tasks import get_task
+from nlpbatch.tasks.base import Task
+from nlpbatch.train.gather import concat_padded, gather_by_index
+
+STATE_FILE = "training_state.pt"
+
+
+def eval_shard(n: int, rank: int, world: int) -> list[int]:
+    """This rank's eval indices: DistributedSampler's strided split, padded with repeats to equal length."""
+    from torch.utils.data import DistributedSampler
+
+    return list(DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False))
+
+
+def run_eval(
+    model,
+    task: Task,
+    feats: list[dict],
+    raw,
+    cfg: TrainConfig,
+    collate,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[dict, Any]:
+    """Predict this rank's shard, gather all shards in dataset order, score exactly as one process would."""
+    shard = sorted(eval_shard(len(feats), rank, world), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
+    indices, outputs = [], {}
+    model.eval()
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, len(shard), cfg.eval_batch_size):
+            batch = collate([feats[i] for i in shard[start : start + cfg.eval_batch_size]])
+            indices.append(batch.pop("index"))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            for name, (tensor, pad) in task.outputs_to_gather(model(**batch), batch).items():
+                outputs.setdefault(name, ([], pad))[0].append(tensor)
+    index = torch.cat(indices).to(device)
+    arrays = {name: (concat_padded(chunks, pad), pad) for name, (chunks, pad) in outputs.items()}
+    gathered = gather_by_index(index, arrays, expected=len(feats))
+    return task.score(gathered, feats, raw, model.config, cfg)
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on GPU only: CPU autocast is slower than fp32 for this model size.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _setup_model(task: Task, cfg: TrainConfig, raw_train, checkpoint_dir: str | None):
+    from transformers import AutoTokenizer, set_seed
+
+    from nlpbatch.models import resolve_model
+
+    set_seed(cfg.seed)  # the new head's initialisation is the same on every rank and every run
+    source = checkpoint_dir or resolve_model(cfg.model)
+    return AutoTokenizer.from_pretrained(source), task.build_model(source, raw_train, cfg)
+
+
+def _setup_optimizer(model, cfg: TrainConfig, total_steps: int, device: torch.device):
+    from transformers import get_linear_schedule_with_warmup
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # no weight decay on biases and LayerNorm
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+        fused=device.type == "cuda",
+    )
+    warmup = int(cfg.warmup_ratio * total_steps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def _setup_sampler(feats: list[dict], cfg: TrainConfig, global_batch: int, rank: int, world: int):
+    from torch.utils.data import DistributedSampler
+    from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
+
+    if cfg.group_by_length:
+        # Batches of similar length waste less compute on padding; seeded by (seed, epoch) like DistributedSampler.
+        lengths = [len(f["input_ids"]) for f in feats]
+        return DistributedLengthGroupedSampler(global_batch, num_replicas=world, rank=rank, seed=cfg.seed, lengths=lengths)
+    return DistributedSampler(range(len(feats)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+
+
+def _save_checkpoint(directory: str, model, tokenizer, optimizer, scheduler, state: dict) -> None:
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
+        os.path.join(directory, STATE_FILE),
+    )
+
+
+def train_loop_per_worker(config: dict) -> dict:
+    """Ray Train entry point. `config`: {"cfg": TrainConfig as dict, "raw_train": ref, "raw_eval": ref}."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    from torch.utils.data import DataLoader
+
+    cfg = TrainConfig(**config["cfg"])
+    task = get_task(cfg.task)
+    raw_train, raw_eval = ray.get(config["raw_train"]), ray.get(config["raw_eval"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    checkpoint = ray.train.get_checkpoint()
+    state: dict = {"epoch": 0, "step": 0, "history": []}
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as ckpt_dir:
+        tokenizer, model = _setup_model(task, cfg, raw_train, ckpt_dir)
+        saved = torch.load(os.path.join(ckpt_dir, STATE_FILE), weights_only=False) if ckpt_dir else None
+
+    train_feats = task.train_features(raw_train, tokenizer, cfg)
+    eval_feats = task.eval_features(raw_eval, tokenizer, cfg)
+    collate = task.collator(tokenizer)
+    per_worker = max(1, round(cfg.batch_size / world))
+    sampler = _setup_sampler(train_feats, cfg, per_worker * world, rank, world)
+    loader = DataLoader(train_feats, batch_size=per_worker, sampler=sampler, collate_fn=collate)
+    steps_per_epoch = len(loader)
+    total_steps = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
+
+    model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
+    module = model.module if hasattr(model, "module") else model
+    optimizer, scheduler = _setup_optimizer(module, cfg, total_steps, device)
+    if saved:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = {k: saved[k] for k in ("epoch", "step", "history")}
+    if rank == 0:
+        print(
+            f"[nlpbatch] {cfg.task}: {len(train_feats)} train / {len(eval_feats)} eval features, {world} worker(s) x "
+            f"batch {per_worker} = {per_worker * world}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
+            + (f", resuming after epoch {state['epoch']}" if saved else ""),
+            flush=True,
+        )
+
+    metrics: dict = state["history"][-1] if state["history"] else {}
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["step"] >= total_steps:
+            break
+        t0 = time.perf_counter()
+        train_stats = _train_epoch(model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank)
+        t1 = time.perf_counter()
+        eval_metrics, _ = run_eval(module, task, eval_feats, raw_eval, cfg, collate, device, rank, world)
+        metrics = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            **train_stats,
+            "train_seconds": t1 - t0,
+            "eval_seconds": time.perf_counter() - t1,
+            "eval": eval_metrics,
+        }
+        state["epoch"] = epoch + 1
+        state["history"].append(metrics)
+        if rank == 0:
+            print(f"[nlpbatch] epoch {epoch + 1}/{cfg.epochs}: {_headline(cfg.task, metrics)}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                _save_checkpoint(tmp, module, tokenizer, optimizer, scheduler, state)
+            ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
+            ray.train.report(_flat(metrics), checkpoint=ckpt)
+    return {"final": metrics, "history": state["history"], "config": asdict(cfg), "world_size": world}
+
+
+def _train_epoch(model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank) -> dict:
+    sampler.set_epoch(epoch)
+    # Dropout RNG keyed by (seed, epoch, rank): a resumed run replays the same epoch bit for bit.
+    torch.manual_seed(cfg.seed + 1000 * epoch + rank)
+    model.train()
+    losses, curve, tokens = [], [], 0
+    start = time.perf_counter()
+    for batch in loader:
+        batch.pop("index")
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with _autocast(device):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        tokens += int(batch["attention_mask"].sum())
+        state["step"] += 1
+        if state["step"] % cfg.log_every_steps == 0:
+            recent = sum(losses[-cfg.log_every_steps :]) / len(losses[-cfg.log_every_steps :])
+            curve.append([state["step"], recent])
+            if rank == 0:
+                rate = len(losses) / (time.perf_counter() - start)
+                print(f"[nlpbatch] epoch {epoch + 1} step {state['step']}/{total_steps} loss {recent:.4f} "
+                      f"({rate:.2f} steps/s)", flush=True)
+        if state["step"] >= total_steps:
+            break
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": sum(losses) / max(1, len(losses)),
+        "first_loss": losses[0] if losses else None,
+        "loss_curve": curve,
+        "train_tokens_per_second_rank0": tokens / seconds if seconds else 0.0,
+    }
+
+
+def _headline(task: str, metrics: dict) -> str:
+    ev = metrics["eval"]
+    score = f"f1 {ev['overall_f1']:.4f}" if task == "ner" else f"EM {ev['exact_match']:.2f} F1 {ev['f1']:.2f}"
+    return f"train loss {metrics['train_loss']:.4f}, eval {score} ({metrics['train_seconds']:.1f} s train)"
+
+
+def _flat(metrics: dict) -> dict:
+    """Scalar metrics for Ray's reporting (nested per-type scores stay in metrics.json)."""
+    flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    flat.update({f"eval_{k}": v for k, v in metrics["eval"].items() if isinstance(v, int | float)})
+    return flat
