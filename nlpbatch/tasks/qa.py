@@ -43,7 +43,7 @@ def tokenize_windows(questions: list[str], contexts: list[str], tokenizer, max_l
         raise ValueError("question-first windows need a tokenizer that pads on the right")
     return tokenizer(
         [q.lstrip() for q in questions],
-        contexts,
+        list(contexts),
         truncation="only_second",
         max_length=max_length,
         stride=stride,
@@ -160,8 +160,8 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
     from nlpbatch.metrics import squad_scores
 
     n_best, max_len = (cfg.n_best, cfg.max_answer_length) if cfg is not None else (20, 30)
-    spans = best_spans(gathered["start_logits"], gathered["end_logits"], eval_feats, raw["context"], n_best, max_len)
-    ids = raw["id"]
+    spans = best_spans(gathered["start_logits"], gathered["end_logits"], eval_feats, list(raw["context"]), n_best, max_len)
+    ids = list(raw["id"])
     predictions = {qid: span["text"] for qid, span in zip(ids, spans)}
     references = {qid: ans["text"] for qid, ans in zip(ids, raw["answers"])}
     metrics = squad_scores(predictions, references)

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny random BERTs built from a config (no download), the shared data, one local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup fails at once instead of timing out
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("NLPBATCH_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+    if not (path / "conll2003" / "train.txt").is_file():
+        pytest.fail(f"shared data not found at {path}: set NLPBATCH_DATA_DIR")
+    return path
+
+
+def make_tiny_model(path: Path, task: str, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A randomly initialised BERT with the bundled tokenizer's vocabulary, saved as a HF model dir."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoModelForTokenClassification, AutoTokenizer, BertConfig
+
+    from nlpbatch.data.conll import NER_LABELS
+    from nlpbatch.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    if task == "ner":
+        config.id2label = dict(enumerate(NER_LABELS))
+        config.label2id = {n: i for i, n in enumerate(NER_LABELS)}
+        model = AutoModelForTokenClassification.from_config(config)
+    else:
+        model = AutoModelForQuestionAnswering.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_ner"), "ner")
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_qa"), "qa")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for all integration tests (starting Ray costs 5-10 s). 4 logical CPUs on 2 cores: room for
+    3 Train workers plus the controller."""
+    import ray
+
+    context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True)
+    yield context
+    ray.shutdown()
