@@ -35,8 +35,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
-        kind = next(a for a in typing.get_args(hint) if a is not type(None)) if isinstance(hint, types.UnionType) else hint
-        help_text = TRAIN_HELP.get(field.name, "") + (f" (default {field.default})" if field.default is not None else "")
+        kind = (
+            next(a for a in typing.get_args(hint) if a is not type(None)) if isinstance(hint, types.UnionType) else hint
+        )
+        help_text = TRAIN_HELP.get(field.name, "") + (
+            f" (default {field.default})" if field.default is not None else ""
+        )
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
@@ -84,8 +88,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nlpbatch.evaluation import eval_config, evaluate_model
 
     cfg = eval_config(
-        args.task, args.model, max_length=args.max_length, doc_stride=args.doc_stride,
-        eval_batch_size=args.eval_batch_size, use_gpu=args.use_gpu,
+        args.task,
+        args.model,
+        max_length=args.max_length,
+        doc_stride=args.doc_stride,
+        eval_batch_size=args.eval_batch_size,
+        use_gpu=args.use_gpu,
     )
     data = args.data or os.environ.get(DATA_ENV)
     metrics, predictions = evaluate_model(cfg, data, args.split, args.num_workers, args.max_examples, args.skip_invalid)

@@ -57,8 +57,16 @@ class TrainConfig:
         errors = []
         if self.task not in ("ner", "qa"):
             errors.append(f"task: {self.task!r} is not 'ner' or 'qa'")
-        for key in ("epochs", "batch_size", "eval_batch_size", "num_workers", "cpus_per_worker", "n_best",
-                    "max_answer_length", "log_every_steps"):
+        for key in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "num_workers",
+            "cpus_per_worker",
+            "n_best",
+            "max_answer_length",
+            "log_every_steps",
+        ):
             if getattr(self, key) < 1:
                 errors.append(f"{key}: must be >= 1, got {getattr(self, key)}")
         for key in ("max_train_examples", "max_eval_examples", "max_steps", "max_length"):
@@ -108,11 +116,7 @@ def load_train_config(yaml_path: str | Path | None = None, **overrides: Any) -> 
     values.update({k: v for k, v in overrides.items() if v is not None})
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     errors = [f"{k}: unknown key in {source} (known: {', '.join(fields)})" for k in values if k not in fields]
-    errors += [
-        err
-        for k, v in values.items()
-        if k in fields and (err := _check_type(k, v, fields[k].type)) is not None
-    ]
+    errors += [err for k, v in values.items() if k in fields and (err := _check_type(k, v, fields[k].type)) is not None]
     errors += [f"{k}: required" for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
     if errors:
         raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(errors))

@@ -44,8 +44,14 @@ def _eval_loop_per_worker(config: dict):
     return _score_in_process(cfg, raw, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
 
 
-def evaluate_model(cfg: TrainConfig, data: str | None, split: str = "validation", num_workers: int = 0,
-                   max_examples: int | None = None, skip_invalid: bool = False) -> tuple[dict, Any]:
+def evaluate_model(
+    cfg: TrainConfig,
+    data: str | None,
+    split: str = "validation",
+    num_workers: int = 0,
+    max_examples: int | None = None,
+    skip_invalid: bool = False,
+) -> tuple[dict, Any]:
     """(metrics, predictions). num_workers=0 scores in this process; N >= 1 shards the data over N Ray Train
     workers and gathers, which must give the same predictions."""
     task = get_task(cfg.task)
@@ -54,9 +60,9 @@ def evaluate_model(cfg: TrainConfig, data: str | None, split: str = "validation"
     if num_workers == 0:
         metrics, predictions = _score_in_process(cfg, raw)
     else:
-        import ray
         from dataclasses import asdict
 
+        import ray
         from ray.train import ScalingConfig
         from ray.train.torch import TorchTrainer
 
@@ -66,8 +72,11 @@ def evaluate_model(cfg: TrainConfig, data: str | None, split: str = "validation"
         trainer = TorchTrainer(
             _eval_loop_per_worker,
             train_loop_config={"cfg": asdict(cfg), "raw": ray.put(raw)},
-            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=cfg.use_gpu,
-                                         resources_per_worker={"CPU": cfg.cpus_per_worker}),
+            scaling_config=ScalingConfig(
+                num_workers=num_workers,
+                use_gpu=cfg.use_gpu,
+                resources_per_worker={"CPU": cfg.cpus_per_worker},
+            ),
         )
         metrics, predictions = trainer.fit().return_value
     if skips.count:

@@ -24,7 +24,12 @@ def data_dir() -> Path:
 def make_tiny_model(path: Path, task: str, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A randomly initialised BERT with the bundled tokenizer's vocabulary, saved as a HF model dir."""
     import torch
-    from transformers import AutoModelForQuestionAnswering, AutoModelForTokenClassification, AutoTokenizer, BertConfig
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        BertConfig,
+    )
 
     from nlpbatch.data.conll import NER_LABELS
     from nlpbatch.models import resolve_model

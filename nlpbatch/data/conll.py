@@ -15,7 +15,11 @@ def ner_features():
     from datasets import ClassLabel, Features, Sequence, Value
 
     return Features(
-        {"id": Value("string"), "tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=NER_LABELS))}
+        {
+            "id": Value("string"),
+            "tokens": Sequence(Value("string")),
+            "ner_tags": Sequence(ClassLabel(names=NER_LABELS)),
+        }
     )
 
 
@@ -55,14 +59,18 @@ def parse_conll(path: str | Path) -> list[dict]:
                 if n_columns < 2:
                     raise DataError(f"{path}:{lineno}: expected 'word ... TAG' columns, got {line!r}")
             elif len(parts) != n_columns:
-                raise DataError(f"{path}:{lineno}: expected {n_columns} columns like the first row, got {len(parts)}: {line!r}")
+                raise DataError(
+                    f"{path}:{lineno}: expected {n_columns} columns like the first row, got {len(parts)}: {line!r}"
+                )
             tag = parts[-1]
             if tag not in label_set:
                 raise DataError(f"{path}:{lineno}: unknown NER tag {tag!r} (expected one of {', '.join(NER_LABELS)})")
             if tag.startswith("I-"):
                 prev = tags[-1] if tags else "O"
                 if prev == "O" or prev[2:] != tag[2:]:
-                    raise DataError(f"{path}:{lineno}: IOB2 tag {tag} follows {prev} (an I- tag must continue its own entity)")
+                    raise DataError(
+                        f"{path}:{lineno}: IOB2 tag {tag} follows {prev} (an I- tag must continue its own entity)"
+                    )
             tokens.append(parts[0])
             tags.append(tag)
     flush()

@@ -108,7 +108,10 @@ def check_examples(rows: list[dict], source: str, skip_invalid: bool, skips: Ski
 
 
 def load_squad(
-    path: str | Path, max_examples: int | None = None, skip_invalid: bool = False, skips: SkipReport | None = None
+    path: str | Path,
+    max_examples: int | None = None,
+    skip_invalid: bool = False,
+    skips: SkipReport | None = None,
 ):
     from datasets import Dataset
 

@@ -112,7 +112,10 @@ def collator(tokenizer):
 
 
 def outputs_to_gather(output, batch) -> dict:
-    return {"start_logits": (output.start_logits.float(), -1e4), "end_logits": (output.end_logits.float(), -1e4)}
+    return {
+        "start_logits": (output.start_logits.float(), -1e4),
+        "end_logits": (output.end_logits.float(), -1e4),
+    }
 
 
 def best_spans(
@@ -160,7 +163,9 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
     from nlpbatch.metrics import squad_scores
 
     n_best, max_len = (cfg.n_best, cfg.max_answer_length) if cfg is not None else (20, 30)
-    spans = best_spans(gathered["start_logits"], gathered["end_logits"], eval_feats, list(raw["context"]), n_best, max_len)
+    spans = best_spans(
+        gathered["start_logits"], gathered["end_logits"], eval_feats, list(raw["context"]), n_best, max_len
+    )
     ids = list(raw["id"])
     predictions = {qid: span["text"] for qid, span in zip(ids, spans)}
     references = {qid: ans["text"] for qid, ans in zip(ids, raw["answers"])}

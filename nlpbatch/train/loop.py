@@ -92,7 +92,9 @@ def _setup_sampler(feats: list[dict], cfg: TrainConfig, global_batch: int, rank:
     if cfg.group_by_length:
         # Batches of similar length waste less compute on padding; seeded by (seed, epoch) like DistributedSampler.
         lengths = [len(f["input_ids"]) for f in feats]
-        return DistributedLengthGroupedSampler(global_batch, num_replicas=world, rank=rank, seed=cfg.seed, lengths=lengths)
+        return DistributedLengthGroupedSampler(
+            global_batch, num_replicas=world, rank=rank, seed=cfg.seed, lengths=lengths
+        )
     return DistributedSampler(range(len(feats)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
 
 
@@ -154,7 +156,9 @@ def train_loop_per_worker(config: dict) -> dict:
         if state["step"] >= total_steps:
             break
         t0 = time.perf_counter()
-        train_stats = _train_epoch(model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank)
+        train_stats = _train_epoch(
+            model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank
+        )
         t1 = time.perf_counter()
         eval_metrics, _ = run_eval(module, task, eval_feats, raw_eval, cfg, collate, device, rank, world)
         metrics = {
@@ -202,8 +206,11 @@ def _train_epoch(model, loader, sampler, optimizer, scheduler, cfg, device, epoc
             curve.append([state["step"], recent])
             if rank == 0:
                 rate = len(losses) / (time.perf_counter() - start)
-                print(f"[nlpbatch] epoch {epoch + 1} step {state['step']}/{total_steps} loss {recent:.4f} "
-                      f"({rate:.2f} steps/s)", flush=True)
+                print(
+                    f"[nlpbatch] epoch {epoch + 1} step {state['step']}/{total_steps} loss {recent:.4f} "
+                    f"({rate:.2f} steps/s)",
+                    flush=True,
+                )
         if state["step"] >= total_steps:
             break
     seconds = time.perf_counter() - start

@@ -80,7 +80,11 @@ def run_training(cfg: TrainConfig) -> dict:
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": asdict(cfg), "raw_train": ray.put(raw_train), "raw_eval": ray.put(raw_eval)},
+        train_loop_config={
+            "cfg": asdict(cfg),
+            "raw_train": ray.put(raw_train),
+            "raw_eval": ray.put(raw_eval),
+        },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=RUN_NAME,

@@ -8,7 +8,17 @@ B_PER, I_PER, O = NER_LABELS.index("B-PER"), NER_LABELS.index("I-PER"), 0
 
 def test_continuation_maps_b_to_i():
     cont = ner.continuation_ids(NER_LABELS)
-    assert [NER_LABELS[c] for c in cont] == ["O", "I-PER", "I-PER", "I-ORG", "I-ORG", "I-LOC", "I-LOC", "I-MISC", "I-MISC"]
+    assert [NER_LABELS[c] for c in cont] == [
+        "O",
+        "I-PER",
+        "I-PER",
+        "I-ORG",
+        "I-ORG",
+        "I-LOC",
+        "I-LOC",
+        "I-MISC",
+        "I-MISC",
+    ]
 
 
 def test_alignment_first_subtoken_keeps_label_continuations_get_i():

@@ -104,21 +104,42 @@ def test_windows_label_answers_and_map_offsets_back():
 
 def write_squad(tmp_path, qas, context="Paris is the capital of France."):
     path = tmp_path / "s.json"
-    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    path.write_text(
+        json.dumps({"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": context, "qas": qas}]}]})
+    )
     return path
 
 
 def test_squad_reader_flattens_like_the_hub(tmp_path):
-    ds = qa.load_split(str(write_squad(tmp_path, [{"id": "q1", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 0}]}])), "train")
-    assert ds[0] == {"id": "q1", "title": "T", "context": "Paris is the capital of France.", "question": "Capital?",
-                     "answers": {"text": ["Paris"], "answer_start": [0]}}
+    ds = qa.load_split(
+        str(
+            write_squad(
+                tmp_path,
+                [{"id": "q1", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 0}]}],
+            )
+        ),
+        "train",
+    )
+    assert ds[0] == {
+        "id": "q1",
+        "title": "T",
+        "context": "Paris is the capital of France.",
+        "question": "Capital?",
+        "answers": {"text": ["Paris"], "answer_start": [0]},
+    }
 
 
 @pytest.mark.parametrize(
     ("qa_row", "reason"),
     [
-        ({"id": "bad1", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 3}]}, "not at answer_start 3"),
-        ({"id": "bad2", "question": " ", "answers": [{"text": "Paris", "answer_start": 0}]}, "empty question"),
+        (
+            {"id": "bad1", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 3}]},
+            "not at answer_start 3",
+        ),
+        (
+            {"id": "bad2", "question": " ", "answers": [{"text": "Paris", "answer_start": 0}]},
+            "empty question",
+        ),
         ({"id": "bad3", "question": "Capital?"}, "missing field 'answers'"),
     ],
 )

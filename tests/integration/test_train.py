@@ -1,0 +1,161 @@
+"""Fine-tuning through Ray Train for real: DDP workers, checkpoints, resume after a killed run, export."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nlpbatch.config import load_train_config
+from nlpbatch.evaluation import eval_config, evaluate_model
+from nlpbatch.train.trainer import run_training
+
+pytestmark = pytest.mark.integration
+
+
+def test_bundled_model_two_workers_learns_ner(ray_cluster, data_dir, tmp_path):
+    """A few dozen DDP steps of the bundled MiniLM: the loss falls and F1 rises well above the untrained model's."""
+    cfg = load_train_config(
+        task="ner",
+        output=str(tmp_path / "out"),
+        data_dir=str(data_dir),
+        num_workers=2,
+        epochs=1,
+        max_train_examples=960,
+        max_eval_examples=200,
+        batch_size=16,
+        learning_rate=3e-4,
+        log_every_steps=10,
+    )
+    metrics = run_training(cfg)
+    final = metrics["final"]
+    assert metrics["world_size"] == 2 and final["step"] == 60
+    curve = [loss for _, loss in final["loss_curve"]]
+    assert curve[-1] < 0.5 * curve[0], f"loss did not fall: {curve}"
+    # chance: the same base model with its fresh, untrained head
+    from transformers import AutoTokenizer, set_seed
+
+    from nlpbatch.data.conll import load_conll
+    from nlpbatch.models import resolve_model
+    from nlpbatch.tasks.ner import build_model
+
+    set_seed(cfg.seed)
+    untrained = tmp_path / "untrained"
+    build_model(resolve_model(None), load_conll(data_dir / "conll2003" / "validation.txt", 1)).save_pretrained(
+        untrained
+    )
+    AutoTokenizer.from_pretrained(resolve_model(None)).save_pretrained(untrained)
+    chance, _ = evaluate_model(eval_config("ner", str(untrained)), str(data_dir), max_examples=200)
+    assert final["eval"]["overall_f1"] > max(0.3, chance["overall_f1"] + 0.2), (final["eval"], chance)
+    # the exported model scores the same outside Ray as the last epoch did inside it
+    out = Path(cfg.output)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["final"]["eval"] == final["eval"]
+    rescored, _ = evaluate_model(eval_config("ner", str(out)), str(data_dir), max_examples=200)
+    assert rescored == final["eval"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"]["1"] == "B-PER" and config["label2id"]["I-MISC"] == 8
+
+
+def _cli_train(args, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "nlpbatch", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_killed_run_resumes_to_the_same_result(ray_cluster, tiny_ner_model, data_dir, tmp_path):
+    common = dict(
+        task="ner",
+        data_dir=str(data_dir),
+        model=str(tiny_ner_model),
+        epochs=3,
+        num_workers=1,
+        max_train_examples=1500,
+        max_eval_examples=100,
+        batch_size=8,
+        log_every_steps=20,
+    )
+    reference = run_training(load_train_config(output=str(tmp_path / "ref"), **common))
+
+    # the same run as a CLI process on the same cluster, killed once its first checkpoint is registered
+    out = tmp_path / "killed"
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address_info["address"]}
+    flags = [
+        "ner",
+        "--output",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+        "--model",
+        str(tiny_ner_model),
+        "--epochs",
+        "3",
+        "--num-workers",
+        "1",
+        "--max-train-examples",
+        "1500",
+        "--max-eval-examples",
+        "100",
+        "--batch-size",
+        "8",
+    ]
+    proc = _cli_train(flags, env)
+    snapshot = out / "ray_runs" / "train" / "checkpoint_manager_snapshot.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not snapshot.exists():
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read().decode()[-3000:]
+    assert snapshot.exists(), "no checkpoint within 240 s"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+
+    resumed = run_training(load_train_config(output=str(out), resume=True, **common))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["final"]["eval"] == reference["final"]["eval"]
+    assert resumed["final"]["train_loss"] == pytest.approx(reference["final"]["train_loss"], rel=1e-6)
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path, data_dir):
+    from nlpbatch.config import ConfigError
+
+    (tmp_path / "ray_runs" / "train").mkdir(parents=True)
+    cfg = load_train_config(
+        task="ner", output=str(tmp_path), data_dir=str(data_dir), max_train_examples=5, max_eval_examples=5
+    )
+    with pytest.raises(ConfigError, match="--resume .* --overwrite"):
+        run_training(cfg)
+
+
+def test_qa_two_workers_trains_and_evaluates(ray_cluster, tiny_qa_model, data_dir, tmp_path):
+    cfg = load_train_config(
+        task="qa",
+        output=str(tmp_path / "qa"),
+        data_dir=str(data_dir),
+        model=str(tiny_qa_model),
+        num_workers=2,
+        epochs=2,
+        max_train_examples=300,
+        max_eval_examples=40,
+        max_length=192,
+        doc_stride=64,
+        batch_size=16,
+        learning_rate=1e-3,
+        log_every_steps=5,
+    )
+    metrics = run_training(cfg)
+    first, last = metrics["history"][0], metrics["history"][-1]
+    assert last["train_loss"] < first["first_loss"], metrics["history"]
+    assert last["eval"]["n"] == 40 and 0 <= last["eval"]["f1"] <= 100
+    rescored, preds = evaluate_model(
+        eval_config("qa", cfg.output, max_length=192, doc_stride=64), str(data_dir), max_examples=40
+    )
+    assert rescored == last["eval"] and len(preds) == 40
