@@ -11,8 +11,9 @@ import types
 import typing
 from pathlib import Path
 
-from nlpbatch.config import ConfigError, TrainConfig, load_train_config
+from nlpbatch.config import AnnotateConfig, ConfigError, TrainConfig, load_annotate_config, load_train_config
 from nlpbatch.data import DataError
+from nlpbatch.storage import StorageError
 
 DATA_ENV = "NLPBATCH_DATA_DIR"
 TRAIN_HELP = {
@@ -24,13 +25,19 @@ TRAIN_HELP = {
     "overwrite": "discard an earlier run in OUTPUT",
     "max_steps": "stop after this many optimizer steps (smoke tests)",
     "skip_invalid": "skip invalid QA examples (counted in metrics.json) instead of failing",
+    "input": "local path, glob or s3://bucket/prefix of .parquet / .jsonl / .jsonl.gz files",
+    "output": "local dir or s3:// prefix: data/, rejects/ and a _SUCCESS.json manifest",
+    "questions": "QA: file with one question per line, asked of every document",
+    "aggregation": "NER: simple | first | max (as the transformers pipeline)",
+    "s3_endpoint": "S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)",
+    "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, so YAML keys and flags never drift apart."""
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    """One flag per config field, so YAML keys and flags never drift apart."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
         if field.name == "task":
             continue
         flag = "--" + field.name.replace("_", "-")
@@ -55,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("task", choices=["ner", "qa"])
     train.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(train)
+
+    ann = sub.add_parser("annotate", help="stream a corpus through a model with Ray Data; spans to storage")
+    ann.add_argument("task", choices=["ner", "qa"])
+    ann.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
+    _add_config_flags(ann, AnnotateConfig)
 
     ev = sub.add_parser("evaluate", help="score a saved model on a CoNLL/SQuAD file, data dir or hub dataset")
     ev.add_argument("task", choices=["ner", "qa"])
@@ -84,6 +96,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from nlpbatch.annotate.pipeline import run_annotation
+
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(AnnotateConfig) if f.name != "task"}
+    manifest = run_annotation(load_annotate_config(args.config, task=args.task, **overrides))
+    summary = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected", "tokens")}
+    print(json.dumps({**summary, "timings": manifest["timings"]}, indent=2))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nlpbatch.evaluation import eval_config, evaluate_model
 
@@ -106,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "annotate": cmd_annotate}[args.command](args)
+    except (ConfigError, DataError, StorageError, FileNotFoundError) as err:
         print(f"nlpbatch: error: {err}", file=sys.stderr)
         return 2

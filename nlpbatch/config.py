@@ -85,8 +85,63 @@ class TrainConfig:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
-def _check_type(name: str, value: Any, annotation: Any) -> str | None:
-    hint = typing.get_type_hints(TrainConfig)[name] if isinstance(annotation, str) else annotation
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """Corpus annotation settings (`nlpbatch annotate ner|qa`)."""
+
+    task: str
+    model: str
+    input: str
+    output: str
+    input_format: str | None = None  # parquet | jsonl; None: from the file extension
+    output_format: str = "parquet"  # parquet | jsonl
+    id_column: str = "id"
+    text_column: str = "text"
+    question_column: str = "question"  # QA: one question per row ...
+    questions: str | None = None  # ... or a file with one question per line, asked of every document
+    aggregation: str = "simple"  # NER: simple | first | max
+    max_length: int | None = None  # window length in tokens; None: 512 NER, 384 QA
+    stride: int = 128  # tokens shared by neighbouring windows
+    max_chars: int = 1_000_000  # longer texts are rejected, not truncated
+    batch_tokens: int = 16384  # padded tokens per forward pass (length-bucketed)
+    n_best: int = 20
+    max_answer_length: int = 30
+    min_actors: int = 1
+    max_actors: int = 1
+    num_gpus: float = 0.0  # per inference actor; > 0 runs bf16 on GPU
+    cpus_per_actor: float = 1.0
+    s3_endpoint: str | None = None
+    run_id: str | None = None
+
+    @property
+    def window(self) -> int:
+        return self.max_length or (384 if self.task == "qa" else 512)
+
+    def validate(self) -> None:
+        errors = []
+        if self.task not in ("ner", "qa"):
+            errors.append(f"task: {self.task!r} is not 'ner' or 'qa'")
+        if self.input_format not in (None, "parquet", "jsonl"):
+            errors.append(f"input_format: {self.input_format!r} is not parquet or jsonl")
+        if self.output_format not in ("parquet", "jsonl"):
+            errors.append(f"output_format: {self.output_format!r} is not parquet or jsonl")
+        if self.aggregation not in ("simple", "first", "max"):
+            errors.append(f"aggregation: {self.aggregation!r} is not simple, first or max")
+        if not 0 <= self.stride < self.window // 2:
+            errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
+        if not 1 <= self.min_actors <= self.max_actors:
+            errors.append(f"min_actors/max_actors: need 1 <= {self.min_actors} <= {self.max_actors}")
+        for key in ("max_chars", "batch_tokens", "n_best", "max_answer_length"):
+            if getattr(self, key) < 1:
+                errors.append(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.batch_tokens < self.window:
+            errors.append(f"batch_tokens: {self.batch_tokens} is smaller than one window ({self.window})")
+        if errors:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _check_type(cls: type, name: str, value: Any) -> str | None:
+    hint = typing.get_type_hints(cls)[name]
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None
@@ -102,6 +157,14 @@ def _check_type(name: str, value: Any, annotation: Any) -> str | None:
 
 
 def load_train_config(yaml_path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    return load_config(TrainConfig, yaml_path, **overrides)
+
+
+def load_annotate_config(yaml_path: str | Path | None = None, **overrides: Any) -> AnnotateConfig:
+    return load_config(AnnotateConfig, yaml_path, **overrides)
+
+
+def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any):
     """YAML keys first, then non-None CLI overrides; unknown keys and wrong types are all reported together."""
     values: dict[str, Any] = {}
     source = "overrides"
@@ -114,12 +177,12 @@ def load_train_config(yaml_path: str | Path | None = None, **overrides: Any) -> 
             raise ConfigError(f"{yaml_path}: expected a mapping of keys to values")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     errors = [f"{k}: unknown key in {source} (known: {', '.join(fields)})" for k in values if k not in fields]
-    errors += [err for k, v in values.items() if k in fields and (err := _check_type(k, v, fields[k].type)) is not None]
+    errors += [err for k, v in values.items() if k in fields and (err := _check_type(cls, k, v)) is not None]
     errors += [f"{k}: required" for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
     if errors:
         raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(errors))
-    cfg = TrainConfig(**values)
+    cfg = cls(**values)
     cfg.validate()
     return cfg

@@ -9,6 +9,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup fails at once instead of timing out
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Dummy credentials for the loopback S3 server, set before Ray starts so its worker processes inherit them
+# (as production workers get theirs from the environment or an instance role).
+for key, value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ.setdefault(key, value)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,3 +82,25 @@ def ray_cluster():
     context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True)
     yield context
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 protocol server on 127.0.0.1 (moto's server mode), reached over HTTP by boto3 and pyarrow."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, request):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    name = "nlpbatch-" + request.node.name.lower().replace("_", "-")[:40]
+    client.create_bucket(Bucket=name)
+    return client, name

@@ -163,3 +163,99 @@ NER_TASK = Task(
 )
 
 __all__ = ["NER_LABELS", "NER_TASK", "align_labels", "continuation_ids", "word_tags"]
+
+
+# --- inference: per-token predictions of overlapping windows -> entity spans with character offsets ---
+
+
+def merge_windows(windows: list[dict]) -> list[dict]:
+    """One prediction per document token from overlapping windows.
+
+    Each window is {"offsets": [(start, end)], "word_ids": [int], "labels": [int], "scores": [float]} with -1 word
+    ids on special tokens. A token seen by several windows takes the prediction of the window in which it lies
+    farthest from an edge (the most context on both sides), so entities are neither cut nor duplicated at the
+    seams. Returns tokens sorted by character offset.
+    """
+    best: dict[tuple[int, int], tuple[int, dict]] = {}
+    for window in windows:
+        positions = [i for i, w in enumerate(window["word_ids"]) if w >= 0]
+        if not positions:
+            continue
+        first, last = positions[0], positions[-1]
+        for i in positions:
+            start, end = window["offsets"][i]
+            margin = min(i - first, last - i)
+            key = (start, end)
+            if key not in best or margin > best[key][0]:
+                token = {
+                    "start": start,
+                    "end": end,
+                    "word": window["word_ids"][i],
+                    "label": window["labels"][i],
+                    "score": window["scores"][i],
+                }
+                best[key] = (margin, token)
+    return [token for _, token in sorted(best.values(), key=lambda mt: (mt[1]["start"], mt[1]["end"]))]
+
+
+def _split_tag(name: str) -> tuple[str, str]:
+    """("B"|"I", type) the way the transformers pipeline reads tags: anything not B-/I- continues as I."""
+    if name.startswith(("B-", "I-")):
+        return name[0], name[2:]
+    return "I", name
+
+
+def words_from_tokens(tokens: list[dict], strategy: str) -> list[dict]:
+    """Word-level predictions (aggregation "first": the first subtoken decides; "max": the highest-scoring one)."""
+    words: list[list[dict]] = []
+    for token in tokens:
+        if words and words[-1][0]["word"] == token["word"]:
+            words[-1].append(token)
+        else:
+            words.append([token])
+    out = []
+    for group in words:
+        chosen = group[0] if strategy == "first" else max(group, key=lambda t: t["score"])
+        out.append(
+            {"start": group[0]["start"], "end": group[-1]["end"], "label": chosen["label"], "score": chosen["score"]}
+        )
+    return out
+
+
+def group_entities(units: list[dict], id2label: dict[int, str], text: str) -> list[dict]:
+    """Consecutive tokens/words of one type, not restarted by a B- tag, form an entity (the transformers
+    pipeline's grouping); its score is the mean of its members'. "O" groups are dropped."""
+    entities: list[dict] = []
+    group: list[dict] = []
+
+    def close() -> None:
+        if group:
+            _, kind = _split_tag(id2label[group[0]["label"]])
+            if kind != "O":
+                start, end = group[0]["start"], group[-1]["end"]
+                score = float(sum(u["score"] for u in group) / len(group))
+                entities.append({"label": kind, "start": start, "end": end, "text": text[start:end], "score": score})
+
+    for unit in units:
+        bi, kind = _split_tag(id2label[unit["label"]])
+        if group and kind == _split_tag(id2label[group[-1]["label"]])[1] and bi != "B":
+            group.append(unit)
+        else:
+            close()
+            group = [unit]
+    close()
+    return entities
+
+
+AGGREGATIONS = ("simple", "first", "max")
+
+
+def decode_entities(
+    windows: list[dict], text: str, id2label: dict[int, str], aggregation: str = "simple"
+) -> list[dict]:
+    """Entity spans for one document: merge windows, aggregate (simple | first | max), group, cut from `text`."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation {aggregation!r} is not one of {AGGREGATIONS}")
+    tokens = merge_windows(windows)
+    units = tokens if aggregation == "simple" else words_from_tokens(tokens, aggregation)
+    return group_entities(units, id2label, text)

@@ -1,0 +1,1 @@
+"""Corpus annotation with Ray Data: read -> parse/validate -> tokenize -> predict (actor pool) -> decode -> write."""

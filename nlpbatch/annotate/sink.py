@@ -1,0 +1,78 @@
+"""One pass, two outputs: annotated rows to OUTPUT/data/, rejected rows (with their reason) to OUTPUT/rejects/.
+Each write task returns its counts and stage timings, which the driver folds into the manifest."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data import Datasink
+
+BOOKKEEPING = ("_reject", "_input", "source", "n_tokens")
+
+
+def write_table(table: pa.Table, filesystem, path: str, fmt: str) -> None:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path, filesystem=filesystem)
+        return
+    with filesystem.open_output_stream(path) as out:
+        for row in table.to_pylist():
+            out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+class AnnotationSink(Datasink):
+    def __init__(self, filesystem, out_path: str, fmt: str, run_id: str, provenance: dict):
+        self.filesystem = filesystem
+        self.out_path = out_path
+        self.fmt = fmt
+        self.run_id = run_id
+        self.provenance = provenance
+        self.results: list[dict] = []
+
+    def on_write_start(self, schema=None) -> None:
+        for name in ("data", "rejects"):
+            self.filesystem.create_dir(f"{self.out_path}/{name}", recursive=True)
+
+    def write(self, blocks, ctx) -> dict:
+        from ray.data.block import BlockAccessor
+
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        result = {"rows_out": 0, "rows_rejected": 0, "tokens": 0, "seconds": {}, "files": []}
+        if not tables:
+            return result
+        table = pa.concat_tables(tables, promote_options="default")
+        timing = [c for c in table.column_names if c.startswith("_sec_")]
+        result["seconds"] = {c[len("_sec_") :]: pc.sum(table[c]).as_py() or 0.0 for c in timing}
+        result["tokens"] = pc.sum(table["n_tokens"]).as_py() or 0
+        rejected = pc.is_valid(table["_reject"])
+        good = table.filter(pc.invert(rejected)).drop_columns([*BOOKKEEPING, *timing])
+        for key, value in self.provenance.items():
+            good = good.append_column(key, pa.array([value] * good.num_rows, pa.string()))
+        bad = table.filter(rejected)
+        bad = pa.table(
+            {
+                "id": bad["id"],
+                "reason": bad["_reject"],
+                "input": bad["_input"],
+                "source": bad["source"],
+                "run_id": pa.array([self.run_id] * bad.num_rows, pa.string()),
+            }
+        )
+        ext = "parquet" if self.fmt == "parquet" else "jsonl"
+        for name, part in (("data", good), ("rejects", bad)):
+            if part.num_rows:
+                path = f"{self.out_path}/{name}/part-{self.run_id}-{ctx.task_idx:06d}.{ext}"
+                write_table(part, self.filesystem, path, self.fmt)
+                result["files"].append(path)
+        result["rows_out"], result["rows_rejected"] = good.num_rows, bad.num_rows
+        print(
+            f"[nlpbatch] write task {ctx.task_idx}: {good.num_rows} rows annotated, {bad.num_rows} rejected", flush=True
+        )
+        return result
+
+    def on_write_complete(self, write_result) -> None:
+        self.results = list(write_result.write_returns)
