@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(ann, AnnotateConfig)
 
+    corpus = sub.add_parser("corpus", help="build a benchmark corpus from the shared CoNLL/SQuAD data")
+    corpus.add_argument("--rows", type=int, required=True)
+    corpus.add_argument("--output", required=True, help="local dir or s3:// prefix")
+    corpus.add_argument("--data-dir", help=f"default ${DATA_ENV}")
+    corpus.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    corpus.add_argument("--files", type=int, default=1)
+    corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument("--s3-endpoint")
+
     ev = sub.add_parser("evaluate", help="score a saved model on a CoNLL/SQuAD file, data dir or hub dataset")
     ev.add_argument("task", choices=["ner", "qa"])
     ev.add_argument("--model", required=True, help="fine-tuned model dir (or hub id)")
@@ -106,6 +115,17 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from nlpbatch.corpus import write_corpus
+
+    data_dir = args.data_dir or os.environ.get(DATA_ENV)
+    if not data_dir:
+        raise ConfigError(f"corpus needs --data-dir or ${DATA_ENV}")
+    paths = write_corpus(data_dir, args.rows, args.output, args.seed, args.format, args.files, args.s3_endpoint)
+    print(json.dumps({"rows": args.rows, "files": paths}, indent=2))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nlpbatch.evaluation import eval_config, evaluate_model
 
@@ -128,7 +148,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "annotate": cmd_annotate}[args.command](args)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "annotate": cmd_annotate, "corpus": cmd_corpus}[
+            args.command
+        ](args)
     except (ConfigError, DataError, StorageError, FileNotFoundError) as err:
         print(f"nlpbatch: error: {err}", file=sys.stderr)
         return 2

@@ -10,10 +10,12 @@ from nlpbatch.config import ConfigError, load_train_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "jobs" / "configs").glob("train_*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "jobs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_job_configs_load(path):
-    cfg = load_train_config(path)
-    assert cfg.task in ("ner", "qa")
+    from nlpbatch.config import load_annotate_config
+
+    loader = load_annotate_config if path.name.startswith("annotate") else load_train_config
+    assert loader(path).task in ("ner", "qa")
 
 
 def test_all_errors_reported_together(tmp_path):
