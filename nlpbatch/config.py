@@ -186,3 +186,13 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
     cfg = cls(**values)
     cfg.validate()
     return cfg
+
+
+def config_from_argv(loader, argv: list[str]):
+    """`CONFIG.yaml [key=value ...]` (the jobs/ entrypoints' arguments) -> a validated config."""
+    if not argv:
+        raise SystemExit("usage: python jobs/<job>.py CONFIG.yaml [key=value ...]")
+    import yaml
+
+    overrides = dict(arg.split("=", 1) for arg in argv[1:])
+    return loader(argv[0], **{k: yaml.safe_load(v) for k, v in overrides.items()})

@@ -84,22 +84,23 @@ def _tokenize(raw, tokenizer, max_length: int) -> tuple[Any, list[int]]:
     return enc, continuation_ids(label_names(raw))
 
 
-def train_features(raw, tokenizer, cfg: Any) -> list[dict]:
+def _features(raw, tokenizer, cfg: Any, first_only: bool) -> list[dict]:
     enc, cont = _tokenize(raw, tokenizer, cfg.max_length)
     feats = []
     for i, tags in enumerate(raw["ner_tags"]):
-        labels, _ = align_labels(enc.word_ids(i), tags, cont)
-        feats.append({**model_inputs({k: enc[k][i] for k in enc.keys()}), "labels": labels, "index": i})
+        train, first = align_labels(enc.word_ids(i), tags, cont)
+        inputs = model_inputs({k: enc[k][i] for k in enc.keys()})
+        feats.append({**inputs, "labels": first if first_only else train, "index": i})
     return feats
+
+
+def train_features(raw, tokenizer, cfg: Any) -> list[dict]:
+    return _features(raw, tokenizer, cfg, first_only=False)
 
 
 def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
-    enc, cont = _tokenize(raw, tokenizer, cfg.max_length)
-    feats = []
-    for i, tags in enumerate(raw["ner_tags"]):
-        _, first_only = align_labels(enc.word_ids(i), tags, cont)
-        feats.append({**model_inputs({k: enc[k][i] for k in enc.keys()}), "labels": first_only, "index": i})
-    return feats
+    """Labels on first subtokens only: scoring is at the word level."""
+    return _features(raw, tokenizer, cfg, first_only=True)
 
 
 def collator(tokenizer):
