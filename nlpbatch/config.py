@@ -180,11 +180,18 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
     fields = {f.name: f for f in dataclasses.fields(cls)}
     errors = [f"{k}: unknown key in {source} (known: {', '.join(fields)})" for k in values if k not in fields]
     errors += [err for k, v in values.items() if k in fields and (err := _check_type(cls, k, v)) is not None]
-    errors += [f"{k}: required" for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
+    missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
+    errors += [f"{k}: required" for k in missing]
+    cfg = None
+    if not missing:
+        # the value checks run on the well-typed keys too, so one run reports every problem
+        cfg = cls(**{k: v for k, v in values.items() if k in fields and _check_type(cls, k, v) is None})
+        try:
+            cfg.validate()
+        except ConfigError as err:
+            errors += str(err).splitlines()[1:]
     if errors:
-        raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(errors))
-    cfg = cls(**values)
-    cfg.validate()
+        raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(e.strip() for e in errors))
     return cfg
 
 

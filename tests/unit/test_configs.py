@@ -25,6 +25,7 @@ def test_all_errors_reported_together(tmp_path):
         load_train_config(path)
     message = str(err.value)
     assert "epocs: unknown key" in message and "learning_rate: expected float" in message
+    assert "batch_size: must be >= 1, got 0" in message
 
 
 def test_cli_overrides_yaml(tmp_path):

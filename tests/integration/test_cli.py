@@ -1,0 +1,53 @@
+"""The command line as a user runs it: metrics JSON on stdout, clear errors (file and line) and exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def nlpbatch(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nlpbatch", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_evaluate_prints_metrics_for_any_conll_file(tiny_ner_model, tmp_path):
+    path = tmp_path / "test.txt"
+    path.write_text(
+        "-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\nspoke VBD B-VP O\n\n"
+        "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n"
+    )
+    proc = nlpbatch(
+        "evaluate",
+        "ner",
+        "--model",
+        str(tiny_ner_model),
+        "--data",
+        str(path),
+        "--predictions",
+        str(tmp_path / "p.json"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert metrics["n"] == 2 and set(metrics["per_type"]) <= {"PER", "ORG", "LOC", "MISC"}
+    assert 0.0 <= metrics["overall_f1"] <= 1.0
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert [len(p) for p in preds] == [3, 2]  # one tag per word, dataset order
+
+
+def test_bad_input_exits_2_naming_file_and_line(tiny_ner_model, tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("Peter NNP B-NP B-PER\nspoke VBD B-VP I-ORG\n")
+    proc = nlpbatch("evaluate", "ner", "--model", str(tiny_ner_model), "--data", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:2: IOB2 tag I-ORG follows B-PER" in proc.stderr
+
+
+def test_train_config_errors_are_all_reported(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("output: x\nepochs: 0\nlearnig_rate: 1\n")
+    proc = nlpbatch("train", "ner", "--config", str(config))
+    assert proc.returncode == 2
+    assert "learnig_rate: unknown key" in proc.stderr and "epochs: must be >= 1, got 0" in proc.stderr
