@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(ann, AnnotateConfig)
 
+    night = sub.add_parser("nightly", help="annotate the dt=YYYY-MM-DD partitions that have no _SUCCESS.json yet")
+    night.add_argument("task", choices=["ner", "qa"])
+    night.add_argument("--config", help="YAML file with the annotate keys (flags win)")
+    night.add_argument("--date", help="only this partition (YYYY-MM-DD)")
+    night.add_argument("--since", help="backfill: partitions on or after this date")
+    night.add_argument("--until", help="backfill: partitions on or before this date")
+    _add_config_flags(night, AnnotateConfig)
+
     corpus = sub.add_parser("corpus", help="build a benchmark corpus from the shared CoNLL/SQuAD data")
     corpus.add_argument("--rows", type=int, required=True)
     corpus.add_argument("--output", required=True, help="local dir or s3:// prefix")
@@ -115,6 +123,15 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from nlpbatch.nightly import run_nightly
+
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(AnnotateConfig) if f.name != "task"}
+    base = load_annotate_config(args.config, task=args.task, **overrides)
+    print(json.dumps(run_nightly(base, args.date, args.since, args.until), indent=2))
+    return 0
+
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     from nlpbatch.corpus import write_corpus
 
@@ -148,9 +165,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "annotate": cmd_annotate, "corpus": cmd_corpus}[
-            args.command
-        ](args)
+        return {
+            "train": cmd_train,
+            "evaluate": cmd_evaluate,
+            "annotate": cmd_annotate,
+            "corpus": cmd_corpus,
+            "nightly": cmd_nightly,
+        }[args.command](args)
     except (ConfigError, DataError, StorageError, FileNotFoundError) as err:
         print(f"nlpbatch: error: {err}", file=sys.stderr)
         return 2

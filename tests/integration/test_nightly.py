@@ -1,0 +1,80 @@
+"""Nightly runs over dt= partitions on S3: backfill, no-op reruns, and a crashed night finished exactly once."""
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nlpbatch.config import ConfigError, load_annotate_config
+from nlpbatch.nightly import run_nightly, select_dates
+
+pytestmark = pytest.mark.integration
+
+DATES = ["2026-11-19", "2026-11-20", "2026-11-21"]
+
+
+def _put_parquet(client, bucket, key, rows):
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    client.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+
+
+def _ids_in(client, bucket, prefix):
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    ids = []
+    for key in keys:
+        if key.endswith(".parquet"):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            ids += pq.read_table(io.BytesIO(body))["id"].to_pylist()
+    return sorted(ids)
+
+
+def test_nightly_backfill_noop_and_crash_recovery(ray_cluster, tiny_ner_model, s3_server, s3_bucket):
+    client, bucket = s3_bucket
+    for day in DATES:
+        rows = [{"id": f"{day}-{i}", "text": f"Angela Merkel visited Paris, note {i}."} for i in range(3)]
+        if day == DATES[1]:
+            rows.append({"id": f"{day}-bad", "text": ""})
+        _put_parquet(client, bucket, f"corpus/dt={day}/part-0.parquet", rows)
+    base = load_annotate_config(
+        task="ner",
+        model=str(tiny_ner_model),
+        input=f"s3://{bucket}/corpus/",
+        output=f"s3://{bucket}/annotations/",
+        s3_endpoint=s3_server,
+    )
+
+    backfill = run_nightly(base, since=DATES[1])
+    assert sorted(backfill["annotated"]) == DATES[1:] and backfill["annotated"][DATES[1]]["rows_rejected"] == 1
+    nightly = run_nightly(base)
+    assert list(nightly["annotated"]) == [DATES[0]] and nightly["skipped"] == DATES[1:]
+    assert run_nightly(base)["annotated"] == {}  # a finished night is a no-op
+
+    # a crash half way leaves part files and no manifest: the next run finishes it, each row exactly once
+    crashed = f"annotations/dt={DATES[2]}/"
+    client.delete_object(Bucket=bucket, Key=crashed + "_SUCCESS.json")
+    _put_parquet(
+        client,
+        bucket,
+        crashed + "data/part-crashedrun-000000.parquet",
+        [{"id": f"{DATES[2]}-0", "entities": []}, {"id": f"{DATES[2]}-1", "entities": []}],
+    )
+    recovered = run_nightly(base)
+    assert list(recovered["annotated"]) == [DATES[2]]
+    assert _ids_in(client, bucket, crashed + "data/") == [f"{DATES[2]}-{i}" for i in range(3)]
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=crashed + "_SUCCESS.json")["Body"].read())
+    assert manifest["removed_files_of_earlier_runs"] == 2 and manifest["rows_in"] == 3  # crashed + earlier run
+    for day in DATES:  # every input row annotated or rejected exactly once, across all nights
+        got = _ids_in(client, bucket, f"annotations/dt={day}/data/")
+        assert got == [f"{day}-{i}" for i in range(3)]
+
+
+def test_date_selection():
+    assert select_dates(DATES, None, DATES[1], None) == DATES[1:]
+    assert select_dates(DATES, None, None, DATES[0]) == DATES[:1]
+    with pytest.raises(ConfigError, match="no partition dt=2026-12-01"):
+        select_dates(DATES, "2026-12-01", None, None)
+    with pytest.raises(ConfigError, match="not YYYY-MM-DD"):
+        select_dates(DATES, None, "yesterday", None)
