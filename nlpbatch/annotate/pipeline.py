@@ -100,15 +100,16 @@ def _prepare_output(cfg: AnnotateConfig):
     return out_fs, out_path
 
 
-def _remove_other_runs(out_fs, out_path: str, run_id: str) -> int:
-    """After a complete write, drop part files of earlier runs: a rerun replaces, never duplicates."""
+def _remove_stale_parts(out_fs, out_path: str, keep: set[str]) -> int:
+    """After a complete write, drop every part file this run did not report: earlier runs' (a rerun replaces,
+    never duplicates) and any a lost write task left half-written before its retry."""
     from pyarrow import fs
 
     removed = 0
     for sub in ("data", "rejects"):
         selector = fs.FileSelector(join(out_path, sub), allow_not_found=True)
         for info in out_fs.get_file_info(selector):
-            if info.type == fs.FileType.File and f"part-{run_id}-" not in info.base_name:
+            if info.type == fs.FileType.File and info.path not in keep:
                 out_fs.delete_file(info.path)
                 removed += 1
     return removed
@@ -196,7 +197,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     t_stream = time.perf_counter()
     ds.write_datasink(sink)
     stream_seconds = time.perf_counter() - t_stream
-    removed = _remove_other_runs(out_fs, out_path, run_id)
+    removed = _remove_stale_parts(out_fs, out_path, {f for r in sink.results for f in r["files"]})
 
     totals = {key: sum(r[key] for r in sink.results) for key in ("rows_out", "rows_rejected", "tokens")}
     stage_seconds: dict[str, float] = {}
