@@ -39,6 +39,7 @@ class TrainConfig:
     max_eval_examples: int | None = None
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs); None: full epochs
     num_workers: int = 1
+    min_workers: int | None = None  # set: elastic, start with what the cluster gives between min and num_workers
     cpus_per_worker: int = 1
     use_gpu: bool = False
     seed: int = 42
@@ -79,6 +80,8 @@ class TrainConfig:
             errors.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.doc_stride >= self.seq_length // 2:
             errors.append(f"doc_stride: {self.doc_stride} must be under half of max_length {self.seq_length}")
+        if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:
+            errors.append(f"min_workers: need 1 <= {self.min_workers} <= num_workers {self.num_workers}")
         if self.resume and self.overwrite:
             errors.append("resume and overwrite: choose one")
         if errors:

@@ -85,7 +85,12 @@ def run_training(cfg: TrainConfig) -> dict:
             "raw_train": ray.put(raw_train),
             "raw_eval": ray.put(raw_eval),
         },
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            # a (min, max) range makes the run elastic: it starts with what the cluster can give
+            num_workers=(cfg.min_workers, cfg.num_workers) if cfg.min_workers else cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker=resources,
+        ),
         run_config=RunConfig(
             name=RUN_NAME,
             storage_path=storage,
