@@ -69,7 +69,7 @@ def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) ->
     return time.perf_counter() - t0
 
 
-def run_ours(corpus: str, model: str, out: str, actors: int) -> dict:
+def run_ours(corpus: str, model: str, out: str, actors: int, tokens: int | None = None) -> dict:
     from nlpbatch.annotate.pipeline import run_annotation
     from nlpbatch.config import load_annotate_config
 
@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a fine-tuned NER model dir")
     parser.add_argument("--data-dir", default=os.environ.get("NLPBATCH_DATA_DIR", "../shared/data"))
-    parser.add_argument("--rows", type=int, default=800)
+    parser.add_argument("--rows", type=int, default=500)
     parser.add_argument("--scale", type=int, default=10, help="memory check at rows x scale")
     parser.add_argument("--pipeline-batch-sizes", default="1,8,32")
     parser.add_argument("--actors", type=int, default=2)
@@ -123,6 +123,8 @@ def main() -> None:
         write_corpus(args.data_dir, args.rows * args.scale, large, files=args.scale)
         texts = pq.read_table(f"{small}/part-00000.parquet")["text"].to_pylist()
         tokens = corpus_tokens(texts, args.model)
+        large_texts = [t for p in sorted(Path(large).glob("*.parquet")) for t in pq.read_table(p)["text"].to_pylist()]
+        large_tokens = corpus_tokens(large_texts, args.model)
         result["corpus"] = {"rows": len(texts), "tokens": tokens}
 
         pipe = {}
@@ -140,7 +142,8 @@ def main() -> None:
         result["ours_1x"] = ours
         result["ratio_vs_pipeline"] = ours["tokens_per_second"] / best["tokens_per_second"]
         ray.shutdown()  # a fresh cluster for the memory comparison
-        result["ours_10x"] = run_ours(large, args.model, f"{tmp}/o10", args.actors)
+        result["ours_10x"] = run_ours(large, args.model, f"{tmp}/o10", args.actors, large_tokens)
+        result["ratio_vs_pipeline_10x_rows"] = result["ours_10x"]["tokens_per_second"] / best["tokens_per_second"]
         ray.shutdown()
         result["peak_rss_mb"] = {"1x": ours["peak_rss_mb"], f"{args.scale}x": result["ours_10x"]["peak_rss_mb"]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,7 @@ class AnnotateConfig:
     stride: int = 128  # tokens shared by neighbouring windows
     max_chars: int = 1_000_000  # longer texts are rejected, not truncated
     batch_tokens: int = 16384  # padded tokens per forward pass (length-bucketed)
+    batch_rows: int = 64  # documents per inference call: small enough to keep every actor of the pool busy
     n_best: int = 20
     max_answer_length: int = 30
     min_actors: int = 1
@@ -134,7 +135,7 @@ class AnnotateConfig:
             errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
         if not 1 <= self.min_actors <= self.max_actors:
             errors.append(f"min_actors/max_actors: need 1 <= {self.min_actors} <= {self.max_actors}")
-        for key in ("max_chars", "batch_tokens", "n_best", "max_answer_length"):
+        for key in ("max_chars", "batch_tokens", "batch_rows", "n_best", "max_answer_length"):
             if getattr(self, key) < 1:
                 errors.append(f"{key}: must be >= 1, got {getattr(self, key)}")
         if self.batch_tokens < self.window:

@@ -177,7 +177,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         predictor,
         fn_constructor_kwargs={"model_path": model_path, "batch_tokens": cfg.batch_tokens, "use_gpu": cfg.num_gpus > 0},
         compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
-        batch_size=256,
+        batch_size=cfg.batch_rows,
         batch_format="pyarrow",
         num_gpus=cfg.num_gpus,
         num_cpus=cfg.cpus_per_actor,
