@@ -78,9 +78,11 @@ def run_ours(corpus: str, model: str, out: str, actors: int, tokens: int | None 
         t0 = time.perf_counter()
         manifest = run_annotation(cfg)
         wall = time.perf_counter() - t0
+    stream = manifest["timings"]["stream_seconds"]
     return {
+        **({"tokens_per_second": tokens / stream} if tokens else {}),
         "wall_seconds": wall,
-        "stream_seconds": manifest["timings"]["stream_seconds"],
+        "stream_seconds": stream,
         "rows_out": manifest["rows_out"],
         "peak_rss_mb": mem.peak / 2**20,
         "stage_task_seconds": manifest["timings"]["stage_task_seconds"],
@@ -107,6 +109,7 @@ def main() -> None:
     from nlpbatch.corpus import write_corpus
 
     threads = os.cpu_count() or 1
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "NER annotation, ours vs transformers pipeline (simple)",
         "machine": {
@@ -135,12 +138,12 @@ def main() -> None:
         best = max(pipe.values(), key=lambda v: v["tokens_per_second"])
         result["pipeline"] = {"by_batch_size": pipe, "best_tokens_per_second": best["tokens_per_second"]}
 
-        ours = run_ours(small, args.model, f"{tmp}/o1", args.actors)
-        ours["tokens_per_second"] = tokens / ours["stream_seconds"]
+        ours = run_ours(small, args.model, f"{tmp}/o1", args.actors, tokens)
         ours["tokens_per_second_incl_startup"] = tokens / ours["wall_seconds"]
         print("ours", ours, flush=True)
         result["ours_1x"] = ours
         result["ratio_vs_pipeline"] = ours["tokens_per_second"] / best["tokens_per_second"]
+        Path(args.out).write_text(json.dumps(result, indent=2))  # partial results survive a failure below
         ray.shutdown()  # a fresh cluster for the memory comparison
         result["ours_10x"] = run_ours(large, args.model, f"{tmp}/o10", args.actors, large_tokens)
         result["ratio_vs_pipeline_10x_rows"] = result["ours_10x"]["tokens_per_second"] / best["tokens_per_second"]

@@ -172,6 +172,9 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         batch_size=256,
         fn_kwargs={"task": cfg.task, "model_path": model_path, "max_length": cfg.window, "stride": cfg.stride},
     )
+    # Streaming split into small blocks: every actor of the pool gets work (a small file is one block), and
+    # tokenization stays in CPU tasks instead of being fused into the inference actors.
+    ds = ds.repartition(target_num_rows_per_block=cfg.batch_rows)
     predictor = QaPredictor if cfg.task == "qa" else NerPredictor
     ds = ds.map_batches(
         predictor,
