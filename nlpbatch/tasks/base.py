@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -44,3 +45,24 @@ def model_inputs(feature: dict) -> dict:
 def looks_like_path(source: str) -> bool:
     """A --data value meant as a local path (so a typo gives 'not found', not a hub download attempt)."""
     return source.startswith((".", "/", "~")) or source.endswith((".txt", ".json", ".jsonl", ".conll"))
+
+
+def locate_split(source: str | None, split: str, folder: str, ext: str, kind: str) -> Path | None:
+    """The local file a --data/--data-dir value names for `split`, or None when it names a hub dataset.
+
+    `source` is a file, a data dir (DIR/FOLDER/SPLIT.EXT or DIR/SPLIT.EXT) or a hub name; a path-like value that
+    does not exist is an error rather than a hub lookup.
+    """
+    if source is None:
+        return None
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for candidate in (path / folder / f"{split}{ext}", path / f"{split}{ext}"):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"{path}: no {split} split (looked for {folder}/{split}{ext} and {split}{ext})")
+    if looks_like_path(source):
+        raise FileNotFoundError(f"{source}: no such {kind} file or directory")
+    return None

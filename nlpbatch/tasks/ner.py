@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll, load_conll_hub
-from nlpbatch.tasks.base import Task, looks_like_path, model_inputs
+from nlpbatch.tasks.base import Task, locate_split, model_inputs
 
 IGNORE = -100
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
@@ -42,19 +41,10 @@ def align_labels(word_ids: list[int | None], word_tags: list[int], cont: list[in
 
 def load_split(source: str | None, split: str, max_examples: int | None = None, **_: Any):
     """`source`: a CoNLL file, a data dir (DIR/conll2003/SPLIT.txt or DIR/SPLIT.txt), or a hub dataset name."""
-    if source is None:
-        return load_conll_hub(HUB_NAME, split, max_examples)
-    path = Path(source)
-    if path.is_file():
-        return load_conll(path, max_examples)
-    if path.is_dir():
-        for candidate in (path / "conll2003" / f"{split}.txt", path / f"{split}.txt"):
-            if candidate.is_file():
-                return load_conll(candidate, max_examples)
-        raise FileNotFoundError(f"{path}: no {split} split (looked for conll2003/{split}.txt and {split}.txt)")
-    if looks_like_path(source):
-        raise FileNotFoundError(f"{source}: no such CoNLL file or directory")
-    return load_conll_hub(source, split, max_examples)
+    path = locate_split(source, split, "conll2003", ".txt", "CoNLL")
+    if path is None:
+        return load_conll_hub(source or HUB_NAME, split, max_examples)
+    return load_conll(path, max_examples)
 
 
 def label_names(raw) -> list[str]:

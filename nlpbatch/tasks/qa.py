@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nlpbatch.data.squad import HUB_NAME, load_squad, load_squad_hub
-from nlpbatch.tasks.base import Task, looks_like_path, model_inputs
+from nlpbatch.tasks.base import Task, locate_split, model_inputs
 
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions", "index")
 
 
 def load_split(source: str | None, split: str, max_examples: int | None = None, skip_invalid=False, skips=None):
     """`source`: a SQuAD JSON file, a data dir (DIR/squad/SPLIT.json or DIR/SPLIT.json), or a hub dataset name."""
-    if source is None:
-        return load_squad_hub(HUB_NAME, split, max_examples, skip_invalid, skips)
-    path = Path(source)
-    if path.is_file():
-        return load_squad(path, max_examples, skip_invalid, skips)
-    if path.is_dir():
-        for candidate in (path / "squad" / f"{split}.json", path / f"{split}.json"):
-            if candidate.is_file():
-                return load_squad(candidate, max_examples, skip_invalid, skips)
-        raise FileNotFoundError(f"{path}: no {split} split (looked for squad/{split}.json and {split}.json)")
-    if looks_like_path(source):
-        raise FileNotFoundError(f"{source}: no such SQuAD file or directory")
-    return load_squad_hub(source, split, max_examples, skip_invalid, skips)
+    path = locate_split(source, split, "squad", ".json", "SQuAD")
+    if path is None:
+        return load_squad_hub(source or HUB_NAME, split, max_examples, skip_invalid, skips)
+    return load_squad(path, max_examples, skip_invalid, skips)
 
 
 def build_model(model_path: str, raw_train=None, cfg: Any = None):
