@@ -55,20 +55,38 @@ def check_inputs(files: list[str], fmt: str, filesystem, columns: list[str]) -> 
             if missing:
                 raise ConfigError(f"{path}: no column {missing[0]!r} (columns: {', '.join(meta.schema_arrow.names)})")
             continue
+        checked = False
         with filesystem.open_input_stream(path, compression="detect") as fh:
-            lines = [line for line in fh.read().decode("utf-8", errors="replace").split("\n") if line]
-        rows += len(lines)
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a bad line is a reject, not a whole-file failure
-            if isinstance(record, dict):
-                missing = [c for c in columns if c not in record]
-                if missing:
-                    raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)})")
-                break
+            for line in _nonempty_lines(fh):
+                rows += 1
+                if not checked:
+                    checked = _check_first_record(path, line, columns)
     return rows
+
+
+def _nonempty_lines(stream, chunk_size: int = 1 << 20):
+    """Non-empty lines of a byte stream, read in chunks so a large file never sits in memory whole (the same
+    lines Ray's read_text yields: split on newlines, empty ones dropped)."""
+    pending = b""
+    while chunk := stream.read(chunk_size):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from (line for line in lines if line)
+    if pending:
+        yield pending
+
+
+def _check_first_record(path: str, line: bytes, columns: list[str]) -> bool:
+    """True once a JSON object has been seen (and has every column); a bad line is a reject, not a file error."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    missing = [c for c in columns if c not in record]
+    if missing:
+        raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)})")
+    return True
 
 
 def _read_questions(path: str | None) -> list[str] | None:
@@ -90,9 +108,9 @@ def _prepare_output(cfg: AnnotateConfig):
             if out_fs.get_file_info(bucket).type == fs.FileType.NotFound:
                 raise StorageError(f"{cfg.output}: bucket {bucket!r} does not exist")
         out_fs.create_dir(out_path, recursive=True)
-        out_fs.delete_file(join(out_path, MANIFEST)) if out_fs.get_file_info(
-            join(out_path, MANIFEST)
-        ).type == fs.FileType.File else None
+        manifest = join(out_path, MANIFEST)
+        if out_fs.get_file_info(manifest).type == fs.FileType.File:
+            out_fs.delete_file(manifest)  # the output is incomplete until this run writes a new one
     except StorageError:
         raise
     except OSError as err:
