@@ -22,7 +22,7 @@ TRAIN_HELP = {
     "batch_size": "global batch size, split across workers",
     "num_workers": "data-parallel Ray Train workers",
     "resume": "continue the run in OUTPUT from its latest checkpoint",
-    "overwrite": "discard an earlier run in OUTPUT",
+    "overwrite": "train: discard an earlier run in OUTPUT; annotate: replace a published output of another task/input",
     "max_steps": "stop after this many optimizer steps (smoke tests)",
     "skip_invalid": "skip invalid QA examples (counted in metrics.json) instead of failing",
     "input": "local path, glob or s3://bucket/prefix of .parquet / .jsonl / .jsonl.gz files",
@@ -31,6 +31,9 @@ TRAIN_HELP = {
     "aggregation": "NER: simple | first | max (as the transformers pipeline)",
     "s3_endpoint": "S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)",
     "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
+    "rows_per_file": "rows per output file (few large files suit object stores)",
+    "lease_ttl_seconds": "a crashed run's lease on OUTPUT expires after this many seconds",
+    "break_lease": "take over OUTPUT although another run's lease looks alive (that run must be dead)",
 }
 
 
@@ -74,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     night.add_argument("--date", help="only this partition (YYYY-MM-DD)")
     night.add_argument("--since", help="backfill: partitions on or after this date")
     night.add_argument("--until", help="backfill: partitions on or before this date")
+    night.add_argument(
+        "--require-input-marker",
+        action="store_true",
+        help="take a partition only once its input folder holds a _SUCCESS file (written by the upstream job)",
+    )
+    night.add_argument(
+        "--settle-hours",
+        type=float,
+        default=0.0,
+        help="without --require-input-marker: take dt=D once day D (UTC) ended this many hours ago (default 0)",
+    )
     _add_config_flags(night, AnnotateConfig)
 
     corpus = sub.add_parser("corpus", help="build a benchmark corpus from the shared CoNLL/SQuAD data")
@@ -128,7 +142,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(AnnotateConfig) if f.name != "task"}
     base = load_annotate_config(args.config, task=args.task, **overrides)
-    print(json.dumps(run_nightly(base, args.date, args.since, args.until), indent=2))
+    summary = run_nightly(base, args.date, args.since, args.until, args.require_input_marker, args.settle_hours)
+    print(json.dumps(summary, indent=2))
+    if summary["failed"]:
+        print(
+            f"nlpbatch: error: {len(summary['failed'])} partition(s) failed: {', '.join(summary['failed'])}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

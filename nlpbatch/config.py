@@ -116,6 +116,10 @@ class AnnotateConfig:
     cpus_per_actor: float = 1.0
     s3_endpoint: str | None = None
     run_id: str | None = None
+    rows_per_file: int = 100_000  # rows per output file (tens of MB): object stores want few large files
+    lease_ttl_seconds: float = 600.0  # a crashed run's lease expires after this long (renewed every ttl/3)
+    break_lease: bool = False  # take over the output even though another run's lease looks alive
+    overwrite: bool = False  # replace a published output of another task or input
 
     @property
     def window(self) -> int:
@@ -135,7 +139,9 @@ class AnnotateConfig:
             errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
         if not 1 <= self.min_actors <= self.max_actors:
             errors.append(f"min_actors/max_actors: need 1 <= {self.min_actors} <= {self.max_actors}")
-        for key in ("max_chars", "batch_tokens", "batch_rows", "n_best", "max_answer_length"):
+        if self.lease_ttl_seconds < 1:
+            errors.append(f"lease_ttl_seconds: must be >= 1, got {self.lease_ttl_seconds}")
+        for key in ("max_chars", "batch_tokens", "batch_rows", "n_best", "max_answer_length", "rows_per_file"):
             if getattr(self, key) < 1:
                 errors.append(f"{key}: must be >= 1, got {getattr(self, key)}")
         if self.batch_tokens < self.window:

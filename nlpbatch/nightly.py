@@ -1,8 +1,10 @@
-"""`nlpbatch nightly`: annotate the date partitions (`dt=YYYY-MM-DD/`) of a corpus that have no complete output yet.
+"""`nlpbatch nightly`: annotate the date partitions (`dt=YYYY-MM-DD/`) of a corpus whose output is missing or stale.
 
-A partition is done when OUTPUT/dt=D/_SUCCESS.json exists (the manifest is written last). Re-running a finished
-night is a no-op; a night that crashed half way has no manifest and is annotated again, and the rerun replaces the
-crashed run's part files, so every input row ends up annotated exactly once.
+A partition is taken only once it is complete: with `require_input_marker`, when the upstream writer has put a
+`_SUCCESS` file in it; otherwise once its day (UTC) has ended `settle_hours` ago, so today's still-filling
+partition waits for a later night. A partition is done when OUTPUT/dt=D/_SUCCESS.json exists and names the same
+input files (path, size, modification time) as the partition holds now: a file that arrives or changes later makes
+the partition due again. Every due partition is tried; the failures are listed and make the exit status non-zero.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import datetime as dt
 import re
 
 from nlpbatch.config import AnnotateConfig, ConfigError
-from nlpbatch.storage import StorageError, filesystem_for, join
+from nlpbatch.storage import StorageError, file_signature, filesystem_for, join, list_input_infos, with_retries
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+INPUT_MARKER = "_SUCCESS"
 
 
 def list_partitions(uri: str, s3_endpoint: str | None = None) -> list[str]:
@@ -23,19 +26,10 @@ def list_partitions(uri: str, s3_endpoint: str | None = None) -> list[str]:
 
     filesystem, path = filesystem_for(uri, s3_endpoint)
     try:
-        infos = filesystem.get_file_info(fs.FileSelector(path))
+        infos = with_retries(lambda: filesystem.get_file_info(fs.FileSelector(path)), f"list {uri}")
     except (FileNotFoundError, OSError) as err:
         raise StorageError(f"{uri}: cannot list partitions ({err})") from err
     return sorted(m.group(1) for i in infos if i.type == fs.FileType.Directory and (m := PARTITION.match(i.base_name)))
-
-
-def is_done(output_uri: str, date: str, s3_endpoint: str | None = None) -> bool:
-    from pyarrow import fs
-
-    from nlpbatch.annotate.pipeline import MANIFEST
-
-    filesystem, path = filesystem_for(output_uri, s3_endpoint)
-    return filesystem.get_file_info(join(path, f"dt={date}", MANIFEST)).type == fs.FileType.File
 
 
 def select_dates(available: list[str], date: str | None, since: str | None, until: str | None = None) -> list[str]:
@@ -52,26 +46,70 @@ def select_dates(available: list[str], date: str | None, since: str | None, unti
     return [d for d in available if (since is None or d >= since) and (until is None or d <= until)]
 
 
+def is_settled(date: str, now: dt.datetime, settle_hours: float) -> bool:
+    """The day has ended (UTC) at least `settle_hours` ago: its partition will not grow any more."""
+    end_of_day = dt.datetime.combine(dt.date.fromisoformat(date) + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    return now >= end_of_day + dt.timedelta(hours=settle_hours)
+
+
+def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, settle_hours: float, now) -> str:
+    """'waiting' (not complete upstream), 'done' (its output names the files it holds now) or 'due'.
+    `cfg.input` / `cfg.output` are the partition's own folders."""
+    from pyarrow import fs
+
+    from nlpbatch.annotate.commit import MANIFEST, read_json
+
+    in_fs, partition = filesystem_for(cfg.input, cfg.s3_endpoint)
+    if require_input_marker:
+        marker = with_retries(lambda: in_fs.get_file_info(join(partition, INPUT_MARKER)), "check input marker")
+        if marker.type != fs.FileType.File:
+            return "waiting"
+    elif not is_settled(date, now, settle_hours):
+        return "waiting"
+    out_fs, out_path = filesystem_for(cfg.output, cfg.s3_endpoint)
+    manifest = read_json(out_fs, join(out_path, MANIFEST))
+    if manifest is None:
+        return "due"
+    current = list_input_infos(cfg.input, in_fs, partition, cfg.input_format)
+    scheme = "s3://" if cfg.input.startswith("s3://") else ""
+    signature = [{**file_signature(i), "path": scheme + i.path} for i in current]
+    return "done" if manifest.get("input_files") == signature else "due"
+
+
 def run_nightly(
-    base: AnnotateConfig, date: str | None = None, since: str | None = None, until: str | None = None
+    base: AnnotateConfig,
+    date: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    require_input_marker: bool = False,
+    settle_hours: float = 0.0,
+    now: dt.datetime | None = None,
 ) -> dict:
-    """Annotate every selected partition that is not done; returns what was done and skipped."""
+    """Annotate every selected partition that is due; one partition's failure does not stop the others.
+    Returns {dates, annotated, skipped, waiting, failed}."""
     from nlpbatch.annotate.pipeline import run_annotation
 
+    now = now or dt.datetime.now(dt.timezone.utc)
     dates = select_dates(list_partitions(base.input, base.s3_endpoint), date, since, until)
-    done, skipped = {}, []
+    done, skipped, waiting, failed = {}, [], [], {}
     for day in dates:
-        if is_done(base.output, day, base.s3_endpoint):
-            skipped.append(day)
-            print(f"[nlpbatch] nightly: dt={day} already complete, skipped", flush=True)
-            continue
         cfg = dataclasses.replace(
             base,
             input=join(base.input.rstrip("/"), f"dt={day}") + "/",
             output=join(base.output.rstrip("/"), f"dt={day}"),
             run_id=None,
         )
-        print(f"[nlpbatch] nightly: annotating dt={day}", flush=True)
-        manifest = run_annotation(cfg)
+        try:
+            state = partition_state(cfg, day, require_input_marker, settle_hours, now)
+            if state != "due":
+                (skipped if state == "done" else waiting).append(day)
+                print(f"[nlpbatch] nightly: dt={day} {'already complete' if state == 'done' else state}", flush=True)
+                continue
+            print(f"[nlpbatch] nightly: annotating dt={day}", flush=True)
+            manifest = run_annotation(cfg)
+        except Exception as err:  # the next partition still runs; the summary and exit status report this one
+            failed[day] = f"{type(err).__name__}: {err}"
+            print(f"[nlpbatch] nightly: dt={day} FAILED: {failed[day]}", flush=True)
+            continue
         done[day] = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected")}
-    return {"dates": dates, "annotated": done, "skipped": skipped}
+    return {"dates": dates, "annotated": done, "skipped": skipped, "waiting": waiting, "failed": failed}

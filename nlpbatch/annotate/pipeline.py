@@ -1,6 +1,6 @@
-"""`nlpbatch annotate`: validate everything that can fail before model work, then stream the corpus through
-read -> parse -> tokenize (CPU tasks) -> predict (actor pool) -> decode (CPU tasks) -> write, and publish a
-`_SUCCESS.json` manifest last."""
+"""`nlpbatch annotate`: validate everything that can fail before model work, take the output's lease, stream the
+corpus through read -> parse -> tokenize (CPU tasks) -> predict (actor pool) -> decode (CPU tasks) -> write into
+the run's staging prefix, reconcile the counts, and publish (files moved into place, manifest last: `commit.py`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import uuid
 from pathlib import Path
 
 from nlpbatch import __version__
+from nlpbatch.annotate.commit import MANIFEST, acquire_lease, publish, read_json, staging_dir
+from nlpbatch.annotate.reader import check_parquet, count_jsonl_rows
 from nlpbatch.config import AnnotateConfig, ConfigError
-from nlpbatch.storage import StorageError, filesystem_for, format_of, join, list_inputs
+from nlpbatch.storage import StorageError, file_signature, filesystem_for, format_of, join, list_input_infos
 
-MANIFEST = "_SUCCESS.json"
+__all__ = ["MANIFEST", "annotate_texts", "run_annotation"]
 
 
 def model_fingerprint(model_path: str) -> str:
@@ -26,7 +28,7 @@ def model_fingerprint(model_path: str) -> str:
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()[:16] if files else "unknown"
+    return digest.hexdigest() if files else "unknown"
 
 
 def _local_model_path(model: str) -> str:
@@ -40,53 +42,35 @@ def _local_model_path(model: str) -> str:
     return path
 
 
-def check_inputs(files: list[str], fmt: str, filesystem, columns: list[str]) -> int:
-    """Fail fast on a file that lacks a required column; return the number of input rows (for the manifest's
-    reconciliation, counted independently of the pipeline)."""
-    import pyarrow.parquet as pq
-
+def check_inputs(files: list[str], fmt: str, filesystem, columns: list[str], id_column: str) -> int:
+    """Fail fast on a file that lacks a required column; return the number of input rows, counted with the same
+    line splitter the read uses (the manifest's reconciliation)."""
     rows = 0
     for path in files:
         if fmt == "parquet":
-            with filesystem.open_input_file(path) as fh:
-                meta = pq.ParquetFile(fh)
-                missing = [c for c in columns if c not in meta.schema_arrow.names]
-                rows += meta.metadata.num_rows
-            if missing:
-                raise ConfigError(f"{path}: no column {missing[0]!r} (columns: {', '.join(meta.schema_arrow.names)})")
+            rows += check_parquet(filesystem, path, columns, optional=(id_column,))
             continue
-        checked = False
-        with filesystem.open_input_stream(path, compression="detect") as fh:
-            for line in _nonempty_lines(fh):
-                rows += 1
-                if not checked:
-                    checked = _check_first_record(path, line, columns)
+        rows += count_jsonl_rows(filesystem, path)
+        _check_first_record(filesystem, path, columns)
     return rows
 
 
-def _nonempty_lines(stream, chunk_size: int = 1 << 20):
-    """Non-empty lines of a byte stream, read in chunks so a large file never sits in memory whole (the same
-    lines Ray's read_text yields: split on newlines, empty ones dropped)."""
-    pending = b""
-    while chunk := stream.read(chunk_size):
-        *lines, pending = (pending + chunk).split(b"\n")
-        yield from (line for line in lines if line)
-    if pending:
-        yield pending
+def _check_first_record(filesystem, path: str, columns: list[str]) -> None:
+    """A file whose first JSON object lacks a required key is a config error (wrong --text-column), not 10^6
+    rejects; bad lines before it are rejects like any other."""
+    from nlpbatch.annotate.reader import iter_lines
 
-
-def _check_first_record(path: str, line: bytes, columns: list[str]) -> bool:
-    """True once a JSON object has been seen (and has every column); a bad line is a reject, not a file error."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    if not isinstance(record, dict):
-        return False
-    missing = [c for c in columns if c not in record]
-    if missing:
-        raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)})")
-    return True
+    with filesystem.open_input_stream(path, compression="detect") as fh:
+        for _, line in iter_lines(fh):
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict):
+                missing = [c for c in columns if c not in record]
+                if missing:
+                    raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)})")
+                return
 
 
 def _read_questions(path: str | None) -> list[str] | None:
@@ -108,9 +92,6 @@ def _prepare_output(cfg: AnnotateConfig):
             if out_fs.get_file_info(bucket).type == fs.FileType.NotFound:
                 raise StorageError(f"{cfg.output}: bucket {bucket!r} does not exist")
         out_fs.create_dir(out_path, recursive=True)
-        manifest = join(out_path, MANIFEST)
-        if out_fs.get_file_info(manifest).type == fs.FileType.File:
-            out_fs.delete_file(manifest)  # the output is incomplete until this run writes a new one
     except StorageError:
         raise
     except OSError as err:
@@ -118,33 +99,27 @@ def _prepare_output(cfg: AnnotateConfig):
     return out_fs, out_path
 
 
-def _remove_stale_parts(out_fs, out_path: str, keep: set[str]) -> int:
-    """After a complete write, drop every part file this run did not report: earlier runs' (a rerun replaces,
-    never duplicates) and any a lost write task left half-written before its retry."""
-    from pyarrow import fs
-
-    removed = 0
-    for sub in ("data", "rejects"):
-        selector = fs.FileSelector(join(out_path, sub), allow_not_found=True)
-        for info in out_fs.get_file_info(selector):
-            if info.type == fs.FileType.File and info.path not in keep:
-                out_fs.delete_file(info.path)
-                removed += 1
-    return removed
+def _check_replaces(cfg: AnnotateConfig, previous: dict | None) -> None:
+    """A run replaces the published output of the same task and input; anything else needs --overwrite."""
+    if previous is None or cfg.overwrite:
+        return
+    if (previous.get("task"), previous.get("input")) != (cfg.task, cfg.input):
+        raise ConfigError(
+            f"{cfg.output} holds the published {previous.get('task')} output of {previous.get('input')} "
+            f"(run {previous.get('run_id')}); pass --overwrite to replace it with {cfg.task} of {cfg.input}"
+        )
 
 
 def run_annotation(cfg: AnnotateConfig) -> dict:
-    import ray
     from transformers import AutoConfig
 
     from nlpbatch.annotate import stages
-    from nlpbatch.annotate.predictors import NerPredictor, QaPredictor
     from nlpbatch.annotate.sink import AnnotationSink
-    from nlpbatch.train.trainer import ensure_ray
 
     t0 = time.perf_counter()
     in_fs, in_path = filesystem_for(cfg.input, cfg.s3_endpoint)
-    files = list_inputs(cfg.input, in_fs, in_path, cfg.input_format)
+    infos = list_input_infos(cfg.input, in_fs, in_path, cfg.input_format)
+    files = [info.path for info in infos]
     formats = {cfg.input_format or format_of(f) for f in files}
     if len(formats) != 1:
         raise ConfigError(f"{cfg.input}: mixed input formats {sorted(formats)}; pass --input-format or split them")
@@ -152,26 +127,90 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     questions = _read_questions(cfg.questions)
     question_column = cfg.question_column if cfg.task == "qa" and questions is None else None
     required = [cfg.id_column, cfg.text_column] + ([question_column] if question_column else [])
-    rows_in = check_inputs(files, fmt, in_fs, required) * (len(questions) if questions else 1)
+    rows_in = check_inputs(files, fmt, in_fs, required, cfg.id_column) * (len(questions) if questions else 1)
 
     model_path = _local_model_path(cfg.model)
     model_config = AutoConfig.from_pretrained(model_path)
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
     out_fs, out_path = _prepare_output(cfg)
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    provenance = {
-        "model": cfg.model,
-        "model_sha256": model_fingerprint(model_path),
-        "nlpbatch_version": __version__,
-        "run_id": run_id,
-    }
-    t_prepare = time.perf_counter() - t0
+    lease = acquire_lease(out_fs, out_path, cfg.output, run_id, cfg.lease_ttl_seconds, cfg.break_lease, cfg.s3_endpoint)
+    try:
+        _check_replaces(cfg, read_json(out_fs, join(out_path, MANIFEST)))
+        provenance = {
+            "model": cfg.model,
+            "model_sha256": model_fingerprint(model_path),
+            "nlpbatch_version": __version__,
+            "run_id": run_id,
+        }
+        t_prepare = time.perf_counter() - t0
+        sink = AnnotationSink(
+            out_fs, staging_dir(out_path, run_id), cfg.output_format, run_id, provenance, cfg.rows_per_file
+        )
+        ds = _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config)
+        t_stream = time.perf_counter()
+        ds.write_datasink(sink)
+        stream_seconds = time.perf_counter() - t_stream
+
+        totals = {key: sum(r[key] for r in sink.results) for key in ("rows_out", "rows_rejected", "tokens")}
+        if rows_in != totals["rows_out"] + totals["rows_rejected"]:  # checked before anything is published
+            raise RuntimeError(
+                f"rows do not reconcile: {rows_in} in, {totals['rows_out']} out + {totals['rows_rejected']} "
+                f"rejected; nothing published, {cfg.output} still holds its previous output"
+            )
+        stage_seconds: dict[str, float] = {}
+        for result in sink.results:
+            for stage, seconds in result["seconds"].items():
+                stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
+        scheme = "s3://" if cfg.input.startswith("s3://") else ""
+        manifest = {
+            "status": "complete",
+            "task": cfg.task,
+            "run_id": run_id,
+            "rows_in": rows_in,
+            **totals,
+            "reconciled": True,
+            "input": cfg.input,
+            "input_files": [{**file_signature(i), "path": scheme + i.path} for i in infos],
+            "provenance": provenance,
+            "timings": {
+                "prepare_seconds": t_prepare,
+                "stream_seconds": stream_seconds,
+                "stage_task_seconds": stage_seconds,  # summed over parallel tasks
+                "docs_per_second": totals["rows_out"] / stream_seconds if stream_seconds else 0.0,
+                "tokens_per_second": totals["tokens"] / stream_seconds if stream_seconds else 0.0,
+            },
+            "config": {k: v for k, v in vars(cfg).items()},
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        staged = sorted(f for r in sink.results for f in r["files"])
+        published = publish(out_fs, out_path, lease, staged, manifest)
+    finally:
+        lease.release()
+    manifest["output_files"] = published["published"]
+    manifest["removed_files_of_earlier_runs"] = published["removed"]
+    print(
+        f"[nlpbatch] annotate {cfg.task}: {rows_in} rows in, {totals['rows_out']} annotated, "
+        f"{totals['rows_rejected']} rejected, {manifest['timings']['tokens_per_second']:.0f} tokens/s",
+        flush=True,
+    )
+    return manifest
+
+
+def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config):
+    import ray
+
+    from nlpbatch.annotate import stages
+    from nlpbatch.annotate.predictors import NerPredictor, QaPredictor
+    from nlpbatch.annotate.reader import JsonlLines, ParquetRowGroups
+    from nlpbatch.train.trainer import ensure_ray
 
     ensure_ray(int(cfg.max_actors * cfg.cpus_per_actor) + 1)
     if fmt == "parquet":
-        ds = ray.data.read_parquet(files, filesystem=in_fs, columns=required, include_paths=True)
+        source = ParquetRowGroups(files, columns=required, filesystem=in_fs, include_paths=True)
     else:
-        ds = ray.data.read_text(files, filesystem=in_fs, include_paths=True)
+        source = JsonlLines(files, filesystem=in_fs, include_paths=True)
+    ds = ray.data.read_datasource(source)
     ds = ds.map_batches(
         stages.parse_rows,
         batch_format="pyarrow",
@@ -204,62 +243,15 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         num_cpus=cfg.cpus_per_actor,
     )
     if cfg.task == "qa":
-        ds = ds.map_batches(
+        return ds.map_batches(
             stages.decode_qa,
             batch_format="pyarrow",
             fn_kwargs={"n_best": cfg.n_best, "max_answer_length": cfg.max_answer_length},
         )
-    else:
-        id2label = {int(k): v for k, v in model_config.id2label.items()}
-        ds = ds.map_batches(
-            stages.decode_ner, batch_format="pyarrow", fn_kwargs={"id2label": id2label, "aggregation": cfg.aggregation}
-        )
-    sink = AnnotationSink(out_fs, out_path, cfg.output_format, run_id, provenance)
-    t_stream = time.perf_counter()
-    ds.write_datasink(sink)
-    stream_seconds = time.perf_counter() - t_stream
-    removed = _remove_stale_parts(out_fs, out_path, {f for r in sink.results for f in r["files"]})
-
-    totals = {key: sum(r[key] for r in sink.results) for key in ("rows_out", "rows_rejected", "tokens")}
-    stage_seconds: dict[str, float] = {}
-    for result in sink.results:
-        for stage, seconds in result["seconds"].items():
-            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
-    manifest = {
-        "status": "complete",
-        "task": cfg.task,
-        "run_id": run_id,
-        "rows_in": rows_in,
-        **totals,
-        "reconciled": rows_in == totals["rows_out"] + totals["rows_rejected"],
-        "input": cfg.input,
-        "input_files": [f"s3://{f}" if cfg.input.startswith("s3://") else f for f in files],
-        "output_files": sorted(f for r in sink.results for f in r["files"]),
-        "removed_files_of_earlier_runs": removed,
-        "provenance": provenance,
-        "timings": {
-            "prepare_seconds": t_prepare,
-            "stream_seconds": stream_seconds,
-            "stage_task_seconds": stage_seconds,  # summed over parallel tasks
-            "docs_per_second": totals["rows_out"] / stream_seconds if stream_seconds else 0.0,
-            "tokens_per_second": totals["tokens"] / stream_seconds if stream_seconds else 0.0,
-        },
-        "config": {k: v for k, v in vars(cfg).items()},
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-    }
-    if not manifest["reconciled"]:
-        raise RuntimeError(
-            f"rows do not reconcile: {rows_in} in, {totals['rows_out']} out + "
-            f"{totals['rows_rejected']} rejected; no manifest written"
-        )
-    with out_fs.open_output_stream(join(out_path, MANIFEST)) as fh:
-        fh.write(json.dumps(manifest, indent=2).encode("utf-8"))
-    print(
-        f"[nlpbatch] annotate {cfg.task}: {rows_in} rows in, {totals['rows_out']} annotated, "
-        f"{totals['rows_rejected']} rejected, {manifest['timings']['tokens_per_second']:.0f} tokens/s",
-        flush=True,
+    id2label = {int(k): v for k, v in model_config.id2label.items()}
+    return ds.map_batches(
+        stages.decode_ner, batch_format="pyarrow", fn_kwargs={"id2label": id2label, "aggregation": cfg.aggregation}
     )
-    return manifest
 
 
 def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:
@@ -273,11 +265,17 @@ def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] |
 
     model_path = _local_model_path(cfg.model)
     rows = [
-        json.dumps({"id": str(i), "text": t, **({"question": questions[i]} if questions else {})})
+        json.dumps({"id": str(i), "text": t, **({"question": questions[i]} if questions else {})}).encode()
         for i, t in enumerate(texts)
     ]
     table = stages.parse_rows(
-        pa.table({"text": rows}), "jsonl", "id", "text", "question" if cfg.task == "qa" else None, None, cfg.max_chars
+        pa.table({"raw": pa.array(rows, pa.binary())}),
+        "jsonl",
+        "id",
+        "text",
+        "question" if cfg.task == "qa" else None,
+        None,
+        cfg.max_chars,
     )
     table = stages.tokenize(table.drop_columns(["_sec_parse"]), cfg.task, model_path, cfg.window, cfg.stride)
     if cfg.task == "qa":

@@ -1,5 +1,6 @@
-"""One pass, two outputs: annotated rows to OUTPUT/data/, rejected rows (with their reason) to OUTPUT/rejects/.
-Each write task returns its counts and stage timings, which the driver folds into the manifest."""
+"""One pass, two outputs: annotated rows to data/, rejected rows (with their reason) to rejects/, both under the
+run's staging prefix (`commit.py` publishes them). Each write task writes one file per kind of about
+`rows_per_file` rows and returns its counts, files and stage timings, which the driver folds into the manifest."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ray.data import Datasink
 
-BOOKKEEPING = ("_reject", "_input", "source", "n_tokens")
+from nlpbatch.storage import with_retries
+
+BOOKKEEPING = ("_reject", "_input", "source", "line", "n_tokens")
 
 
 def write_table(table: pa.Table, filesystem, path: str, fmt: str) -> None:
@@ -24,13 +27,19 @@ def write_table(table: pa.Table, filesystem, path: str, fmt: str) -> None:
 
 
 class AnnotationSink(Datasink):
-    def __init__(self, filesystem, out_path: str, fmt: str, run_id: str, provenance: dict):
+    def __init__(self, filesystem, out_path: str, fmt: str, run_id: str, provenance: dict, rows_per_file: int):
         self.filesystem = filesystem
-        self.out_path = out_path
+        self.out_path = out_path  # the run's staging prefix
         self.fmt = fmt
         self.run_id = run_id
         self.provenance = provenance
+        self.rows_per_file = rows_per_file
         self.results: list[dict] = []
+
+    @property
+    def min_rows_per_write(self) -> int:
+        # Ray bundles blocks up to this many rows per write task: object-store-sized files, not one per block.
+        return self.rows_per_file
 
     def on_write_start(self, schema=None) -> None:
         for name in ("data", "rejects"):
@@ -59,6 +68,7 @@ class AnnotationSink(Datasink):
                 "reason": bad["_reject"],
                 "input": bad["_input"],
                 "source": bad["source"],
+                "line": bad["line"],
                 "run_id": pa.array([self.run_id] * bad.num_rows, pa.string()),
             }
         )
@@ -66,7 +76,7 @@ class AnnotationSink(Datasink):
         for name, part in (("data", good), ("rejects", bad)):
             if part.num_rows:
                 path = f"{self.out_path}/{name}/part-{self.run_id}-{ctx.task_idx:06d}.{ext}"
-                write_table(part, self.filesystem, path, self.fmt)
+                with_retries(lambda p=part, f=path: write_table(p, self.filesystem, f, self.fmt), f"write {path}")
                 result["files"].append(path)
         result["rows_out"], result["rows_rejected"] = good.num_rows, bad.num_rows
         print(

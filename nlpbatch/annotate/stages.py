@@ -21,10 +21,14 @@ ROW_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("question", pa.string()),
         ("source", pa.string()),
+        ("line", pa.int64()),
         ("_reject", pa.string()),
         ("_input", pa.string()),
     ]
 )
+MAX_ID_CHARS = 1024
+MAX_QUESTION_CHARS = 10_000
+MAX_RAW_CHARS = 65_536  # of a rejected row's raw input kept in the rejects output
 INT_LISTS = pa.list_(pa.list_(pa.int32()))
 FLOAT_LISTS = pa.list_(pa.list_(pa.float32()))
 ENTITY = pa.struct(
@@ -48,8 +52,14 @@ def _timed(table: pa.Table, stage: str, seconds: float) -> pa.Table:
 
 
 def _check_row(doc_id, text, question, needs_question: bool, max_chars: int) -> str | None:
+    """Why a document row cannot be annotated, or None. Every field's type and size is checked here, so no later
+    stage meets a value it cannot handle."""
     if doc_id is None:
         return "id is null"
+    if isinstance(doc_id, bool) or not isinstance(doc_id, str | int):
+        return f"id is not a string or integer ({type(doc_id).__name__})"
+    if len(str(doc_id)) > MAX_ID_CHARS:
+        return f"id has {len(str(doc_id))} characters, over {MAX_ID_CHARS}"
     if text is None:
         return "text is null"
     if not isinstance(text, str):
@@ -58,9 +68,35 @@ def _check_row(doc_id, text, question, needs_question: bool, max_chars: int) -> 
         return "text is empty"
     if len(text) > max_chars:
         return f"text has {len(text)} characters, over max_chars {max_chars}"
-    if needs_question and (not isinstance(question, str) or not question.strip()):
-        return "question is null or empty"
+    if needs_question:
+        if question is None:
+            return "question is null"
+        if not isinstance(question, str):
+            return f"question is not a string ({type(question).__name__})"
+        if not question.strip():
+            return "question is empty"
+        if len(question) > MAX_QUESTION_CHARS:
+            return f"question has {len(question)} characters, over {MAX_QUESTION_CHARS}"
     return None
+
+
+def _parse_line(raw: bytes) -> tuple[dict, str | None, str]:
+    """(record, reason it is unusable or None, the line as text for the rejects)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return {}, f"line is not valid UTF-8 ({err.reason} at byte {err.start})", raw.decode("utf-8", "replace")
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError) as err:
+        return {}, f"invalid JSON line: {err}"[:500], line
+    if not isinstance(record, dict):
+        return {}, f"JSON line is not an object ({type(record).__name__})", line
+    return record, None, line
+
+
+def _raw_json(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, default=repr)
 
 
 def parse_rows(
@@ -72,80 +108,110 @@ def parse_rows(
     questions: list[str] | None,
     max_chars: int,
 ) -> pa.Table:
-    """Raw input rows (parquet columns, or JSONL lines from read_text) -> validated document rows.
+    """Raw input rows (`reader.JsonlLines` lines or `reader.ParquetRowGroups` columns) -> validated document rows.
 
-    With `questions`, every document is paired with every question (QA over a fixed question list).
+    With `questions`, every document is paired with every question (QA over a fixed question list). A rejected row
+    keeps its file, line and raw input; nothing in a row can raise out of this function.
     """
     t0 = time.perf_counter()
-    rows = []
-    paths = batch.column("path").to_pylist() if "path" in batch.column_names else [None] * batch.num_rows
+    n = batch.num_rows
+    paths = batch.column("path").to_pylist() if "path" in batch.column_names else [None] * n
+    lines = batch.column("line").to_pylist() if "line" in batch.column_names else [None] * n
     needs_question = question_column is not None or questions is not None
     if fmt == "jsonl":
-        records = []
-        for line in batch.column("text").to_pylist():
-            try:
-                record = json.loads(line)
-                records.append((record, None) if isinstance(record, dict) else ({}, "JSON line is not an object"))
-            except (json.JSONDecodeError, TypeError) as err:
-                records.append(({}, f"invalid JSON line: {err}"))
-        raws = batch.column("text").to_pylist()
+        parsed = [_parse_line(raw) for raw in batch.column("raw").to_pylist()]
     else:
-        columns = {name: batch.column(name).to_pylist() for name in batch.column_names if name != "path"}
-        records = [({k: v[i] for k, v in columns.items()}, None) for i in range(batch.num_rows)]
-        raws = [None] * batch.num_rows
-    for (record, error), path, raw in zip(records, paths, raws):
+        names = [c for c in (id_column, text_column, question_column) if c]
+        columns = {name: batch.column(name).to_pylist() for name in names}
+        errors = batch.column("_error").to_pylist() if "_error" in batch.column_names else [None] * n
+        records = [{k: v[i] for k, v in columns.items()} for i in range(n)]
+        parsed = [(record, error, _raw_json(record)) for record, error in zip(records, errors)]
+    rows = []
+    for (record, error, raw), path, line in zip(parsed, paths, lines):
         doc_id = record.get(id_column)
         text = record.get(text_column)
         asked = [record.get(question_column)] if question_column else (questions or [None])
         for question in asked:
             reason = error or _check_row(doc_id, text, question, needs_question, max_chars)
-            keep_text = text if isinstance(text, str) else None
-            snippet = raw if raw is not None else (None if keep_text is not None else repr(text)[:1000])
             rows.append(
                 {
-                    "id": None if doc_id is None else str(doc_id),
-                    "text": keep_text,
-                    "question": question,
+                    "id": str(doc_id) if isinstance(doc_id, str | int) and not isinstance(doc_id, bool) else None,
+                    "text": None if reason else text,
+                    "question": question if isinstance(question, str) else None,
                     "source": path,
+                    "line": line,
                     "_reject": reason,
-                    "_input": snippet if reason else None,
+                    "_input": raw[:MAX_RAW_CHARS] if reason else None,
                 }
             )
     return _timed(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), "parse", time.perf_counter() - t0)
 
 
+def _with_rejects(batch: pa.Table, reasons: list[str | None]) -> pa.Table:
+    """Mark the rows a later stage could not handle as rejects, keeping what they were."""
+    old = batch.column("_reject").to_pylist()
+    if reasons == old:
+        return batch
+    inputs = batch.column("_input").to_pylist()
+    ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
+    questions = batch.column("question").to_pylist() if "question" in batch.column_names else [None] * len(ids)
+    for i, (before, after) in enumerate(zip(old, reasons)):
+        if before is None and after is not None:
+            inputs[i] = _raw_json({"id": ids[i], "text": texts[i], "question": questions[i]})[:MAX_RAW_CHARS]
+    batch = batch.set_column(batch.schema.get_field_index("_reject"), "_reject", pa.array(reasons, pa.string()))
+    return batch.set_column(batch.schema.get_field_index("_input"), "_input", pa.array(inputs, pa.string()))
+
+
+def _encode(tokenizer, task: str, texts: list[str], questions: list[str], max_length: int, stride: int):
+    kwargs = {"max_length": max_length, "stride": stride, "return_overflowing_tokens": True}
+    if task == "qa":
+        return tokenizer(questions, texts, truncation="only_second", return_offsets_mapping=True, **kwargs)
+    return tokenizer(texts, truncation=True, return_offsets_mapping=True, **kwargs)
+
+
+def _failure(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt | SystemExit):
+        raise err
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+
+
 def tokenize(batch: pa.Table, task: str, model_path: str, max_length: int, stride: int) -> pa.Table:
-    """Overlapping windows with character offsets for every good row (tokenization in CPU tasks)."""
+    """Overlapping windows with character offsets for every good row (tokenization in CPU tasks). A QA question
+    too long for the window, or any row the tokenizer fails on, becomes a reject with the reason."""
     t0 = time.perf_counter()
     tokenizer = get_tokenizer(model_path)
-    rejects = batch.column("_reject").to_pylist()
-    good = [i for i, r in enumerate(rejects) if r is None]
+    reasons = batch.column("_reject").to_pylist()
     texts = batch.column("text").to_pylist()
-    ids = [[] for _ in rejects]
-    type_ids = [[] for _ in rejects]
-    offsets = [[] for _ in rejects]
-    word_ids = [[] for _ in rejects]
+    questions = [q.lstrip() if q else q for q in batch.column("question").to_pylist()]
+    good = [i for i, r in enumerate(reasons) if r is None]
+    if task == "qa" and good:
+        room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - stride - 1
+        lengths = tokenizer([questions[i] for i in good], add_special_tokens=False)["input_ids"]
+        for i, ids in zip(good, lengths):
+            if len(ids) > room:
+                reasons[i] = (
+                    f"question has {len(ids)} tokens, over the {room} that a {max_length}-token window with stride "
+                    f"{stride} leaves (shorten it or raise --max-length)"
+                )
+        good = [i for i in good if reasons[i] is None]
+    enc = None
     if good:
-        if task == "qa":
-            questions = batch.column("question").to_pylist()
-            enc = tokenizer(
-                [questions[i].lstrip() for i in good],
-                [texts[i] for i in good],
-                truncation="only_second",
-                max_length=max_length,
-                stride=stride,
-                return_overflowing_tokens=True,
-                return_offsets_mapping=True,
-            )
-        else:
-            enc = tokenizer(
-                [texts[i] for i in good],
-                truncation=True,
-                max_length=max_length,
-                stride=stride,
-                return_overflowing_tokens=True,
-                return_offsets_mapping=True,
-            )
+        try:
+            enc = _encode(tokenizer, task, [texts[i] for i in good], [questions[i] for i in good], max_length, stride)
+        except BaseException as err:  # a tokenizer panic is a BaseException: find the row(s) and reject them
+            _failure(err)
+            for i in good:
+                try:
+                    _encode(tokenizer, task, [texts[i]], [questions[i]], max_length, stride)
+                except BaseException as row_err:
+                    reasons[i] = "tokenizer failed: " + _failure(row_err)
+            good = [i for i in good if reasons[i] is None]
+            enc = _encode(tokenizer, task, [texts[i] for i in good], [questions[i] for i in good], max_length, stride)
+    ids = [[] for _ in reasons]
+    type_ids = [[] for _ in reasons]
+    offsets = [[] for _ in reasons]
+    word_ids = [[] for _ in reasons]
+    if good:
         for w, sample in enumerate(enc["overflow_to_sample_mapping"]):
             row = good[sample]
             seq = enc.sequence_ids(w)
@@ -157,7 +223,8 @@ def tokenize(batch: pa.Table, task: str, model_path: str, max_length: int, strid
                 [x for (s, e), q in zip(enc["offset_mapping"][w], seq) for x in ((s, e) if q == keep else (-1, -1))]
             )
             word_ids[row].append([-1 if q != keep or wid is None else wid for wid, q in zip(enc.word_ids(w), seq)])
-    out = batch.append_column("_input_ids", pa.array(ids, INT_LISTS))
+    out = _with_rejects(batch, reasons)
+    out = out.append_column("_input_ids", pa.array(ids, INT_LISTS))
     out = out.append_column("_type_ids", pa.array(type_ids, INT_LISTS))  # segment ids: QA's question vs context
     out = out.append_column("_offsets", pa.array(offsets, INT_LISTS))
     out = out.append_column("_word_ids", pa.array(word_ids, INT_LISTS))
@@ -169,23 +236,26 @@ def _windows(row_offsets, row_word_ids) -> list[tuple[list, list]]:
     return [([(o[i], o[i + 1]) for i in range(0, len(o), 2)], w) for o, w in zip(row_offsets, row_word_ids)]
 
 
-def _passthrough(batch: pa.Table, columns: list[str]) -> pa.Table:
+def _passthrough(batch: pa.Table, columns: list[str], reasons: list[str | None]) -> pa.Table:
     """The columns every output row keeps, plus the bookkeeping ones the writer consumes."""
-    extra = ["source", "n_tokens", "_reject", "_input"] + [c for c in batch.column_names if c.startswith("_sec_")]
-    return batch.select(columns + extra)
+    extra = ["source", "line", "n_tokens", "_reject", "_input"]
+    extra += [c for c in batch.column_names if c.startswith("_sec_")]
+    return _with_rejects(batch, reasons).select(columns + extra)
 
 
 def decode_ner(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> pa.Table:
     t0 = time.perf_counter()
-    texts, rejects = batch.column("text").to_pylist(), batch.column("_reject").to_pylist()
+    texts, reasons = batch.column("text").to_pylist(), batch.column("_reject").to_pylist()
     entities = []
-    for text, reject, offs, wids, labels, scores in zip(
-        texts,
-        rejects,
-        batch.column("_offsets").to_pylist(),
-        batch.column("_word_ids").to_pylist(),
-        batch.column("_labels").to_pylist(),
-        batch.column("_scores").to_pylist(),
+    for row, (text, reject, offs, wids, labels, scores) in enumerate(
+        zip(
+            texts,
+            reasons,
+            batch.column("_offsets").to_pylist(),
+            batch.column("_word_ids").to_pylist(),
+            batch.column("_labels").to_pylist(),
+            batch.column("_scores").to_pylist(),
+        )
     ):
         if reject is not None:
             entities.append(None)
@@ -194,8 +264,12 @@ def decode_ner(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> p
             {"offsets": o, "word_ids": w, "labels": lab, "scores": sc}
             for (o, w), lab, sc in zip(_windows(offs, wids), labels, scores)
         ]
-        entities.append(decode_entities(windows, text, id2label, aggregation))
-    out = _passthrough(batch, ["id"]).append_column("entities", pa.array(entities, pa.list_(ENTITY)))
+        try:
+            entities.append(decode_entities(windows, text, id2label, aggregation))
+        except Exception as err:  # one row's failure is that row's reject, never the job's
+            reasons[row] = "decode failed: " + _failure(err)
+            entities.append(None)
+    out = _passthrough(batch, ["id"], reasons).append_column("entities", pa.array(entities, pa.list_(ENTITY)))
     return _timed(out, "decode", time.perf_counter() - t0)
 
 
@@ -210,6 +284,7 @@ def _pad_rows(rows: list[list[float]]):
 def decode_qa(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Table:
     t0 = time.perf_counter()
     answers, empty = [], []
+    reasons = batch.column("_reject").to_pylist()
     rows = zip(
         batch.column("text").to_pylist(),
         batch.column("_reject").to_pylist(),
@@ -217,7 +292,7 @@ def decode_qa(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Table:
         batch.column("_start").to_pylist(),
         batch.column("_end").to_pylist(),
     )
-    for text, reject, offs, starts, ends in rows:
+    for row, (text, reject, offs, starts, ends) in enumerate(rows):
         if reject is not None:
             answers.append(None)
             empty.append(None)
@@ -226,11 +301,17 @@ def decode_qa(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Table:
             {"offsets": [None if s < 0 else (s, e) for s, e in o], "example_idx": 0}
             for o, _ in _windows(offs, [None] * len(offs))
         ]
-        [best] = best_spans(_pad_rows(starts), _pad_rows(ends), windows, [text], n_best, max_answer_length)
+        try:
+            [best] = best_spans(_pad_rows(starts), _pad_rows(ends), windows, [text], n_best, max_answer_length)
+        except Exception as err:  # one row's failure is that row's reject, never the job's
+            reasons[row] = "decode failed: " + _failure(err)
+            answers.append(None)
+            empty.append(None)
+            continue
         answers.append(
             {k: best[k] for k in ("text", "start", "end")} | {"score": None if best["empty"] else best["score"]}
         )
         empty.append(best["empty"])
-    out = _passthrough(batch, ["id", "question"]).append_column("answer", pa.array(answers, ANSWER))
+    out = _passthrough(batch, ["id", "question"], reasons).append_column("answer", pa.array(answers, ANSWER))
     out = out.append_column("no_answer", pa.array(empty, pa.bool_()))
     return _timed(out, "decode", time.perf_counter() - t0)

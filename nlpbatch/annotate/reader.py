@@ -1,0 +1,120 @@
+"""Reading the corpus. One line splitter serves both the driver's row count and the Ray Data read, so the two
+can never disagree; files are streamed in blocks, so a read task holds one block, not one file.
+
+JSONL rows are the lines of a file split on b"\\n" only (a trailing b"\\r" dropped, a UTF-8 BOM before the first
+line dropped); a blank or whitespace-only line is not a row. Lines travel as bytes: decoding and JSON parsing
+happen per row in `stages.parse_rows`, where a bad line becomes a reject naming its file and line.
+
+Parquet is read one row group at a time; a row group that cannot be decoded yields reject rows for each of its
+rows (the count comes from the footer), so a corrupt block is rejected, never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+from ray.data.datasource import FileBasedDatasource
+
+BOM = b"\xef\xbb\xbf"
+BLOCK_ROWS = 4096
+JSONL_SCHEMA = pa.schema([("raw", pa.binary()), ("line", pa.int64())])
+
+
+def iter_lines(stream, chunk_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) for every row of a JSONL byte stream, read in chunks."""
+    pending = b""
+    number = 0
+    first = True
+    while chunk := stream.read(chunk_size):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            number += 1
+            if first:
+                line, first = line.removeprefix(BOM), False
+            if line.strip():
+                yield number, line.removesuffix(b"\r")
+    if pending:
+        number += 1
+        if first:
+            pending = pending.removeprefix(BOM)
+        if pending.strip():
+            yield number, pending.removesuffix(b"\r")
+
+
+def count_jsonl_rows(filesystem, path: str) -> int:
+    with filesystem.open_input_stream(path, compression="detect") as fh:
+        return sum(1 for _ in iter_lines(fh))
+
+
+class JsonlLines(FileBasedDatasource):
+    """Blocks of (raw line bytes, line number); `include_paths` adds the file."""
+
+    def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
+        raws, numbers = [], []
+        for number, line in iter_lines(f):
+            raws.append(line)
+            numbers.append(number)
+            if len(raws) >= BLOCK_ROWS:
+                yield pa.table([pa.array(raws, pa.binary()), pa.array(numbers, pa.int64())], schema=JSONL_SCHEMA)
+                raws, numbers = [], []
+        if raws:
+            yield pa.table([pa.array(raws, pa.binary()), pa.array(numbers, pa.int64())], schema=JSONL_SCHEMA)
+
+
+class ParquetRowGroups(FileBasedDatasource):
+    """The named columns as strings, one block per row group, plus `line` (the row's 1-based position in the file)
+    and `_error` (why the row's group could not be read, else null)."""
+
+    def __init__(self, paths, columns: list[str], **kwargs):
+        super().__init__(paths, **kwargs)
+        self.columns = columns
+
+    def _open_input_source(self, filesystem, path: str, **open_args):
+        return filesystem.open_input_file(path)  # Parquet needs random access (footer first)
+
+    def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(f)
+        first_row = 1
+        for group in range(parquet.num_row_groups):
+            n = parquet.metadata.row_group(group).num_rows
+            error = None
+            try:
+                table = parquet.read_row_group(group, columns=self.columns)
+                columns = [table[c].cast(pa.string()) for c in self.columns]
+            except Exception as err:  # a corrupt block: its rows become rejects, the rest of the file is read
+                error = f"unreadable Parquet row group {group}: {type(err).__name__}: {err}"[:1000]
+                columns = [pa.nulls(n, pa.string()) for _ in self.columns]
+            yield pa.table(
+                [*columns, pa.array(range(first_row, first_row + n), pa.int64()), pa.array([error] * n, pa.string())],
+                names=[*self.columns, "line", "_error"],
+            )
+            first_row += n
+
+
+def check_parquet(filesystem, path: str, columns: list[str], optional: tuple[str, ...] = ()) -> int:
+    """Fail fast on a file that cannot be annotated at all (unreadable footer, missing column, a text column that is
+    not text); return its row count."""
+    import pyarrow.parquet as pq
+
+    from nlpbatch.config import ConfigError
+
+    try:
+        with filesystem.open_input_file(path) as fh:
+            meta = pq.ParquetFile(fh)
+            schema, rows = meta.schema_arrow, meta.metadata.num_rows
+    except (OSError, pa.ArrowInvalid) as err:
+        raise ConfigError(f"{path}: not a readable Parquet file ({err}); fix or remove it") from err
+    names = schema.names
+    for column in columns:
+        if column not in names:
+            raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
+        kind = schema.field(column).type
+        allowed = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+        if column in optional:  # ids may be integers
+            allowed = allowed or pa.types.is_integer(kind)
+        if not allowed:
+            raise ConfigError(f"{path}: column {column!r} is {kind}, expected string")
+    return rows
