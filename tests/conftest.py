@@ -101,6 +101,10 @@ def s3_bucket(s3_server, request):
     import boto3
 
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-    name = "nlpbatch-" + request.node.name.lower().replace("_", "-")[:40]
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:36].strip("-")
+    name = f"nlpbatch-{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
     client.create_bucket(Bucket=name)
     return client, name

@@ -252,7 +252,7 @@ def _parallel(fn, items: list, what: str) -> list:
 
 def publish(filesystem, out_path: str, lease: Lease, staged: list[str], manifest: dict) -> dict:
     """Move the staged files into place, write the manifest naming them, then remove what the replaced manifest
-    named and any orphans (files of this output's earlier failed runs). Returns {published, removed}."""
+    named and any orphans (files of this output's earlier failed runs). Returns the manifest as written."""
     from pyarrow import fs
 
     lease.check()
@@ -262,18 +262,18 @@ def publish(filesystem, out_path: str, lease: Lease, staged: list[str], manifest
         with_retries(lambda k=kind: filesystem.create_dir(join(out_path, k), recursive=True), "create output dir")
     _parallel(lambda pair: filesystem.move(*pair), list(zip(staged, final)), "move staged file")
     previous = read_json(filesystem, join(out_path, MANIFEST)) or {}
-    lease.check()
-    write_json(filesystem, join(out_path, MANIFEST), {**manifest, "output_files": sorted(final)})
-
     keep = set(final)
     doomed = {f for f in previous.get("output_files", []) if f not in keep}
     for kind in KINDS:  # orphans: only the lease holder writes here, so any unlisted part file is one
         selector = fs.FileSelector(join(out_path, kind), allow_not_found=True)
         infos = with_retries(lambda s=selector: filesystem.get_file_info(s), "list output")
         doomed |= {i.path for i in infos if i.type == fs.FileType.File and i.path not in keep}
+    lease.check()
+    manifest = {**manifest, "output_files": sorted(final), "removed_files_of_earlier_runs": len(doomed)}
+    write_json(filesystem, join(out_path, MANIFEST), manifest)
     _parallel(filesystem.delete_file, sorted(doomed), "delete replaced file")
     with_retries(lambda: _delete_tree(filesystem, join(out_path, STAGING)), "delete staging")
-    return {"published": sorted(final), "removed": len(doomed)}
+    return manifest
 
 
 def _delete_tree(filesystem, path: str) -> None:

@@ -184,11 +184,9 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         staged = sorted(f for r in sink.results for f in r["files"])
-        published = publish(out_fs, out_path, lease, staged, manifest)
+        manifest = publish(out_fs, out_path, lease, staged, manifest)
     finally:
         lease.release()
-    manifest["output_files"] = published["published"]
-    manifest["removed_files_of_earlier_runs"] = published["removed"]
     print(
         f"[nlpbatch] annotate {cfg.task}: {rows_in} rows in, {totals['rows_out']} annotated, "
         f"{totals['rows_rejected']} rejected, {manifest['timings']['tokens_per_second']:.0f} tokens/s",

@@ -12,7 +12,7 @@ from ray.data import Datasink
 
 from nlpbatch.storage import with_retries
 
-BOOKKEEPING = ("_reject", "_input", "source", "line", "n_tokens")
+BOOKKEEPING = ("_reject", "_input", "n_tokens")  # consumed here; `source` and `line` stay as lineage
 
 
 def write_table(table: pa.Table, filesystem, path: str, fmt: str) -> None:
