@@ -1,5 +1,6 @@
 """Nightly runs over dt= partitions on S3: backfill, no-op reruns, and a crashed night finished exactly once."""
 
+import datetime as dt
 import io
 import json
 
@@ -8,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nlpbatch.config import ConfigError, load_annotate_config
-from nlpbatch.nightly import run_nightly, select_dates
+from nlpbatch.nightly import is_settled, run_nightly, select_dates
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +79,55 @@ def test_date_selection():
         select_dates(DATES, "2026-12-01", None, None)
     with pytest.raises(ConfigError, match="not YYYY-MM-DD"):
         select_dates(DATES, None, "yesterday", None)
+
+
+def test_nightly_waits_for_complete_partitions_redoes_changed_ones_and_survives_failures(
+    ray_cluster, tiny_ner_model, s3_server, s3_bucket
+):
+    from nlpbatch.cli import main
+
+    client, bucket = s3_bucket
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    days = ["2026-11-01", "2026-11-02", "2026-11-03", today]
+    for day in days:
+        rows = [{"id": f"{day}-{i}", "text": f"Angela Merkel visited Paris, note {i}."} for i in range(3)]
+        _put_parquet(client, bucket, f"corpus/dt={day}/part-0.parquet", rows)
+    client.put_object(Bucket=bucket, Key="corpus/dt=2026-11-02/part-1.parquet", Body=b"not parquet at all")
+    base = load_annotate_config(
+        task="ner",
+        model=str(tiny_ner_model),
+        input=f"s3://{bucket}/corpus/",
+        output=f"s3://{bucket}/annotations/",
+        s3_endpoint=s3_server,
+    )
+
+    first = run_nightly(base)
+    assert sorted(first["annotated"]) == ["2026-11-01", "2026-11-03"]  # the broken night did not stop the next
+    assert list(first["failed"]) == ["2026-11-02"] and "part-1.parquet" in first["failed"]["2026-11-02"]
+    assert first["waiting"] == [today]  # still filling: not taken, not marked done
+    argv = ["nightly", "ner", "--model", str(tiny_ner_model), "--input", f"s3://{bucket}/corpus/"]
+    argv += ["--output", f"s3://{bucket}/annotations/", "--s3-endpoint", s3_server]
+    assert main(argv) == 1  # the exit status reports the failed partition
+
+    # a file arrives late in a finished partition: the partition is due again and redone from all its files
+    late = [{"id": f"2026-11-01-late{i}", "text": "Emmanuel Macron in Berlin."} for i in range(2)]
+    _put_parquet(client, bucket, "corpus/dt=2026-11-01/part-9.parquet", late)
+    client.delete_object(Bucket=bucket, Key="corpus/dt=2026-11-02/part-1.parquet")
+    second = run_nightly(base)
+    assert sorted(second["annotated"]) == ["2026-11-01", "2026-11-02"] and second["skipped"] == ["2026-11-03"]
+    assert _ids_in(client, bucket, "annotations/dt=2026-11-01/data/") == sorted(
+        [f"2026-11-01-{i}" for i in range(3)] + [r["id"] for r in late]
+    )
+
+    # with --require-input-marker only partitions whose upstream wrote _SUCCESS are taken (today's too)
+    marked = run_nightly(base, require_input_marker=True)
+    assert marked["annotated"] == {} and sorted(marked["waiting"]) == sorted(days)
+    client.put_object(Bucket=bucket, Key=f"corpus/dt={today}/_SUCCESS", Body=b"")
+    assert list(run_nightly(base, require_input_marker=True)["annotated"]) == [today]
+    assert main(argv) == 0
+
+
+def test_settle_rule():
+    now = dt.datetime(2026, 11, 24, 1, 30, tzinfo=dt.timezone.utc)
+    assert is_settled("2026-11-23", now, 0) and not is_settled("2026-11-24", now, 0)
+    assert not is_settled("2026-11-23", now, 2) and is_settled("2026-11-22", now, 2)
