@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,43 +14,19 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from .ray_procs import agent_ports, free_port, stop_head
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 EXCLUDES = [".venv", ".ci-venv", ".git", "runs", "benchmarks/out", "**/__pycache__"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_head(temp_dir: str) -> None:
-    """`ray stop` would end every Ray on the machine (the test session's too): end only this head's processes,
-    which all carry its temp dir on their command line."""
-    import psutil
-
-    procs = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
-    for proc in procs:
-        proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for proc in alive:
-        proc.kill()
-
-
 @pytest.fixture()
 def ray_head():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 chars
     ray = str(Path(sys.executable).parent / "ray")
-    # own agent/metrics ports: another Ray on this machine (the test session's) holds the defaults
-    agent_ports = [
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
-    ]
     proc = subprocess.run(
         [
             ray,
@@ -63,7 +38,7 @@ def ray_head():
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--temp-dir={temp_dir}",
-            *agent_ports,
+            *agent_ports(),
         ],
         env=env,
         capture_output=True,
@@ -73,7 +48,7 @@ def ray_head():
     try:
         yield f"http://127.0.0.1:{dash}"
     finally:
-        _stop_head(temp_dir)
+        stop_head(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
