@@ -29,7 +29,7 @@ def reference_trainer(args, raw_train, raw_eval, model_path: str) -> dict:
         set_seed,
     )
 
-    from nlpbatch.tasks.ner import build_model, continuation_ids, label_names, word_tags
+    from nlpbatch.tasks.ner import build_model, continuation_ids, eval_features, label_names, score
 
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
@@ -74,12 +74,11 @@ def reference_trainer(args, raw_train, raw_eval, model_path: str) -> dict:
         out = trainer.train()
         epoch_seconds = time.perf_counter() - t0
         pred = trainer.predict(evals)
-    from nlpbatch.metrics import seqeval_scores
+    from types import SimpleNamespace
 
-    names = dict(enumerate(label_names(raw_train)))
-    argmax = np.argmax(pred.predictions, axis=-1)
-    pairs = [word_tags(p, lab, names, label_names(raw_train)) for p, lab in zip(argmax, pred.label_ids)]
-    f1 = seqeval_scores([g for g, _ in pairs], [p for _, p in pairs])["overall_f1"]
+    # scored exactly as ours is: every word of the data, same word positions
+    feats = eval_features(raw_eval, tokenizer, SimpleNamespace(max_length=512))
+    f1 = score({"pred": np.argmax(pred.predictions, axis=-1)}, feats, raw_eval, model.config)[0]["overall_f1"]
     return {
         "epoch_seconds": epoch_seconds,
         "train_runtime": out.metrics["train_runtime"],

@@ -4,8 +4,15 @@ job config. Thin by design: all logic lives in the nlpbatch package."""
 import json
 import sys
 
+from nlpbatch.cli import run_job
 from nlpbatch.config import config_from_argv, load_train_config
 from nlpbatch.train.trainer import run_training
 
-if __name__ == "__main__":
+
+def main() -> int:
     print(json.dumps(run_training(config_from_argv(load_train_config, sys.argv[1:]))["final"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))

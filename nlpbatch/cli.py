@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eval-batch-size", type=int)
     ev.add_argument("--use-gpu", action="store_true", default=None)
     ev.add_argument("--skip-invalid", action="store_true")
-    ev.add_argument("--predictions", help="write predictions as JSON here (QA: {id: answer text})")
+    ev.add_argument(
+        "--predictions",
+        help="write predictions here: NER as CoNLL lines `word gold pred` (conlleval's input), QA as {id: answer}",
+    )
     return parser
 
 
@@ -178,21 +181,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = args.data or os.environ.get(DATA_ENV)
     metrics, predictions = evaluate_model(cfg, data, args.split, args.num_workers, args.max_examples, args.skip_invalid)
     if args.predictions:
-        Path(args.predictions).write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
+        if args.task == "ner":
+            from nlpbatch.tasks.ner import conll_lines
+
+            Path(args.predictions).write_text(conll_lines(predictions), encoding="utf-8")
+        else:
+            Path(args.predictions).write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
     print(json.dumps(metrics, indent=2))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+USER_ERRORS = (ConfigError, DataError, StorageError, FileNotFoundError)
+
+
+def run_job(work) -> int:
+    """Run `work()`; a problem the user can fix (config, data, storage, a refused or unreconciled run) is one
+    `nlpbatch: error:` line and exit status 2, never a traceback."""
     try:
-        return {
-            "train": cmd_train,
-            "evaluate": cmd_evaluate,
-            "annotate": cmd_annotate,
-            "corpus": cmd_corpus,
-            "nightly": cmd_nightly,
-        }[args.command](args)
-    except (ConfigError, DataError, StorageError, FileNotFoundError) as err:
+        return work()
+    except USER_ERRORS as err:
         print(f"nlpbatch: error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "annotate": cmd_annotate,
+        "corpus": cmd_corpus,
+        "nightly": cmd_nightly,
+    }[args.command]
+    return run_job(lambda: command(args))

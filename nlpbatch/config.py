@@ -30,8 +30,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int | None = None  # None: 512 for NER, 384 for QA
-    doc_stride: int = 128
+    max_length: int | None = None  # None: 512 for NER, 384 for QA (resolved on construction)
+    doc_stride: int = 128  # QA only
     n_best: int = 20
     max_answer_length: int = 30
     group_by_length: bool = True
@@ -49,10 +49,16 @@ class TrainConfig:
     storage_path: str | None = None  # None: OUTPUT/ray_runs; use s3:// or a shared FS on multi-node clusters
     max_failures: int = 0
     log_every_steps: int = 50
+    run_name: str | None = None  # None: derived from the task and the output (see trainer.run_identity)
+
+    def __post_init__(self) -> None:
+        # The effective window is part of the recipe: store it, so configs, checkpoints and JSON all say it.
+        if self.max_length is None:
+            object.__setattr__(self, "max_length", 384 if self.task == "qa" else 512)
 
     @property
     def seq_length(self) -> int:
-        return self.max_length or (384 if self.task == "qa" else 512)
+        return self.max_length
 
     def validate(self) -> None:
         errors = []
@@ -76,12 +82,20 @@ class TrainConfig:
                 errors.append(f"{key}: must be >= 1 when set, got {value}")
         if self.learning_rate <= 0:
             errors.append(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            errors.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.max_grad_norm <= 0:
+            errors.append(f"max_grad_norm: must be > 0, got {self.max_grad_norm}")
+        if self.max_failures < 0:
+            errors.append(f"max_failures: must be >= 0, got {self.max_failures}")
         if not 0 <= self.warmup_ratio < 1:
             errors.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.doc_stride >= self.seq_length // 2:
-            errors.append(f"doc_stride: {self.doc_stride} must be under half of max_length {self.seq_length}")
+        if self.task == "qa" and not 0 <= self.doc_stride < self.seq_length // 2:
+            errors.append(f"doc_stride: {self.doc_stride} must be in [0, half of max_length {self.seq_length})")
         if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:
             errors.append(f"min_workers: need 1 <= {self.min_workers} <= num_workers {self.num_workers}")
+        if self.batch_size < self.num_workers:
+            errors.append(f"batch_size: global batch {self.batch_size} is under num_workers {self.num_workers}")
         if self.resume and self.overwrite:
             errors.append("resume and overwrite: choose one")
         if errors:
@@ -135,6 +149,12 @@ class AnnotateConfig:
             errors.append(f"output_format: {self.output_format!r} is not parquet or jsonl")
         if self.aggregation not in ("simple", "first", "max"):
             errors.append(f"aggregation: {self.aggregation!r} is not simple, first or max")
+        if self.max_length is not None and self.max_length < 8:
+            errors.append(f"max_length: must be >= 8 tokens when set, got {self.max_length}")
+        if self.num_gpus < 0:
+            errors.append(f"num_gpus: must be >= 0, got {self.num_gpus}")
+        if self.cpus_per_actor <= 0:
+            errors.append(f"cpus_per_actor: must be > 0, got {self.cpus_per_actor}")
         if not 0 <= self.stride < self.window // 2:
             errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
         if not 1 <= self.min_actors <= self.max_actors:
@@ -174,32 +194,59 @@ def load_annotate_config(yaml_path: str | Path | None = None, **overrides: Any) 
     return load_config(AnnotateConfig, yaml_path, **overrides)
 
 
+def _yaml_mapping(path: Path) -> tuple[dict, dict[str, int]]:
+    """The YAML file's mapping and the line of each top-level key; syntax errors name the file and line."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from err
+    try:
+        node = yaml.compose(text)
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+    return loaded, lines
+
+
 def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any):
-    """YAML keys first, then non-None CLI overrides; unknown keys and wrong types are all reported together."""
+    """YAML keys first, then non-None CLI overrides; unknown keys, wrong types and bad values are all reported
+    together, each naming its key (and its YAML line)."""
     values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     source = "overrides"
     if yaml_path is not None:
-        import yaml
-
         source = str(yaml_path)
-        loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{yaml_path}: expected a mapping of keys to values")
+        loaded, lines = _yaml_mapping(Path(yaml_path))
         values.update(loaded)
+    set_by_flag = {k for k, v in overrides.items() if v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})
+
+    def where(key: str) -> str:
+        return f" ({source}:{lines[key]})" if key in lines and key not in set_by_flag else ""
+
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    errors = [f"{k}: unknown key in {source} (known: {', '.join(fields)})" for k in values if k not in fields]
-    errors += [err for k, v in values.items() if k in fields and (err := _check_type(cls, k, v)) is not None]
+    errors = [f"{k}: unknown key{where(k)} (known: {', '.join(fields)})" for k in values if k not in fields]
+    typed = {k: _check_type(cls, k, v) for k, v in values.items() if k in fields}
+    errors += [err + where(k) for k, err in typed.items() if err is not None]
     missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
     errors += [f"{k}: required" for k in missing]
     cfg = None
-    if not missing:
+    if not missing and not any(typed[k] for k, f in fields.items() if f.default is dataclasses.MISSING):
         # the value checks run on the well-typed keys too, so one run reports every problem
-        cfg = cls(**{k: v for k, v in values.items() if k in fields and _check_type(cls, k, v) is None})
+        cfg = cls(**{k: v for k, v in values.items() if k in fields and typed[k] is None})
         try:
             cfg.validate()
         except ConfigError as err:
-            errors += str(err).splitlines()[1:]
+            errors += [e.strip() + where(e.strip().split(":")[0]) for e in str(err).splitlines()[1:]]
     if errors:
         raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(e.strip() for e in errors))
     return cfg
@@ -208,8 +255,15 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
 def config_from_argv(loader, argv: list[str]):
     """`CONFIG.yaml [key=value ...]` (the jobs/ entrypoints' arguments) -> a validated config."""
     if not argv:
-        raise SystemExit("usage: python jobs/<job>.py CONFIG.yaml [key=value ...]")
+        raise ConfigError("usage: python jobs/<job>.py CONFIG.yaml [key=value ...]")
     import yaml
 
+    bad = [arg for arg in argv[1:] if "=" not in arg]
+    if bad:
+        raise ConfigError(f"argument {bad[0]!r} is not key=value (e.g. num_workers=4)")
     overrides = dict(arg.split("=", 1) for arg in argv[1:])
-    return loader(argv[0], **{k: yaml.safe_load(v) for k, v in overrides.items()})
+    try:
+        parsed = {k: yaml.safe_load(v) for k, v in overrides.items()}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"a key=value argument is not valid YAML: {err}") from err
+    return loader(argv[0], **parsed)

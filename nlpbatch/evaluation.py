@@ -3,15 +3,33 @@ Both paths run the same `run_eval`, so their results must be identical."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from nlpbatch.config import TrainConfig
+from nlpbatch.config import ConfigError, TrainConfig
 from nlpbatch.data.squad import SkipReport
 from nlpbatch.tasks import get_task
 
 
+def trained_settings(model: str) -> dict:
+    """How a model exported by `nlpbatch train` was trained (task, windows, labels), {} for any other model."""
+    from nlpbatch.models import resolve_model
+
+    path = Path(resolve_model(model))
+    marker = path / "nlpbatch.json"
+    return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
 def eval_config(task: str, model: str, **kwargs: Any) -> TrainConfig:
-    cfg = TrainConfig(task=task, output="", model=model, **{k: v for k, v in kwargs.items() if v is not None})
+    """Scoring settings: what the command line gives, else the windows the model was trained with (so `evaluate`
+    scores what training reported), else the defaults. A model trained for the other task is refused."""
+    trained = trained_settings(model)
+    if trained.get("task", task) != task:
+        raise ConfigError(f"{model} is a {trained['task']} model: use `nlpbatch evaluate {trained['task']}`")
+    defaults = {k: trained[k] for k in ("max_length", "doc_stride") if k in trained}
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    cfg = TrainConfig(task=task, output="", model=model, **{**defaults, **given})
     cfg.validate()
     return cfg
 
@@ -27,7 +45,7 @@ def _score_in_process(cfg: TrainConfig, raw, rank: int = 0, world: int = 1, devi
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = task.load_trained(path)
-    device = device or torch.device("cpu")
+    device = device or torch.device("cuda" if cfg.use_gpu else "cpu")
     model.to(device)
     feats = task.eval_features(raw, tokenizer, cfg)
     return run_eval(model, task, feats, raw, cfg, task.collator(tokenizer), device, rank, world)
@@ -54,6 +72,11 @@ def evaluate_model(
 ) -> tuple[dict, Any]:
     """(metrics, predictions). num_workers=0 scores in this process; N >= 1 shards the data over N Ray Train
     workers and gathers, which must give the same predictions."""
+    if cfg.use_gpu and num_workers == 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--use-gpu: no GPU is visible to this process")
     task = get_task(cfg.task)
     skips = SkipReport()
     raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips)
@@ -80,5 +103,8 @@ def evaluate_model(
         )
         metrics, predictions = trainer.fit().return_value
     if skips.count:
+        from nlpbatch.metrics import with_skipped_questions
+
+        metrics = with_skipped_questions(metrics, skips.count)
         metrics["skipped"] = {"count": skips.count, "examples": skips.skipped}
     return metrics, predictions

@@ -68,3 +68,21 @@ def squad_scores(predictions: dict[str, str], references: dict[str, list[str]]) 
         f1 += max(squad_f1(predictions[qid], g) for g in golds)
     n = len(references)
     return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "n": n}
+
+
+def with_skipped_questions(metrics: dict, skipped: int) -> dict:
+    """SQuAD scores as the official script reports them when `skipped` questions got no answer (each scores 0:
+    the denominator is every question), with the figures over the answered questions kept under their own names."""
+    if not skipped or "exact_match" not in metrics:
+        return metrics
+    answered = metrics["n"]
+    total = answered + skipped
+    return {
+        **metrics,
+        "exact_match": metrics["exact_match"] * answered / total,
+        "f1": metrics["f1"] * answered / total,
+        "n": total,
+        "exact_match_answered": metrics["exact_match"],
+        "f1_answered": metrics["f1"],
+        "n_answered": answered,
+    }

@@ -57,7 +57,8 @@ def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, 
     `cfg.input` / `cfg.output` are the partition's own folders."""
     from pyarrow import fs
 
-    from nlpbatch.annotate.commit import MANIFEST, read_json
+    from nlpbatch.annotate.commit import MANIFEST
+    from nlpbatch.storage import read_json
 
     in_fs, partition = filesystem_for(cfg.input, cfg.s3_endpoint)
     if require_input_marker:

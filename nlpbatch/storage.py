@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import json
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -182,6 +184,41 @@ def file_signature(info) -> dict:
     """What identifies an input file's content for the nightly "is this partition unchanged?" check."""
     mtime = info.mtime_ns if info.mtime_ns is not None else None
     return {"path": info.path, "size": info.size, "mtime_ns": mtime}
+
+
+def read_json(filesystem, path: str) -> dict | None:
+    """The JSON object at `path`, or None when there is none (or it is not a complete JSON object)."""
+    from pyarrow import fs
+
+    def read() -> bytes | None:
+        if filesystem.get_file_info(path).type != fs.FileType.File:
+            return None
+        with filesystem.open_input_stream(path) as fh:
+            return fh.read()
+
+    data = with_retries(read, f"read {path}")
+    try:
+        return json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+
+
+def write_json(filesystem, path: str, payload: dict) -> None:
+    """Replace `path` in one step: a single PUT on S3, write-then-rename locally, so a reader never sees half."""
+    from pyarrow import fs
+
+    data = json.dumps(payload, indent=2).encode("utf-8")
+    if not isinstance(filesystem, fs.LocalFileSystem):
+        with_retries(lambda: put_bytes(filesystem, path, data), f"write {path}")
+        return
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    put_bytes(filesystem, tmp, data)
+    os.replace(tmp, path)
+
+
+def put_bytes(filesystem, path: str, data: bytes) -> None:
+    with filesystem.open_output_stream(path) as fh:
+        fh.write(data)
 
 
 def join(base: str, *parts: str) -> str:

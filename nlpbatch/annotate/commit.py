@@ -23,7 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from nlpbatch.storage import StorageError, join, s3_client, with_retries
+from nlpbatch.storage import StorageError, join, put_bytes, read_json, s3_client, with_retries, write_json
 
 LEASE = "_LEASE.json"
 MANIFEST = "_SUCCESS.json"
@@ -43,39 +43,6 @@ def _is_s3(filesystem) -> bool:
     from pyarrow import fs
 
     return isinstance(filesystem, fs.S3FileSystem)
-
-
-def read_json(filesystem, path: str) -> dict | None:
-    """The JSON object at `path`, or None when there is none (or it is not a complete JSON object)."""
-    from pyarrow import fs
-
-    def read() -> bytes | None:
-        if filesystem.get_file_info(path).type != fs.FileType.File:
-            return None
-        with filesystem.open_input_stream(path) as fh:
-            return fh.read()
-
-    data = with_retries(read, f"read {path}")
-    try:
-        return json.loads(data) if data is not None else None
-    except ValueError:
-        return None
-
-
-def write_json(filesystem, path: str, payload: dict) -> None:
-    """Replace `path` in one step: a single PUT on S3, write-then-rename locally, so a reader never sees half."""
-    data = json.dumps(payload, indent=2).encode("utf-8")
-    if _is_s3(filesystem):
-        with_retries(lambda: _put(filesystem, path, data), f"write {path}")
-        return
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    _put(filesystem, tmp, data)
-    os.replace(tmp, path)
-
-
-def _put(filesystem, path: str, data: bytes) -> None:
-    with filesystem.open_output_stream(path) as fh:
-        fh.write(data)
 
 
 @dataclass
@@ -163,7 +130,7 @@ def _create_exclusive(filesystem, path: str, data: bytes, s3_endpoint: str | Non
                 return None
             raise
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    _put(filesystem, tmp, data)
+    put_bytes(filesystem, tmp, data)
     try:
         if if_match:
             os.replace(tmp, path)  # local break: one machine, the caller re-reads to confirm

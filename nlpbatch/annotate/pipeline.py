@@ -154,7 +154,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
 
         totals = {key: sum(r[key] for r in sink.results) for key in ("rows_out", "rows_rejected", "tokens")}
         if rows_in != totals["rows_out"] + totals["rows_rejected"]:  # checked before anything is published
-            raise RuntimeError(
+            raise StorageError(
                 f"rows do not reconcile: {rows_in} in, {totals['rows_out']} out + {totals['rows_rejected']} "
                 f"rejected; nothing published, {cfg.output} still holds its previous output"
             )

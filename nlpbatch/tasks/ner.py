@@ -78,9 +78,13 @@ def _features(raw, tokenizer, cfg: Any, first_only: bool) -> list[dict]:
     enc, cont = _tokenize(raw, tokenizer, cfg.max_length)
     feats = []
     for i, tags in enumerate(raw["ner_tags"]):
-        train, first = align_labels(enc.word_ids(i), tags, cont)
+        word_ids = enc.word_ids(i)
+        train, first = align_labels(word_ids, tags, cont)
         inputs = model_inputs({k: enc[k][i] for k in enc.keys()})
-        feats.append({**inputs, "labels": first if first_only else train, "index": i})
+        feature = {**inputs, "labels": first if first_only else train, "index": i}
+        if first_only:  # which word each scored position predicts (its first subtoken)
+            feature["word_index"] = [w if g != IGNORE else -1 for w, g in zip(word_ids, first)]
+        feats.append(feature)
     return feats
 
 
@@ -108,21 +112,21 @@ def outputs_to_gather(output, batch) -> dict:
     return {"pred": (output.logits.argmax(-1), IGNORE), "labels": (batch["labels"], IGNORE)}
 
 
-def word_tags(pred_row, label_row, pred_names: dict[int, str], gold_names: list[str]) -> tuple[list[str], list[str]]:
-    """Word-level (gold, predicted) tag strings from one padded row: positions whose label is not -100.
-
-    Gold ids follow the data's label list, predicted ids the model's id2label, so a model whose labels are
-    ordered differently from the data is still scored correctly.
-    """
-    gold, pred = [], []
-    for p, g in zip(pred_row, label_row):
-        if g != IGNORE:
-            gold.append(gold_names[int(g)])
-            pred.append(pred_names[int(p)])
-    return gold, pred
+def sentence_tags(pred_row, word_index: list[int], n_words: int, pred_names: dict[int, str]) -> list[str]:
+    """One predicted tag per original word. A word with no first subtoken in the window (cut off by max_length,
+    or turned into no subtokens at all, like U+200B) has no prediction and counts as "O", so its gold entity stays
+    in the recall denominator, as conlleval would score it."""
+    tags = ["O"] * n_words
+    for position, word in enumerate(word_index):
+        if word >= 0:
+            tags[word] = pred_names[int(pred_row[position])]
+    return tags
 
 
-def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = None) -> tuple[dict, list[list[str]]]:
+def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = None) -> tuple[dict, list[dict]]:
+    """Entity-level scores over every word of the data (seqeval, conlleval-compatible). Gold tags come from the
+    data's label list, predictions from the model's id2label, so a model whose labels are ordered differently
+    from the data is still scored correctly. Predictions: per sentence {"words", "gold", "pred"}."""
     from nlpbatch.metrics import seqeval_scores
 
     pred_names = {int(k): v for k, v in model_config.id2label.items()}
@@ -130,15 +134,30 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
     unknown = set(gold_names) - set(pred_names.values())
     if unknown:
         raise ValueError(f"the model's labels {sorted(pred_names.values())} lack the data's {sorted(unknown)}")
-    golds, preds = [], []
-    for pred_row, label_row in zip(gathered["pred"], gathered["labels"]):
-        g, p = word_tags(pred_row, label_row, pred_names, gold_names)
-        golds.append(g)
-        preds.append(p)
+    golds, preds, predictions = [], [], []
+    unpredicted_words = unpredicted_sentences = 0
+    for feature, pred_row, words, tags in zip(eval_feats, gathered["pred"], raw["tokens"], raw["ner_tags"]):
+        gold = [gold_names[t] for t in tags]
+        pred = sentence_tags(pred_row, feature["word_index"], len(words), pred_names)
+        missing = len(words) - sum(1 for w in feature["word_index"] if w >= 0)
+        unpredicted_words += missing
+        unpredicted_sentences += missing > 0
+        golds.append(gold)
+        preds.append(pred)
+        predictions.append({"words": list(words), "gold": gold, "pred": pred})
     metrics = seqeval_scores(golds, preds)
     metrics["n"] = len(preds)
-    metrics["truncated_sentences"] = sum(len(g) < len(t) for g, t in zip(golds, raw["tokens"]))
-    return metrics, preds
+    metrics["words"] = sum(len(g) for g in golds)
+    # words without a prediction (scored as "O"): cut off by max_length, or no subtokens at all
+    metrics["unpredicted_words"] = unpredicted_words
+    metrics["unpredicted_sentences"] = unpredicted_sentences
+    return metrics, predictions
+
+
+def conll_lines(predictions: list[dict]) -> str:
+    """`word gold pred` per word, a blank line between sentences: the format conlleval reads."""
+    blocks = ["\n".join(f"{w} {g} {p}" for w, g, p in zip(s["words"], s["gold"], s["pred"])) for s in predictions]
+    return "\n\n".join(blocks) + "\n"
 
 
 NER_TASK = Task(
@@ -153,7 +172,7 @@ NER_TASK = Task(
     score=score,
 )
 
-__all__ = ["NER_LABELS", "NER_TASK", "align_labels", "continuation_ids", "word_tags"]
+__all__ = ["NER_LABELS", "NER_TASK", "align_labels", "conll_lines", "continuation_ids", "sentence_tags"]
 
 
 # --- inference: per-token predictions of overlapping windows -> entity spans with character offsets ---

@@ -17,6 +17,7 @@ from nlpbatch.config import TrainConfig
 from nlpbatch.tasks import get_task
 from nlpbatch.tasks.base import Task
 from nlpbatch.train.gather import concat_padded, gather_by_index
+from nlpbatch.train.sampler import GlobalBatchSampler
 
 STATE_FILE = "training_state.pt"
 
@@ -85,19 +86,6 @@ def _setup_optimizer(model, cfg: TrainConfig, total_steps: int, device: torch.de
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
-def _setup_sampler(feats: list[dict], cfg: TrainConfig, global_batch: int, rank: int, world: int):
-    from torch.utils.data import DistributedSampler
-    from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
-
-    if cfg.group_by_length:
-        # Batches of similar length waste less compute on padding; seeded by (seed, epoch) like DistributedSampler.
-        lengths = [len(f["input_ids"]) for f in feats]
-        return DistributedLengthGroupedSampler(
-            global_batch, num_replicas=world, rank=rank, seed=cfg.seed, lengths=lengths
-        )
-    return DistributedSampler(range(len(feats)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-
-
 def _save_checkpoint(directory: str, model, tokenizer, optimizer, scheduler, state: dict) -> None:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -108,7 +96,8 @@ def _save_checkpoint(directory: str, model, tokenizer, optimizer, scheduler, sta
 
 
 def train_loop_per_worker(config: dict) -> dict:
-    """Ray Train entry point. `config`: {"cfg": TrainConfig as dict, "raw_train": ref, "raw_eval": ref}."""
+    """Ray Train entry point. `config`: {"cfg": TrainConfig as dict, "raw_train"/"raw_eval": refs to the raw
+    splits, "train_feats"/"eval_feats": refs to their features (tokenized once, on the driver), "fingerprint"}."""
     import ray
     import ray.train
     import ray.train.torch
@@ -127,12 +116,13 @@ def train_loop_per_worker(config: dict) -> dict:
         tokenizer, model = _setup_model(task, cfg, raw_train, ckpt_dir)
         saved = torch.load(os.path.join(ckpt_dir, STATE_FILE), weights_only=False) if ckpt_dir else None
 
-    train_feats = task.train_features(raw_train, tokenizer, cfg)
-    eval_feats = task.eval_features(raw_eval, tokenizer, cfg)
+    if saved and saved.get("fingerprint", config["fingerprint"]) != config["fingerprint"]:
+        raise ValueError(f"checkpoint of another run: {saved['fingerprint']} != {config['fingerprint']}")
+    train_feats, eval_feats = ray.get(config["train_feats"]), ray.get(config["eval_feats"])
     collate = task.collator(tokenizer)
-    per_worker = max(1, round(cfg.batch_size / world))
-    sampler = _setup_sampler(train_feats, cfg, per_worker * world, rank, world)
-    loader = DataLoader(train_feats, batch_size=per_worker, sampler=sampler, collate_fn=collate)
+    lengths = [len(f["input_ids"]) for f in train_feats] if cfg.group_by_length else None
+    sampler = GlobalBatchSampler(len(train_feats), cfg.batch_size, rank, world, cfg.seed, lengths)
+    loader = DataLoader(train_feats, batch_sampler=sampler, collate_fn=collate)
     steps_per_epoch = len(loader)
     total_steps = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
 
@@ -145,8 +135,8 @@ def train_loop_per_worker(config: dict) -> dict:
         state = {k: saved[k] for k in ("epoch", "step", "history")}
     if rank == 0:
         print(
-            f"[nlpbatch] {cfg.task}: {len(train_feats)} train / {len(eval_feats)} eval features, {world} worker(s) x "
-            f"batch {per_worker} = {per_worker * world}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
+            f"[nlpbatch] {cfg.task}: {len(train_feats)} train / {len(eval_feats)} eval features, {world} worker(s), "
+            f"global batch {cfg.batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
             + (f", resuming after epoch {state['epoch']}" if saved else ""),
             flush=True,
         )
@@ -175,7 +165,9 @@ def train_loop_per_worker(config: dict) -> dict:
             print(f"[nlpbatch] epoch {epoch + 1}/{cfg.epochs}: {_headline(cfg.task, metrics)}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                _save_checkpoint(tmp, module, tokenizer, optimizer, scheduler, state)
+                _save_checkpoint(
+                    tmp, module, tokenizer, optimizer, scheduler, {**state, "fingerprint": config["fingerprint"]}
+                )
             ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
             ray.train.report(_flat(metrics), checkpoint=ckpt)
     return {"final": metrics, "history": state["history"], "config": asdict(cfg), "world_size": world}

@@ -3,6 +3,7 @@ final Hugging Face model and metrics.json."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,9 +13,11 @@ from pathlib import Path
 
 from nlpbatch.config import ConfigError, TrainConfig
 from nlpbatch.data.squad import SkipReport
+from nlpbatch.storage import filesystem_for, join
 from nlpbatch.tasks import get_task
 
-RUN_NAME = "train"
+RUN_FILE = "nlpbatch_run.json"  # in the run's storage folder: the settings a checkpoint is only valid for
+MODEL_FILE = "nlpbatch.json"  # in the exported model dir: how it was trained (task, windows, labels)
 
 
 def ensure_ray(logical_cpus_needed: int = 1) -> None:
@@ -33,29 +36,66 @@ def ensure_ray(logical_cpus_needed: int = 1) -> None:
         ray.init(num_cpus=max(os.cpu_count() or 1, logical_cpus_needed), log_to_driver=True)
 
 
-def load_data(cfg: TrainConfig, skips: SkipReport):
+def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):
     """Both splits, validated (errors name the file and line / question id) before any Ray work."""
     task = get_task(cfg.task)
-    kwargs = {"skip_invalid": cfg.skip_invalid, "skips": skips}
-    raw_train = task.load_split(cfg.data_dir, "train", cfg.max_train_examples, **kwargs)
-    raw_eval = task.load_split(cfg.data_dir, "validation", cfg.max_eval_examples, **kwargs)
+    raw_train = task.load_split(
+        cfg.data_dir, "train", cfg.max_train_examples, skip_invalid=cfg.skip_invalid, skips=train_skips
+    )
+    raw_eval = task.load_split(
+        cfg.data_dir, "validation", cfg.max_eval_examples, skip_invalid=cfg.skip_invalid, skips=eval_skips
+    )
     return raw_train, raw_eval
 
 
-def _prepare_storage(cfg: TrainConfig, output: Path) -> str:
-    storage = cfg.storage_path or str(output / "ray_runs")
-    if "://" in storage:
-        return storage  # remote storage: Ray's own resume logic applies as is
-    run_dir = Path(storage) / RUN_NAME
-    if run_dir.exists() and not cfg.resume:
+def run_identity(cfg: TrainConfig, output: Path, labels: list[str]) -> tuple[str, dict]:
+    """(run name, fingerprint). The name comes from the task and the output, so two outputs (or NER and QA into
+    one storage path) never share checkpoints; the fingerprint lists the settings that make a checkpoint
+    incompatible, so `--resume` cannot continue a different run."""
+    name = cfg.run_name or f"{cfg.task}-{output.name}-{hashlib.sha256(str(output).encode()).hexdigest()[:8]}"
+    fingerprint = {
+        "task": cfg.task,
+        "model": cfg.model or "bundled:all-MiniLM-L6-v2",
+        "labels": labels,
+        "max_length": cfg.max_length,
+        **({"doc_stride": cfg.doc_stride} if cfg.task == "qa" else {}),
+    }
+    return name, fingerprint
+
+
+def _prepare_storage(cfg: TrainConfig, output: Path, name: str, fingerprint: dict):
+    """(storage path, pyarrow filesystem or None) for Ray Train, after the same --resume / --overwrite rules on
+    local and remote storage: an earlier run is continued only with --resume and only if its fingerprint matches,
+    and discarded only with --overwrite."""
+    from pyarrow import fs
+
+    from nlpbatch.storage import read_json, write_json
+
+    uri = cfg.storage_path or str(output / "ray_runs")
+    filesystem, path = filesystem_for(uri)
+    run_dir = join(path, name)
+    shown = join(uri.rstrip("/"), name)
+    exists = filesystem.get_file_info(run_dir).type != fs.FileType.NotFound
+    if exists and not cfg.resume:
         if not cfg.overwrite:
             raise ConfigError(
-                f"{run_dir} holds an earlier training run: pass --resume to continue it or --overwrite to start over"
+                f"{shown} holds an earlier training run: pass --resume to continue it or --overwrite to start over"
             )
-        shutil.rmtree(run_dir)
-    elif cfg.resume and not run_dir.exists():
-        print(f"[nlpbatch] --resume: no earlier run in {run_dir}; starting from scratch", flush=True)
-    return str(Path(storage).resolve())
+        filesystem.delete_dir(run_dir)
+        exists = False
+    if exists:
+        saved = read_json(filesystem, join(run_dir, RUN_FILE)) or {}
+        differ = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        if differ:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} there, {fingerprint.get(k)!r} now" for k in differ)
+            raise ConfigError(f"--resume: {shown} is another run ({detail}); use --overwrite or another --output")
+    elif cfg.resume:
+        print(f"[nlpbatch] --resume: no earlier run in {shown}; starting from scratch", flush=True)
+    filesystem.create_dir(run_dir, recursive=True)
+    write_json(filesystem, join(run_dir, RUN_FILE), fingerprint)
+    if isinstance(filesystem, fs.LocalFileSystem):
+        return path, None
+    return path, filesystem
 
 
 def run_training(cfg: TrainConfig) -> dict:
@@ -69,13 +109,21 @@ def run_training(cfg: TrainConfig) -> dict:
     from nlpbatch.train.loop import train_loop_per_worker
 
     t_start = time.perf_counter()
-    skips = SkipReport()
-    raw_train, raw_eval = load_data(cfg, skips)
+    skips, eval_skips = SkipReport(), SkipReport()
+    raw_train, raw_eval = load_data(cfg, skips, eval_skips)
     AutoConfig.from_pretrained(resolve_model(cfg.model))  # an unreadable model fails here, not in a worker
     output = Path(cfg.output).resolve()
+    labels = list(raw_train.features["ner_tags"].feature.names) if cfg.task == "ner" else []
+    name, fingerprint = run_identity(cfg, output, labels)
     output.mkdir(parents=True, exist_ok=True)
-    storage = _prepare_storage(cfg, output)
+    storage, storage_fs = _prepare_storage(cfg, output, name, fingerprint)
 
+    from transformers import AutoTokenizer
+
+    task = get_task(cfg.task)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
+    train_feats = task.train_features(raw_train, tokenizer, cfg)  # once, here: not once per worker
+    eval_feats = task.eval_features(raw_eval, tokenizer, cfg)
     ensure_ray(cfg.num_workers * cfg.cpus_per_worker)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     trainer = TorchTrainer(
@@ -84,6 +132,9 @@ def run_training(cfg: TrainConfig) -> dict:
             "cfg": asdict(cfg),
             "raw_train": ray.put(raw_train),
             "raw_eval": ray.put(raw_eval),
+            "train_feats": ray.put(train_feats),
+            "eval_feats": ray.put(eval_feats),
+            "fingerprint": fingerprint,
         },
         scaling_config=ScalingConfig(
             # a (min, max) range makes the run elastic: it starts with what the cluster can give
@@ -92,8 +143,9 @@ def run_training(cfg: TrainConfig) -> dict:
             resources_per_worker=resources,
         ),
         run_config=RunConfig(
-            name=RUN_NAME,
+            name=name,
             storage_path=storage,
+            storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
@@ -104,14 +156,26 @@ def run_training(cfg: TrainConfig) -> dict:
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint (no epoch completed)")
     export_checkpoint(result.checkpoint, output)
+    (output / MODEL_FILE).write_text(json.dumps({**fingerprint, "run_name": name}, indent=2))
+
+    from nlpbatch.metrics import with_skipped_questions
 
     summary = result.return_value or {}
-    history = summary.get("history", [])
+    # skipped validation questions score 0, as the official script scores a missing answer
+    history = [{**h, "eval": with_skipped_questions(h["eval"], eval_skips.count)} for h in summary.get("history", [])]
+    final = summary.get("final", {})
+    if final:
+        final = {**final, "eval": with_skipped_questions(final["eval"], eval_skips.count)}
     metrics = {
         "task": cfg.task,
-        "final": summary.get("final", {}),
+        "final": final,
         "history": history,
-        "skipped": {"count": skips.count, "examples": skips.skipped},
+        "skipped": {
+            "count": skips.count + eval_skips.count,
+            "validation": eval_skips.count,
+            "examples": skips.skipped + eval_skips.skipped,
+        },
+        "run_name": name,
         "train_examples": len(raw_train),
         "eval_examples": len(raw_eval),
         "timings": {

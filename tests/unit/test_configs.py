@@ -43,3 +43,25 @@ def test_cluster_yaml_passes_ray_validation():
     validate_config(prepare_config(raw))
     for name, node in raw["available_node_types"].items():
         assert node.get("min_workers", 0) <= node.get("max_workers", 0) or name == raw["head_node_type"]
+
+
+def test_windows_are_the_documented_ones():
+    qa, ner = load_train_config(task="qa", output="x"), load_train_config(task="ner", output="x")
+    assert (qa.max_length, ner.max_length) == (384, 512)  # stored, not None: JSON and checkpoints say it
+    assert load_train_config(task="ner", output="x", max_length=128).max_length == 128  # no QA stride check for NER
+    with pytest.raises(ConfigError, match="doc_stride: 200 must be in"):
+        load_train_config(task="qa", output="x", max_length=384, doc_stride=200)
+
+
+def test_evaluate_uses_the_windows_the_model_was_trained_with(tmp_path):
+    import json
+
+    from nlpbatch.evaluation import eval_config
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "nlpbatch.json").write_text(json.dumps({"task": "qa", "max_length": 256, "doc_stride": 64}))
+    cfg = eval_config("qa", str(tmp_path))
+    assert (cfg.max_length, cfg.doc_stride) == (256, 64)
+    assert eval_config("qa", str(tmp_path), max_length=128, doc_stride=32).max_length == 128
+    with pytest.raises(ConfigError, match="is a qa model: use `nlpbatch evaluate qa`"):
+        eval_config("ner", str(tmp_path))

@@ -48,7 +48,7 @@ def test_features_with_real_tokenizer(tmp_path):
     assert ev["labels"] == [-100, loc] + [-100] * (n_sub - 1) + [O, -100]
 
 
-def test_word_tags_uses_model_label_order_for_predictions():
+def test_sentence_tags_use_model_label_order_and_score_every_word():
     model_names = {0: "B-PER", 1: "O"}  # a model whose id2label differs from the data's order
-    gold, pred = ner.word_tags([1, 0, 0], [-100, B_PER, -100], model_names, NER_LABELS)
-    assert gold == ["B-PER"] and pred == ["B-PER"]
+    # 3 words; word 1 has no first subtoken in the window (cut off, or U+200B): it is predicted "O"
+    assert ner.sentence_tags([1, 0, 0, 0], [-1, 0, -1, 2], 3, model_names) == ["B-PER", "O", "B-PER"]
