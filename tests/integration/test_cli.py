@@ -33,8 +33,11 @@ def test_evaluate_prints_metrics_for_any_conll_file(tiny_ner_model, tmp_path):
     metrics = json.loads(proc.stdout)
     assert metrics["n"] == 2 and set(metrics["per_type"]) <= {"PER", "ORG", "LOC", "MISC"}
     assert 0.0 <= metrics["overall_f1"] <= 1.0
-    preds = json.loads((tmp_path / "p.json").read_text())
-    assert [len(p) for p in preds] == [3, 2]  # one tag per word, dataset order
+    blocks = (tmp_path / "p.json").read_text().strip().split("\n\n")  # CoNLL: `word gold pred`, one per line
+    assert [[line.split()[:2] for line in b.splitlines()] for b in blocks] == [
+        [["Peter", "B-PER"], ["Blackburn", "I-PER"], ["spoke", "O"]],
+        [["EU", "B-ORG"], ["rejects", "O"]],
+    ]
 
 
 def test_bad_input_exits_2_naming_file_and_line(tiny_ner_model, tmp_path):

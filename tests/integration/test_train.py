@@ -108,12 +108,11 @@ def test_killed_run_resumes_to_the_same_result(ray_cluster, tiny_ner_model, data
         "8",
     ]
     proc = _cli_train(flags, env)
-    snapshot = out / "ray_runs" / "train" / "checkpoint_manager_snapshot.json"
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not snapshot.exists():
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("ray_runs/*/checkpoint_manager_*")):
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read().decode()[-3000:]
-    assert snapshot.exists(), "no checkpoint within 240 s"
+    assert list(out.glob("ray_runs/*/checkpoint_manager_*")), "no checkpoint within 240 s"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists()
@@ -126,13 +125,42 @@ def test_killed_run_resumes_to_the_same_result(ray_cluster, tiny_ner_model, data
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path, data_dir):
     from nlpbatch.config import ConfigError
+    from nlpbatch.data.conll import NER_LABELS
+    from nlpbatch.train.trainer import run_identity
 
-    (tmp_path / "ray_runs" / "train").mkdir(parents=True)
     cfg = load_train_config(
         task="ner", output=str(tmp_path), data_dir=str(data_dir), max_train_examples=5, max_eval_examples=5
     )
+    name, _ = run_identity(cfg, tmp_path.resolve(), NER_LABELS)
+    (tmp_path / "ray_runs" / name).mkdir(parents=True)
     with pytest.raises(ConfigError, match="--resume .* --overwrite"):
         run_training(cfg)
+
+
+def test_runs_never_mix_on_remote_storage(
+    ray_cluster, tiny_ner_model, tiny_qa_model, data_dir, s3_server, s3_bucket, tmp_path, monkeypatch
+):
+    """NER then QA into one s3:// storage path: each run has its own identity; reruns need --resume/--overwrite
+    on S3 exactly as on local disk, and --resume refuses a run trained with other settings, naming them."""
+    from nlpbatch.config import ConfigError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    storage = f"s3://{s3_bucket[1]}/ckpt"
+    common = dict(data_dir=str(data_dir), epochs=1, max_train_examples=40, max_eval_examples=10, storage_path=storage)
+    ner = run_training(load_train_config(task="ner", output=str(tmp_path / "ner"), model=str(tiny_ner_model), **common))
+    qa = run_training(load_train_config(task="qa", output=str(tmp_path / "qa"), model=str(tiny_qa_model), **common))
+    assert ner["run_name"] != qa["run_name"] and "exact_match" in qa["final"]["eval"]  # QA trained, not NER reloaded
+    assert [h["epoch"] for h in qa["history"]] == [1]
+    keys = [o["Key"] for o in s3_bucket[0].list_objects_v2(Bucket=s3_bucket[1], Prefix="ckpt/")["Contents"]]
+    assert {k.split("/")[1] for k in keys} - {""} == {ner["run_name"], qa["run_name"]}
+
+    again = dict(task="ner", output=str(tmp_path / "ner"), model=str(tiny_ner_model), **common)
+    with pytest.raises(ConfigError, match="holds an earlier training run: pass --resume .* or --overwrite"):
+        run_training(load_train_config(**again, learning_rate=5e-4))
+    with pytest.raises(ConfigError, match=r"--resume: .* is another run \(max_length: 512 there, 128 now\)"):
+        run_training(load_train_config(**again, resume=True, max_length=128))
+    exported = json.loads((tmp_path / "qa" / "nlpbatch.json").read_text())
+    assert (exported["task"], exported["max_length"], exported["doc_stride"]) == ("qa", 384, 128)
 
 
 def test_qa_two_workers_trains_and_evaluates(ray_cluster, tiny_qa_model, data_dir, tmp_path):
