@@ -31,6 +31,8 @@ TRAIN_HELP = {
     "aggregation": "NER: simple | first | max (as the transformers pipeline)",
     "s3_endpoint": "S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)",
     "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
+    "backend": "inference engine: torch, onnx (int8 if exported, else fp32), onnx-fp32, onnx-int8; auto: onnx on CPU "
+    "when `nlpbatch export` has run, else torch",
     "rows_per_file": "rows per output file (few large files suit object stores)",
     "lease_ttl_seconds": "a crashed run's lease on OUTPUT expires after this many seconds",
     "break_lease": "take over OUTPUT although another run's lease looks alive (that run must be dead)",
@@ -112,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--use-gpu", action="store_true", default=None)
     ev.add_argument("--skip-invalid", action="store_true")
     ev.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "onnx-fp32", "onnx-int8"],
+        default="torch",
+        help="inference engine to score with (onnx*: the files `nlpbatch export` wrote)",
+    )
+
+    exp = sub.add_parser("export", help="write ONNX Runtime files (fp32, optionally int8) beside a fine-tuned model")
+    exp.add_argument("--model", required=True, help="fine-tuned model dir")
+    exp.add_argument(
+        "--quantize",
+        choices=["int8", "none"],
+        default="int8",
+        help="also write a dynamically quantized int8 model (default int8; annotate then uses it on CPU)",
+    )
+    ev.add_argument(
         "--predictions",
         help="write predictions here: NER as CoNLL lines `word gold pred` (conlleval's input), QA as {id: answer}",
     )
@@ -179,7 +196,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         use_gpu=args.use_gpu,
     )
     data = args.data or os.environ.get(DATA_ENV)
-    metrics, predictions = evaluate_model(cfg, data, args.split, args.num_workers, args.max_examples, args.skip_invalid)
+    metrics, predictions = evaluate_model(
+        cfg, data, args.split, args.num_workers, args.max_examples, args.skip_invalid, args.backend
+    )
     if args.predictions:
         if args.task == "ner":
             from nlpbatch.tasks.ner import conll_lines
@@ -204,6 +223,18 @@ def run_job(work) -> int:
         return 2
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from nlpbatch.engines import export_onnx
+    from nlpbatch.models import resolve_model
+
+    path = resolve_model(args.model)
+    if not Path(path).is_dir():
+        raise ConfigError(f"--model {args.model}: export needs a local model dir")
+    written = export_onnx(path, None if args.quantize == "none" else args.quantize)
+    print(json.dumps({"model": path, "onnx": written}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {
@@ -212,5 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         "annotate": cmd_annotate,
         "corpus": cmd_corpus,
         "nightly": cmd_nightly,
+        "export": cmd_export,
     }[args.command]
     return run_job(lambda: command(args))

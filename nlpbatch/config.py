@@ -24,11 +24,11 @@ class TrainConfig:
     data_dir: str | None = None  # None: the Hugging Face hub dataset
     model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     epochs: int = 5
-    learning_rate: float = 1e-4
-    batch_size: int = 32  # global: split across workers, so the recipe does not change with the worker count
+    learning_rate: float = 2e-4
+    batch_size: int = 16  # global: split exactly across workers, so the recipe does not change with the worker count
     eval_batch_size: int = 64  # per worker
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     max_length: int | None = None  # None: 512 for NER, 384 for QA (resolved on construction)
     doc_stride: int = 128  # QA only
@@ -128,6 +128,7 @@ class AnnotateConfig:
     max_actors: int = 1
     num_gpus: float = 0.0  # per inference actor; > 0 runs bf16 on GPU
     cpus_per_actor: float = 1.0
+    backend: str = "auto"  # torch | onnx | onnx-fp32 | onnx-int8; auto: ONNX Runtime on CPU once exported
     s3_endpoint: str | None = None
     run_id: str | None = None
     rows_per_file: int = 100_000  # rows per output file (tens of MB): object stores want few large files
@@ -147,6 +148,8 @@ class AnnotateConfig:
             errors.append(f"input_format: {self.input_format!r} is not parquet or jsonl")
         if self.output_format not in ("parquet", "jsonl"):
             errors.append(f"output_format: {self.output_format!r} is not parquet or jsonl")
+        if self.backend not in ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8"):
+            errors.append(f"backend: {self.backend!r} is not auto, torch, onnx, onnx-fp32 or onnx-int8")
         if self.aggregation not in ("simple", "first", "max"):
             errors.append(f"aggregation: {self.aggregation!r} is not simple, first or max")
         if self.max_length is not None and self.max_length < 8:

@@ -34,7 +34,7 @@ def eval_config(task: str, model: str, **kwargs: Any) -> TrainConfig:
     return cfg
 
 
-def _score_in_process(cfg: TrainConfig, raw, rank: int = 0, world: int = 1, device=None):
+def _score_in_process(cfg: TrainConfig, raw, rank: int = 0, world: int = 1, device=None, backend: str = "torch"):
     import torch
     from transformers import AutoTokenizer
 
@@ -44,7 +44,12 @@ def _score_in_process(cfg: TrainConfig, raw, rank: int = 0, world: int = 1, devi
     task = get_task(cfg.task)
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = task.load_trained(path)
+    if backend == "torch":
+        model = task.load_trained(path)
+    else:
+        from nlpbatch.engines import EngineModule, load_engine
+
+        model = EngineModule(load_engine(cfg.task, path, backend))
     device = device or torch.device("cuda" if cfg.use_gpu else "cpu")
     model.to(device)
     feats = task.eval_features(raw, tokenizer, cfg)
@@ -69,9 +74,12 @@ def evaluate_model(
     num_workers: int = 0,
     max_examples: int | None = None,
     skip_invalid: bool = False,
+    backend: str = "torch",
 ) -> tuple[dict, Any]:
     """(metrics, predictions). num_workers=0 scores in this process; N >= 1 shards the data over N Ray Train
     workers and gathers, which must give the same predictions."""
+    if backend != "torch" and (num_workers or cfg.use_gpu):
+        raise ConfigError(f"--backend {backend} scores in this process on the CPU: drop --num-workers / --use-gpu")
     if cfg.use_gpu and num_workers == 0:
         import torch
 
@@ -81,7 +89,7 @@ def evaluate_model(
     skips = SkipReport()
     raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips)
     if num_workers == 0:
-        metrics, predictions = _score_in_process(cfg, raw)
+        metrics, predictions = _score_in_process(cfg, raw, backend=backend)
     else:
         from dataclasses import asdict
 

@@ -1,18 +1,19 @@
-"""Inference actors for Ray Data's actor pool: the model is loaded once in __init__, one batch per __call__.
+"""Inference actors for Ray Data's actor pool: the engine is loaded once in __init__, one batch per __call__.
 
-Windows from all documents of a batch are sorted by length and packed into forward passes of at most
-`batch_tokens` padded tokens, so short documents are not padded to the longest one.
+The hot path is array code: the windows' token ids come out of Arrow as one flat int32 buffer plus offsets,
+length buckets (at most `batch_tokens` padded tokens a forward pass, longest first) are padded with numpy, and the
+results go back into Arrow the same way. NER keeps one label byte and one float32 probability per token (argmax and
+softmax where the logits are); QA keeps the start/end logits. No Python loop runs per token.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pyarrow as pa
 
-from nlpbatch.annotate.stages import FLOAT_LISTS, _timed
-
-INT8_LISTS = pa.list_(pa.list_(pa.int8()))
+from nlpbatch.annotate.stages import _timed
 
 
 def length_buckets(lengths: list[int], batch_tokens: int) -> list[list[int]]:
@@ -27,83 +28,86 @@ def length_buckets(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return groups
 
 
+def _windows(column: pa.ChunkedArray) -> tuple[pa.ListArray, np.ndarray, np.ndarray]:
+    """(rows as list<list<int32>>, window offsets into the flat tokens, flat tokens) of one column."""
+    rows = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    windows = rows.flatten()
+    offsets = windows.offsets.to_numpy() - windows.offsets[0].as_py()
+    return rows, offsets, windows.flatten().to_numpy(zero_copy_only=False)
+
+
+def _nest(rows: pa.ListArray, window_offsets: np.ndarray, values: np.ndarray, kind: pa.DataType) -> pa.ListArray:
+    """Flat per-token values -> list<list<kind>> shaped like `rows` (same windows, same rows)."""
+    windows = pa.ListArray.from_arrays(pa.array(window_offsets, pa.int32()), pa.array(values, kind))
+    row_offsets = rows.offsets.to_numpy() - rows.offsets[0].as_py()
+    return pa.ListArray.from_arrays(pa.array(row_offsets, pa.int32()), windows)
+
+
 class _Predictor:
     task = ""
 
-    def __init__(self, model_path: str, batch_tokens: int, use_gpu: bool = False):
-        import torch
-
+    def __init__(
+        self,
+        model_path: str,
+        batch_tokens: int,
+        use_gpu: bool = False,
+        backend: str = "auto",
+        threads: int | None = None,
+    ):
         from nlpbatch.annotate.stages import get_tokenizer
-        from nlpbatch.tasks import get_task
+        from nlpbatch.engines import load_engine
 
-        self.torch = torch
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = get_task(self.task).load_trained(model_path).to(self.device, dtype=dtype).eval()
+        self.engine = load_engine(self.task, model_path, backend, use_gpu, threads)
         self.pad_id = get_tokenizer(model_path).pad_token_id
         self.batch_tokens = batch_tokens
 
-    def _forward(self, windows: list[list[int]], type_ids: list[list[int]]):
-        """Yield (window indices, model output) per length bucket."""
-        torch = self.torch
-        for group in length_buckets([len(w) for w in windows], self.batch_tokens):
-            width = len(windows[group[0]])
-            ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            types = torch.zeros((len(group), width), dtype=torch.long)
-            for row, i in enumerate(group):
-                ids[row, : len(windows[i])] = torch.tensor(windows[i])
-                mask[row, : len(windows[i])] = 1
-                if type_ids[i]:
-                    types[row, : len(type_ids[i])] = torch.tensor(type_ids[i])
-            inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            with torch.inference_mode():
-                yield group, self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+    def _forward(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None):
+        """Yield (flat token positions [n, width], mask, engine outputs) per length bucket."""
+        lengths = np.diff(offsets)
+        for group in length_buckets(lengths.tolist(), self.batch_tokens):
+            group = np.asarray(group)
+            width = int(lengths[group[0]])
+            mask = np.arange(width)[None, :] < lengths[group][:, None]
+            positions = np.where(mask, offsets[group][:, None] + np.arange(width)[None, :], 0)
+            ids = np.where(mask, tokens[positions], self.pad_id).astype(np.int64)
+            segment = np.where(mask, types[positions], 0).astype(np.int64) if types is not None else np.zeros_like(ids)
+            yield positions, mask, self.engine(ids, mask.astype(np.int64), segment)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         t0 = time.perf_counter()
-        per_row = batch.column("_input_ids").to_pylist()
-        types = batch.column("_type_ids").to_pylist()
-        flat = [(r, w) for r, row in enumerate(per_row) for w in range(len(row))]
-        results = self._predict([per_row[r][w] for r, w in flat], [types[r][w] if types[r] else [] for r, w in flat])
-        columns = {name: [[None] * len(row) for row in per_row] for name in results}
-        for name, values in results.items():
-            for (r, w), value in zip(flat, values):
-                columns[name][r][w] = value
+        rows, offsets, tokens = _windows(batch.column("_input_ids"))
+        _, type_offsets, types = _windows(batch.column("_type_ids"))
+        types = types if len(types) == len(tokens) else None  # NER windows carry no segment ids
+        columns = self._predict(offsets, tokens, types)
         out = batch.drop_columns(["_input_ids", "_type_ids"])
-        for name, values in columns.items():
-            out = out.append_column(name, pa.array(values, INT8_LISTS if name == "_labels" else FLOAT_LISTS))
+        for name, (values, kind) in columns.items():
+            out = out.append_column(name, _nest(rows, offsets, values, kind))
         return _timed(out, "predict", time.perf_counter() - t0)
 
 
 class NerPredictor(_Predictor):
-    """Per token: the argmax label and its softmax probability (all that simple/first/max aggregation need)."""
+    """Per token: the argmax label (one byte) and its softmax probability (all that simple/first/max need)."""
 
     task = "ner"
 
-    def _predict(self, windows: list[list[int]], type_ids: list[list[int]]) -> dict[str, list]:
-        labels: list = [None] * len(windows)
-        scores: list = [None] * len(windows)
-        for group, output in self._forward(windows, type_ids):
-            probs = output.logits.float().softmax(-1)
-            best, best_label = probs.max(-1)
-            for row, i in enumerate(group):
-                n = len(windows[i])
-                labels[i] = best_label[row, :n].tolist()
-                scores[i] = best[row, :n].tolist()
-        return {"_labels": labels, "_scores": scores}
+    def _predict(self, offsets, tokens, types) -> dict:
+        labels = np.zeros(len(tokens), np.int8)
+        scores = np.zeros(len(tokens), np.float32)
+        for positions, mask, (logits,) in self._forward(offsets, tokens, types):
+            shifted = np.exp(logits - logits.max(-1, keepdims=True))
+            probs = shifted / shifted.sum(-1, keepdims=True)
+            labels[positions[mask]] = probs.argmax(-1)[mask]
+            scores[positions[mask]] = probs.max(-1)[mask]
+        return {"_labels": (labels, pa.int8()), "_scores": (scores, pa.float32())}
 
 
 class QaPredictor(_Predictor):
     task = "qa"
 
-    def _predict(self, windows: list[list[int]], type_ids: list[list[int]]) -> dict[str, list]:
-        starts: list = [None] * len(windows)
-        ends: list = [None] * len(windows)
-        for group, output in self._forward(windows, type_ids):
-            s, e = output.start_logits.float(), output.end_logits.float()
-            for row, i in enumerate(group):
-                n = len(windows[i])
-                starts[i] = s[row, :n].tolist()
-                ends[i] = e[row, :n].tolist()
-        return {"_start": starts, "_end": ends}
+    def _predict(self, offsets, tokens, types) -> dict:
+        starts = np.zeros(len(tokens), np.float32)
+        ends = np.zeros(len(tokens), np.float32)
+        for positions, mask, (start, end) in self._forward(offsets, tokens, types):
+            starts[positions[mask]] = start[mask]
+            ends[positions[mask]] = end[mask]
+        return {"_start": (starts, pa.float32()), "_end": (ends, pa.float32())}

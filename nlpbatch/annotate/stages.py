@@ -30,7 +30,6 @@ MAX_ID_CHARS = 1024
 MAX_QUESTION_CHARS = 10_000
 MAX_RAW_CHARS = 65_536  # of a rejected row's raw input kept in the rejects output
 INT_LISTS = pa.list_(pa.list_(pa.int32()))
-FLOAT_LISTS = pa.list_(pa.list_(pa.float32()))
 ENTITY = pa.struct(
     [("label", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]
 )

@@ -33,7 +33,8 @@ def ensure_ray(logical_cpus_needed: int = 1) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, logical_cpus_needed), log_to_driver=True)
+        # address="local": a new local cluster even when another Ray runs on this machine (`ray start`, a test)
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, logical_cpus_needed), log_to_driver=True)
 
 
 def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):

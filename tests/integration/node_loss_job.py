@@ -78,11 +78,11 @@ def train(workdir: Path, model: str, data_dir: str) -> dict:
         batch_size=16,
     )
     reference = run_training(load_train_config(output=str(workdir / "ref"), **common))
-    snapshot = workdir / "lossy" / "ray_runs" / "train" / "checkpoint_manager_snapshot.json"
+    runs = workdir / "lossy" / "ray_runs"
     log: dict = {"reference_f1": reference["final"]["eval"]["overall_f1"]}
     result = _run_with_loss(
         lambda: run_training(load_train_config(output=str(workdir / "lossy"), **common)),
-        snapshot.exists,
+        lambda: bool(list(runs.glob("*/checkpoint_manager_snapshot.json"))),
         "RayTrainWorker",
         log,
     )

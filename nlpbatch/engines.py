@@ -1,0 +1,177 @@
+"""Inference engines behind one call: PyTorch (CPU or GPU, bf16 on GPU) and ONNX Runtime (CPU; fp32 or int8 files
+written by `nlpbatch export`). Both take padded int64 arrays and return float32 numpy logits, so the predictors,
+`evaluate` and the tests do not care which one runs.
+
+MODEL/onnx/model.onnx        fp32, graph-optimised for BERT-like encoders (attention, LayerNorm, GELU fused)
+MODEL/onnx/model.int8.onnx   dynamic int8 quantization of the MatMuls, per channel, reduced range (no VNNI needed)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ONNX_DIR = "onnx"
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+OUTPUTS = {"ner": ["logits"], "qa": ["start_logits", "end_logits"]}
+BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8")
+
+
+def model_task(model_path: str) -> str | None:
+    """'ner' or 'qa' from the model's architecture (config.json), None when it says neither."""
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    names = " ".join(config.get("architectures") or [])
+    if "TokenClassification" in names:
+        return "ner"
+    if "QuestionAnswering" in names:
+        return "qa"
+    return None
+
+
+def onnx_file(model_path: str, backend: str) -> Path | None:
+    """The ONNX file a backend name selects (auto: int8 if exported, else fp32), or None for torch / not exported."""
+    folder = Path(model_path) / ONNX_DIR
+    if backend == "torch":
+        return None
+    kinds = {"onnx-fp32": ["fp32"], "onnx-int8": ["int8"]}.get(backend, ["int8", "fp32"])
+    for kind in kinds:
+        if (folder / ONNX_FILES[kind]).is_file():
+            return folder / ONNX_FILES[kind]
+    if backend != "auto":
+        raise FileNotFoundError(
+            f"{folder}: no {' or '.join(ONNX_FILES[k] for k in kinds)}; run `nlpbatch export --model {model_path}`"
+            + (" --quantize int8" if kinds == ["int8"] else "")
+        )
+    return None
+
+
+class TorchEngine:
+    def __init__(self, task: str, model_path: str, use_gpu: bool = False, threads: int | None = None):
+        import torch
+
+        from nlpbatch.tasks import get_task
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.model = get_task(task).load_trained(model_path).to(self.device, dtype=dtype).eval()
+        self.outputs = OUTPUTS[task]
+        self.config = self.model.config
+        self.name = "torch"
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
+        torch = self.torch
+        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()})
+        return [getattr(out, name).float().cpu().numpy() for name in self.outputs]
+
+
+class OnnxEngine:
+    def __init__(self, task: str, model_path: str, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+        from transformers import AutoConfig
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.outputs = OUTPUTS[task]
+        self.config = AutoConfig.from_pretrained(model_path)
+        self.name = f"onnx-{'int8' if path.name == ONNX_FILES['int8'] else 'fp32'}"
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return self.session.run(self.outputs, {k: v for k, v in feed.items() if k in self.inputs})
+
+
+def load_engine(task: str, model_path: str, backend: str = "auto", use_gpu: bool = False, threads: int | None = None):
+    """The engine a backend name asks for; "auto" is ONNX Runtime on CPU when the model has been exported."""
+    path = None if use_gpu else onnx_file(model_path, backend)
+    if path is None:
+        return TorchEngine(task, model_path, use_gpu, threads)
+    return OnnxEngine(task, model_path, path, threads)
+
+
+class EngineModule:
+    """An engine dressed as the Hugging Face model `run_eval` expects (called with torch tensors, returns an
+    output with .logits / .start_logits / .end_logits), so `evaluate --backend onnx` scores through the same code."""
+
+    def __init__(self, engine):
+        self.engine, self.config = engine, engine.config
+
+    def eval(self):
+        return self
+
+    def to(self, *_):
+        return self
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, **_):
+        import torch
+
+        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+        arrays = [t.cpu().numpy().astype(np.int64) for t in (input_ids, attention_mask, types)]
+        outputs = self.engine(*arrays)
+        return SimpleNamespace(**{name: torch.from_numpy(o) for name, o in zip(self.engine.outputs, outputs)})
+
+
+def export_onnx(model_path: str, quantize: str | None = None, opset: int = 17) -> dict[str, str]:
+    """Write MODEL/onnx/model.onnx (graph-optimised fp32) and, with quantize="int8", model.int8.onnx. Returns
+    the files written."""
+    import torch
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from nlpbatch.tasks import get_task
+
+    task = model_task(model_path)
+    if task is None:
+        raise ValueError(f"{model_path}: config.json names neither a token-classification nor a QA model")
+    model = get_task(task).load_trained(model_path).eval()
+    folder = Path(model_path) / ONNX_DIR
+    folder.mkdir(exist_ok=True)
+    raw = folder / "model.raw.onnx"
+    ids = torch.ones((2, 16), dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in names + OUTPUTS[task]}
+    with torch.inference_mode():
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            str(raw),
+            input_names=names,
+            output_names=OUTPUTS[task],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,  # the TorchScript exporter needs no onnxscript and handles these encoders
+        )
+    config = model.config
+    optimized = optimize_model(
+        str(raw), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+    )
+    written = {"fp32": str(folder / ONNX_FILES["fp32"])}
+    optimized.save_model_to_file(written["fp32"])
+    raw.unlink()
+    if quantize == "int8":
+        from onnx import TensorProto
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        written["int8"] = str(folder / ONNX_FILES["int8"])
+        quantize_dynamic(
+            written["fp32"],
+            written["int8"],
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,  # 7-bit weights: exact on CPUs without VNNI (AVX2 only)
+            op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},  # outputs of the fused (contrib) ops are float
+        )
+    elif (folder / ONNX_FILES["int8"]).exists():
+        (folder / ONNX_FILES["int8"]).unlink()  # a stale int8 file of earlier weights must not be picked up
+    return written
