@@ -1,0 +1,95 @@
+"""The ONNX Runtime backend end to end: `nlpbatch export`, then annotate and evaluate with it. fp32 ONNX must give
+the torch spans (labels and offsets exactly, scores to 1e-4); int8 is checked for accuracy in the benchmark."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nlpbatch.annotate.pipeline import annotate_texts, run_annotation
+from nlpbatch.config import load_annotate_config
+from nlpbatch.evaluation import eval_config, evaluate_model
+
+pytestmark = pytest.mark.integration
+
+TEXTS = [
+    "Angela Merkel met Emmanuel Macron in Paris on Monday.",
+    "Zoë Müller arbeitet bei Siemens in München 🚀 und 東京 mit José Álvarez.",
+    " ".join(f"Sentence {i}: Angela Merkel visited Siemens in München with Zoë." for i in range(40)),
+]
+
+
+def _spans(rows, digits=4):
+    return [[(e["label"], e["start"], e["end"], round(e["score"], digits)) for e in r["entities"]] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def exported_ner(tiny_ner_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "ner"
+    shutil.copytree(tiny_ner_model, path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlpbatch", "export", "--model", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(json.loads(proc.stdout)["onnx"]) == {"fp32", "int8"}
+    return path
+
+
+def test_onnx_fp32_spans_equal_torch_through_ray(ray_cluster, exported_ner, tmp_path):
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS}), tmp_path / "in.parquet")
+    common = dict(task="ner", model=str(exported_ner), max_length=64, stride=16, batch_tokens=512)
+    manifest = run_annotation(
+        load_annotate_config(
+            input=str(tmp_path / "in.parquet"), output=str(tmp_path / "out"), backend="onnx-fp32", **common
+        )
+    )
+    got = {r["id"]: r for f in manifest["output_files"] for r in pq.read_table(f).to_pylist()}
+    reference = annotate_texts(load_annotate_config(input="-", output="-", backend="torch", **common), TEXTS)
+    assert _spans([got[f"d{i}"] for i in range(len(TEXTS))]) == _spans(reference)
+    assert sum(len(r["entities"]) for r in reference) > 20  # not vacuous
+    from nlpbatch.engines import load_engine
+
+    assert load_engine("ner", str(exported_ner), "auto").name == "onnx-int8"  # after export, auto uses int8 on CPU
+    assert load_engine("ner", str(exported_ner), "auto", use_gpu=True).name == "torch"  # GPU actors stay on torch
+
+
+def test_evaluate_with_onnx_matches_torch(exported_ner, tmp_path):
+    conll = tmp_path / "dev.txt"
+    conll.write_text(
+        "\n\n".join(
+            "\n".join(f"{w} NNP B-NP {t}" for w, t in s)
+            for s in [
+                [("Angela", "B-PER"), ("Merkel", "I-PER"), ("visited", "O"), ("Paris", "B-LOC")],
+                [("EU", "B-ORG"), ("rejects", "O"), ("German", "B-MISC"), ("lamb", "O")],
+            ]
+        )
+    )
+    torch_metrics, torch_preds = evaluate_model(eval_config("ner", str(exported_ner)), str(conll))
+    onnx_metrics, onnx_preds = evaluate_model(eval_config("ner", str(exported_ner)), str(conll), backend="onnx-fp32")
+    assert onnx_preds == torch_preds and onnx_metrics == torch_metrics
+    int8_metrics, _ = evaluate_model(eval_config("ner", str(exported_ner)), str(conll), backend="onnx-int8")
+    assert 0.0 <= int8_metrics["overall_f1"] <= 1.0
+
+
+def test_qa_onnx_answers_equal_torch(tiny_qa_model, tmp_path):
+    path = tmp_path / "qa"
+    shutil.copytree(tiny_qa_model, path)
+    from nlpbatch.engines import export_onnx
+
+    export_onnx(str(path), quantize=None)
+    context = "The Eiffel Tower is in Paris. It was built in 1889 by the company of Gustave Eiffel."
+    questions = ["Where is the tower?", "When was it built?", "Who built it?"]
+    common = dict(task="qa", model=str(path), max_length=48, stride=16)
+    ours = annotate_texts(
+        load_annotate_config(input="-", output="-", backend="onnx-fp32", **common), [context] * 3, questions
+    )
+    ref = annotate_texts(
+        load_annotate_config(input="-", output="-", backend="torch", **common), [context] * 3, questions
+    )
+    assert [(a["answer"]["start"], a["answer"]["end"]) for a in ours] == [
+        (a["answer"]["start"], a["answer"]["end"]) for a in ref
+    ]
