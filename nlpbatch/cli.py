@@ -17,30 +17,80 @@ from nlpbatch.storage import StorageError
 
 DATA_ENV = "NLPBATCH_DATA_DIR"
 TRAIN_HELP = {
+    "output": "dir for the exported model, metrics.json and (by default) the checkpoints",
     "data_dir": f"data root (DIR/conll2003/*.txt, DIR/squad/*.json); default ${DATA_ENV}, else the HF hub",
-    "model": "HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
-    "batch_size": "global batch size, split across workers",
-    "num_workers": "data-parallel Ray Train workers",
-    "resume": "continue the run in OUTPUT from its latest checkpoint",
-    "overwrite": "train: discard an earlier run in OUTPUT; annotate: replace a published output of another task/input",
+    "model": "base model: HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
+    "epochs": "passes over the training data; evaluation and a checkpoint after each",
+    "learning_rate": "peak AdamW learning rate (linear warm-up, then linear decay)",
+    "batch_size": "global batch size, split exactly across workers",
+    "eval_batch_size": "evaluation batch per worker",
+    "weight_decay": "AdamW weight decay (not on biases and LayerNorm)",
+    "warmup_ratio": "share of the steps spent warming the learning rate up",
+    "max_grad_norm": "gradient-norm clip",
+    "max_length": "window length in tokens (default 512 NER, 384 QA)",
+    "doc_stride": "QA: tokens shared by neighbouring context windows",
+    "n_best": "QA: start/end candidates per window",
+    "max_answer_length": "QA: longest answer in tokens",
+    "group_by_length": "batch examples of similar length (less padding)",
+    "max_train_examples": "use only the first N training examples (quick runs)",
+    "max_eval_examples": "use only the first N validation examples",
     "max_steps": "stop after this many optimizer steps (smoke tests)",
-    "skip_invalid": "skip invalid QA examples (counted in metrics.json) instead of failing",
+    "num_workers": "data-parallel Ray Train workers",
+    "min_workers": "elastic: start with any number of workers between this and --num-workers",
+    "cpus_per_worker": "CPUs each worker reserves (torch threads)",
+    "use_gpu": "one GPU per worker, bf16 autocast",
+    "seed": "seed for the head's initialisation, sampling and dropout",
+    "resume": "continue this output's run from its latest checkpoint",
+    "overwrite": "discard an earlier run of this output",
+    "skip_invalid": "QA: skip invalid questions (counted, scored 0) instead of failing",
+    "storage_path": "checkpoint storage: local dir, shared FS or s3:// (default OUTPUT/ray_runs)",
+    "max_failures": "worker failures to recover from (resume from the last checkpoint)",
+    "log_every_steps": "print the running loss every N steps",
+    "run_name": "the run's folder under the storage path (default: task, output name and a hash of its path)",
+}
+ANNOTATE_HELP = {
+    "model": "fine-tuned model dir (or HF model id)",
     "input": "local path, glob or s3://bucket/prefix of .parquet / .jsonl / .jsonl.gz files",
     "output": "local dir or s3:// prefix: data/, rejects/ and a _SUCCESS.json manifest",
+    "input_format": "parquet or jsonl (default: from the file extensions)",
+    "output_format": "parquet or jsonl",
+    "id_column": "input column with the document id",
+    "text_column": "input column with the text",
+    "question_column": "QA: input column with each row's question",
     "questions": "QA: file with one question per line, asked of every document",
     "aggregation": "NER: simple | first | max (as the transformers pipeline)",
-    "s3_endpoint": "S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)",
+    "max_length": "window length in tokens (default 512 NER, 384 QA)",
+    "stride": "tokens shared by neighbouring windows",
+    "max_chars": "longer texts are rejected, not truncated",
+    "batch_tokens": "padded tokens per forward pass (windows are bucketed by length)",
+    "batch_rows": "documents per inference call",
+    "n_best": "QA: start/end candidates per window",
+    "max_answer_length": "QA: longest answer in tokens",
+    "min_actors": "inference actors kept running",
+    "max_actors": "inference actors at most (the pool grows with the backlog)",
     "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
+    "cpus_per_actor": "CPUs per inference actor (its engine threads)",
     "backend": "inference engine: torch, onnx (int8 if exported, else fp32), onnx-fp32, onnx-int8; auto: onnx on CPU "
     "when `nlpbatch export` has run, else torch",
+    "s3_endpoint": "S3-compatible endpoint URL, e.g. http://127.0.0.1:9000 (default $AWS_ENDPOINT_URL)",
+    "run_id": "run id for file names and provenance (default: UTC time + random suffix)",
     "rows_per_file": "rows per output file (few large files suit object stores)",
     "lease_ttl_seconds": "a crashed run's lease on OUTPUT expires after this many seconds",
     "break_lease": "take over OUTPUT although another run's lease looks alive (that run must be dead)",
+    "overwrite": "replace a published output of another task or input",
+}
+CHOICES = {
+    "input_format": ["parquet", "jsonl"],
+    "output_format": ["parquet", "jsonl"],
+    "aggregation": ["simple", "first", "max"],
+    "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
 }
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """One flag per config field, so YAML keys and flags never drift apart."""
+    """One flag per config field, so YAML keys and flags never drift apart; every flag documented with its
+    default, choices and whether it is required."""
+    helps = TRAIN_HELP if cls is TrainConfig else ANNOTATE_HELP
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name == "task":
@@ -50,30 +100,45 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) 
         kind = (
             next(a for a in typing.get_args(hint) if a is not type(None)) if isinstance(hint, types.UnionType) else hint
         )
-        help_text = TRAIN_HELP.get(field.name, "") + (
-            f" (default {field.default})" if field.default is not None else ""
-        )
+        if field.default is dataclasses.MISSING:
+            suffix = " (required, here or in --config)"
+        elif field.default is None or kind is bool:
+            suffix = ""
+        else:
+            suffix = f" (default {field.default})"
+        help_text = helps[field.name] + suffix
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=None, help=help_text, required=False)
+            choices = CHOICES.get(field.name)
+            parser.add_argument(flag, type=kind, default=None, help=help_text, choices=choices, metavar=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nlpbatch", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nlpbatch",
+        description="Fine-tune (Ray Train) and annotate corpora (Ray Data) with Hugging Face NER and QA models.",
+        allow_abbrev=False,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="fine-tune with Ray Train (data-parallel, DDP)")
+    train = sub.add_parser("train", allow_abbrev=False, help="fine-tune with Ray Train (data-parallel, DDP)")
     train.add_argument("task", choices=["ner", "qa"])
     train.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(train)
 
-    ann = sub.add_parser("annotate", help="stream a corpus through a model with Ray Data; spans to storage")
+    ann = sub.add_parser(
+        "annotate", allow_abbrev=False, help="stream a corpus through a model with Ray Data; spans to storage"
+    )
     ann.add_argument("task", choices=["ner", "qa"])
     ann.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(ann, AnnotateConfig)
 
-    night = sub.add_parser("nightly", help="annotate the dt=YYYY-MM-DD partitions that have no _SUCCESS.json yet")
+    night = sub.add_parser(
+        "nightly",
+        allow_abbrev=False,
+        help="annotate complete dt=YYYY-MM-DD partitions whose output is missing or stale",
+    )
     night.add_argument("task", choices=["ner", "qa"])
     night.add_argument("--config", help="YAML file with the annotate keys (flags win)")
     night.add_argument("--date", help="only this partition (YYYY-MM-DD)")
@@ -92,27 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(night, AnnotateConfig)
 
-    corpus = sub.add_parser("corpus", help="build a benchmark corpus from the shared CoNLL/SQuAD data")
-    corpus.add_argument("--rows", type=int, required=True)
-    corpus.add_argument("--output", required=True, help="local dir or s3:// prefix")
-    corpus.add_argument("--data-dir", help=f"default ${DATA_ENV}")
-    corpus.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
-    corpus.add_argument("--files", type=int, default=1)
-    corpus.add_argument("--seed", type=int, default=0)
-    corpus.add_argument("--s3-endpoint")
+    corpus = sub.add_parser(
+        "corpus", allow_abbrev=False, help="build a benchmark corpus from the shared CoNLL/SQuAD data"
+    )
+    corpus.add_argument("--rows", type=int, required=True, help="documents to write (required)")
+    corpus.add_argument("--output", required=True, help="local dir or s3:// prefix (required)")
+    corpus.add_argument("--data-dir", help=f"data root with conll2003/ and squad/ (default ${DATA_ENV})")
+    corpus.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="(default parquet)")
+    corpus.add_argument("--files", type=int, default=1, help="split the rows over this many files (default 1)")
+    corpus.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    corpus.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)")
 
-    ev = sub.add_parser("evaluate", help="score a saved model on a CoNLL/SQuAD file, data dir or hub dataset")
+    ev = sub.add_parser(
+        "evaluate", allow_abbrev=False, help="score a saved model on a CoNLL/SQuAD file, data dir or hub dataset"
+    )
     ev.add_argument("task", choices=["ner", "qa"])
     ev.add_argument("--model", required=True, help="fine-tuned model dir (or hub id)")
     ev.add_argument("--data", help=f"file, data dir or hub dataset name (default ${DATA_ENV}, else the hub)")
     ev.add_argument("--split", default="validation", help="split to read from a data dir or hub dataset")
     ev.add_argument("--num-workers", type=int, default=0, help="0: this process; N: N Ray Train workers")
-    ev.add_argument("--max-examples", type=int)
-    ev.add_argument("--max-length", type=int)
-    ev.add_argument("--doc-stride", type=int)
-    ev.add_argument("--eval-batch-size", type=int)
-    ev.add_argument("--use-gpu", action="store_true", default=None)
-    ev.add_argument("--skip-invalid", action="store_true")
+    ev.add_argument("--max-examples", type=int, help="score only the first N examples")
+    ev.add_argument("--max-length", type=int, help="window length (default: what the model was trained with)")
+    ev.add_argument("--doc-stride", type=int, help="QA window overlap (default: what the model was trained with)")
+    ev.add_argument("--eval-batch-size", type=int, help="batch per worker (default 64)")
+    ev.add_argument("--use-gpu", action="store_true", default=None, help="score on the GPU (bf16 autocast)")
+    ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
     ev.add_argument(
         "--backend",
         choices=["torch", "onnx", "onnx-fp32", "onnx-int8"],
@@ -120,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference engine to score with (onnx*: the files `nlpbatch export` wrote)",
     )
 
-    exp = sub.add_parser("export", help="write ONNX Runtime files (fp32, optionally int8) beside a fine-tuned model")
+    exp = sub.add_parser(
+        "export", allow_abbrev=False, help="write ONNX Runtime files (fp32, optionally int8) beside a fine-tuned model"
+    )
     exp.add_argument("--model", required=True, help="fine-tuned model dir")
     exp.add_argument(
         "--quantize",

@@ -229,6 +229,11 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
     if yaml_path is not None:
         source = str(yaml_path)
         loaded, lines = _yaml_mapping(Path(yaml_path))
+        if "task" in loaded and overrides.get("task") not in (None, loaded["task"]):
+            raise ConfigError(
+                f"task: {yaml_path}:{lines.get('task', '?')} says {loaded['task']!r} but the command says "
+                f"{overrides['task']!r}; run `{loaded['task']}` or fix the config"
+            )
         values.update(loaded)
     set_by_flag = {k for k, v in overrides.items() if v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -22,4 +22,13 @@ def resolve_model(name_or_path: str | None) -> str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model directory {path} has no config.json (not a Hugging Face model dir)")
         return str(path.resolve())
+    if _looks_local(name_or_path):  # a typo'd path must say so, not end in a hub download error
+        raise FileNotFoundError(f"model directory {path} does not exist")
     return name_or_path
+
+
+def _looks_local(name: str) -> bool:
+    """A --model value meant as a local path: it starts like one, has more than one '/', or its parent folder
+    exists here (`runs/nre` for `runs/ner`). Hub ids are `name` or `org/name`."""
+    path = Path(name).expanduser()
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (len(path.parts) > 1 and path.parent.is_dir())

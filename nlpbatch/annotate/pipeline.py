@@ -15,6 +15,7 @@ from nlpbatch import __version__
 from nlpbatch.annotate.commit import MANIFEST, acquire_lease, publish, read_json, staging_dir
 from nlpbatch.annotate.reader import check_parquet, count_jsonl_rows
 from nlpbatch.config import AnnotateConfig, ConfigError
+from nlpbatch.engines import model_task
 from nlpbatch.storage import StorageError, file_signature, filesystem_for, format_of, join, list_input_infos
 
 __all__ = ["MANIFEST", "annotate_texts", "run_annotation"]
@@ -131,6 +132,9 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
 
     model_path = _local_model_path(cfg.model)
     model_config = AutoConfig.from_pretrained(model_path)
+    trained_for = model_task(model_path)
+    if trained_for not in (None, cfg.task):
+        raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
     out_fs, out_path = _prepare_output(cfg)
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

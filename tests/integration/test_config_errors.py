@@ -80,3 +80,13 @@ def test_job_entrypoint_argument_without_equals(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and proc.stderr.startswith("nlpbatch: error: argument 'epochs' is not key=value")
+
+
+def test_wrong_task_and_typo_model_paths_fail_before_any_work(tmp_path, tiny_ner_model):
+    pq.write_table(pa.table({"id": ["a"], "text": ["x"], "question": ["q?"]}), tmp_path / "in.parquet")
+    io_flags = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out")]
+    err = _run(None, "annotate", "qa", "--model", str(tiny_ner_model), *io_flags)
+    assert "is a ner model: use `nlpbatch annotate ner`" in err
+    err = _run(None, "annotate", "ner", "--model", str(tmp_path / "runs" / "nre"), *io_flags)
+    assert f"model directory {tmp_path / 'runs' / 'nre'} does not exist" in err
+    assert not (tmp_path / "out").exists()

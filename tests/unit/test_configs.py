@@ -65,3 +65,46 @@ def test_evaluate_uses_the_windows_the_model_was_trained_with(tmp_path):
     assert eval_config("qa", str(tmp_path), max_length=128, doc_stride=32).max_length == 128
     with pytest.raises(ConfigError, match="is a qa model: use `nlpbatch evaluate qa`"):
         eval_config("ner", str(tmp_path))
+
+
+def test_help_documents_every_option():
+    """Generated from the config dataclasses, so it cannot drift: every option has help, no internal object leaks
+    into it, required options say so, and abbreviated flags are refused."""
+    import argparse
+    import contextlib
+    import io
+
+    from nlpbatch.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and action.help.strip(), f"{name} {action.option_strings[0]} has no help"
+        text = command.format_help()
+        assert "<" not in text and "object at" not in text, text
+    train = io.StringIO()
+    with contextlib.redirect_stdout(train), pytest.raises(SystemExit):
+        parser.parse_args(["train", "ner", "--help"])
+    assert "(required, here or in --config)" in " ".join(train.getvalue().split())
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        parser.parse_args(["train", "ner", "--epoch", "1"])  # no silent abbreviation of --epochs
+
+
+def test_config_task_must_match_the_command(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("task: qa\noutput: x\n")
+    with pytest.raises(ConfigError, match=r"task: .*c.yaml:1 says 'qa' but the command says 'ner'"):
+        load_train_config(path, task="ner")
+
+
+def test_local_looking_model_paths_never_go_to_the_hub(tmp_path, monkeypatch):
+    from nlpbatch.models import resolve_model
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for typo in ("runs/nre", "./model", "/no/such/dir", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            resolve_model(typo)
+    assert resolve_model("dslim/bert-base-NER") == "dslim/bert-base-NER"  # a hub id stays one
