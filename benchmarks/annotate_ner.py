@@ -1,6 +1,7 @@
-"""`nlpbatch annotate ner` against the transformers token-classification pipeline (aggregation "simple", its best
-batch size), on the same corpus, model and machine, in one run; plus the peak memory of the annotate job at 1x and
-10x the rows (streaming: it must not grow with the corpus).
+"""`nlpbatch annotate ner` with each inference engine (torch fp32, ONNX Runtime fp32, ONNX Runtime int8) against the
+transformers token-classification pipeline (aggregation "simple", its best batch size), on the same corpus, model
+and machine, in one run; the CoNLL validation F1 of each engine (the project's own evaluate); and the peak memory of
+the annotate job at 1x and 10x the rows (streaming: it must not grow with the corpus).
 
     python benchmarks/annotate_ner.py --model runs/ner --out benchmarks/results/annotate_ner_cpu.json
 
@@ -69,11 +70,13 @@ def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) ->
     return time.perf_counter() - t0
 
 
-def run_ours(corpus: str, model: str, out: str, actors: int, tokens: int | None = None) -> dict:
+def run_ours(corpus: str, model: str, out: str, actors: int, tokens: int | None = None, backend: str = "auto") -> dict:
     from nlpbatch.annotate.pipeline import run_annotation
     from nlpbatch.config import load_annotate_config
 
-    cfg = load_annotate_config(task="ner", model=model, input=corpus, output=out, min_actors=actors, max_actors=actors)
+    cfg = load_annotate_config(
+        task="ner", model=model, input=corpus, output=out, min_actors=actors, max_actors=actors, backend=backend
+    )
     with PeakRss() as mem:
         t0 = time.perf_counter()
         manifest = run_annotation(cfg)
@@ -87,19 +90,26 @@ def run_ours(corpus: str, model: str, out: str, actors: int, tokens: int | None 
         "peak_rss_mb": mem.peak / 2**20,
         "stage_task_seconds": manifest["timings"]["stage_task_seconds"],
         "actors": actors,
+        "backend": backend,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a fine-tuned NER model dir")
+    parser.add_argument("--model", required=True, help="a fine-tuned NER model dir (copied; the copy is exported)")
     parser.add_argument("--data-dir", default=os.environ.get("NLPBATCH_DATA_DIR", "../shared/data"))
-    parser.add_argument("--rows", type=int, default=500)
-    parser.add_argument("--scale", type=int, default=10, help="memory check at rows x scale")
-    parser.add_argument("--pipeline-batch-sizes", default="1,8,32")
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--sweep-rows", type=int, default=500, help="the pipeline's batch-size sweep runs on these")
+    parser.add_argument("--memory-rows", type=int, default=1000, help="memory check at this many rows and x scale")
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--pipeline-batch-sizes", default="1,8")
+    parser.add_argument("--backends", default="torch,onnx-fp32,onnx-int8")
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--eval-examples", type=int, help="score F1 on the first N validation sentences (all)")
     parser.add_argument("--out", default="benchmarks/results/annotate_ner_cpu.json")
     args = parser.parse_args()
+
+    import shutil
 
     import pyarrow.parquet as pq
     import ray
@@ -107,51 +117,81 @@ def main() -> None:
     import transformers
 
     from nlpbatch.corpus import write_corpus
+    from nlpbatch.engines import export_onnx
+    from nlpbatch.evaluation import eval_config, evaluate_model
 
     threads = os.cpu_count() or 1
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "benchmark": "NER annotation, ours vs transformers pipeline (simple)",
+        "benchmark": "NER annotation by engine vs the transformers pipeline (simple), CoNLL F1 per engine",
         "machine": {
             "platform": platform.platform(),
             "cpus": threads,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
         },
         "model": args.model,
     }
+
+    def save() -> None:  # partial results survive a failure further on
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
-        small, large = f"{tmp}/c1", f"{tmp}/c10"
-        write_corpus(args.data_dir, args.rows, small)
-        write_corpus(args.data_dir, args.rows * args.scale, large, files=args.scale)
-        texts = pq.read_table(f"{small}/part-00000.parquet")["text"].to_pylist()
-        tokens = corpus_tokens(texts, args.model)
-        large_texts = [t for p in sorted(Path(large).glob("*.parquet")) for t in pq.read_table(p)["text"].to_pylist()]
-        large_tokens = corpus_tokens(large_texts, args.model)
+        model = f"{tmp}/model"
+        shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
+        t0 = time.perf_counter()
+        export_onnx(model, "int8")
+        result["export_seconds"] = time.perf_counter() - t0
+
+        corpus, sweep = f"{tmp}/corpus", f"{tmp}/sweep"
+        write_corpus(args.data_dir, args.rows, corpus)
+        write_corpus(args.data_dir, args.sweep_rows, sweep)
+        texts = pq.read_table(f"{corpus}/part-00000.parquet")["text"].to_pylist()
+        sweep_texts = pq.read_table(f"{sweep}/part-00000.parquet")["text"].to_pylist()
+        tokens, sweep_tokens = corpus_tokens(texts, model), corpus_tokens(sweep_texts, model)
         result["corpus"] = {"rows": len(texts), "tokens": tokens}
 
-        pipe = {}
+        sweep_result = {}
         for bs in [int(b) for b in args.pipeline_batch_sizes.split(",")]:
-            seconds = run_pipeline(texts, args.model, bs, threads)
-            pipe[str(bs)] = {"seconds": seconds, "tokens_per_second": tokens / seconds}
-            print("pipeline", bs, pipe[str(bs)], flush=True)
-        best = max(pipe.values(), key=lambda v: v["tokens_per_second"])
-        result["pipeline"] = {"by_batch_size": pipe, "best_tokens_per_second": best["tokens_per_second"]}
+            seconds = run_pipeline(sweep_texts, model, bs, threads)
+            sweep_result[str(bs)] = {"rows": len(sweep_texts), "tokens_per_second": sweep_tokens / seconds}
+            print("pipeline sweep", bs, sweep_result[str(bs)], flush=True)
+        best_bs = int(max(sweep_result, key=lambda k: sweep_result[k]["tokens_per_second"]))
+        seconds = run_pipeline(texts, model, best_bs, threads)
+        result["pipeline"] = {
+            "sweep": sweep_result,
+            "best_batch_size": best_bs,
+            "tokens_per_second": tokens / seconds,
+            "seconds": seconds,
+        }
+        print("pipeline", result["pipeline"], flush=True)
+        save()
 
-        ours = run_ours(small, args.model, f"{tmp}/o1", args.actors, tokens)
-        ours["tokens_per_second_incl_startup"] = tokens / ours["wall_seconds"]
-        print("ours", ours, flush=True)
-        result["ours_1x"] = ours
-        result["ratio_vs_pipeline"] = ours["tokens_per_second"] / best["tokens_per_second"]
-        Path(args.out).write_text(json.dumps(result, indent=2))  # partial results survive a failure below
-        ray.shutdown()  # a fresh cluster for the memory comparison
-        result["ours_10x"] = run_ours(large, args.model, f"{tmp}/o10", args.actors, large_tokens)
-        result["ratio_vs_pipeline_10x_rows"] = result["ours_10x"]["tokens_per_second"] / best["tokens_per_second"]
-        ray.shutdown()
-        result["peak_rss_mb"] = {"1x": ours["peak_rss_mb"], f"{args.scale}x": result["ours_10x"]["peak_rss_mb"]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("corpus", "ratio_vs_pipeline", "peak_rss_mb")}, indent=2))
+        result["ours"] = {}
+        for backend in args.backends.split(","):
+            ours = run_ours(corpus, model, f"{tmp}/out-{backend}", args.actors, tokens, backend)
+            ours["ratio_vs_pipeline"] = ours["tokens_per_second"] / result["pipeline"]["tokens_per_second"]
+            ray.shutdown()  # a fresh cluster for each engine
+            metrics, _ = evaluate_model(
+                eval_config("ner", model), args.data_dir, max_examples=args.eval_examples, backend=backend
+            )
+            ours["validation_f1"] = metrics["overall_f1"]
+            result["ours"][backend] = ours
+            print("ours", backend, {k: ours[k] for k in ("tokens_per_second", "ratio_vs_pipeline", "validation_f1")})
+            save()
+        result["default_backend"] = "onnx-int8 (annotate's auto after `nlpbatch export`, whose default is int8)"
+
+        small, large = f"{tmp}/m1", f"{tmp}/m10"
+        write_corpus(args.data_dir, args.memory_rows, small)
+        write_corpus(args.data_dir, args.memory_rows * args.scale, large, files=args.scale)
+        result["memory"] = {"engine": "auto (onnx-int8 once exported)"}
+        for name, path in (("1x", small), (f"{args.scale}x", large)):
+            run = run_ours(path, model, f"{tmp}/mem-{name}", args.actors)
+            ray.shutdown()
+            result["memory"][name] = {"rows": run["rows_out"], "peak_rss_mb": run["peak_rss_mb"]}
+        save()
+    print(json.dumps({k: result[k] for k in ("corpus", "pipeline", "memory")}, indent=2))
 
 
 if __name__ == "__main__":
