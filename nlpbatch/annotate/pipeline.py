@@ -143,6 +143,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         _check_replaces(cfg, read_json(out_fs, join(out_path, MANIFEST)))
         provenance = {
             "model": cfg.model,
+            "model_uri": model_path,  # what --model resolved to: the local dir or the hub snapshot read
             "model_sha256": model_fingerprint(model_path),
             "nlpbatch_version": __version__,
             "run_id": run_id,

@@ -308,7 +308,7 @@ def decode_qa(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Table:
             empty.append(None)
             continue
         answers.append(
-            {k: best[k] for k in ("text", "start", "end")} | {"score": None if best["empty"] else best["score"]}
+            {k: best[k] for k in ("text", "start", "end")} | {"score": None if best["empty"] else best["probability"]}
         )
         empty.append(best["empty"])
     out = _passthrough(batch, ["id", "question"], reasons).append_column("answer", pa.array(answers, ANSWER))

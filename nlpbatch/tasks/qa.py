@@ -108,6 +108,13 @@ def outputs_to_gather(output, batch) -> dict:
     }
 
 
+def _context_softmax(logits: np.ndarray, context: np.ndarray) -> np.ndarray:
+    """Softmax over the window's context tokens (others get 0), as the transformers QA pipeline scores spans."""
+    masked = np.where(context, logits.astype(np.float64), -np.inf)
+    shifted = np.exp(masked - masked[context].max()) if context.any() else np.zeros_like(masked)
+    return shifted / shifted.sum() if shifted.sum() else shifted
+
+
 def best_spans(
     start_logits: np.ndarray,
     end_logits: np.ndarray,
@@ -120,7 +127,9 @@ def best_spans(
 
     For each window, the n-best start and end tokens are paired; a pair counts if both lie in the context
     (offsets not None), end >= start and the span is at most `max_answer_length` tokens. The score is
-    start_logit + end_logit. An example with no valid span gets the empty answer with `"empty": True`.
+    start_logit + end_logit; `probability` is P(start) * P(end) under a softmax over the window's context tokens
+    (in [0, 1], as the transformers QA pipeline reports). An example with no valid span gets the empty answer
+    with `"empty": True`.
     """
     best: list[dict | None] = [None] * len(contexts)
     for w, window in enumerate(windows):
@@ -130,6 +139,8 @@ def best_spans(
         starts = np.argsort(s_logits)[::-1][:n_best]
         ends = np.argsort(e_logits)[::-1][:n_best]
         ex = window["example_idx"]
+        context = np.array([o is not None for o in offsets])
+        p_start, p_end = _context_softmax(s_logits, context), _context_softmax(e_logits, context)
         for s in starts:
             if offsets[s] is None:
                 continue
@@ -139,11 +150,14 @@ def best_spans(
                 score = float(s_logits[s] + e_logits[e])
                 if best[ex] is None or score > best[ex]["score"]:
                     start_char, end_char = offsets[s][0], offsets[e][1]
-                    best[ex] = {"start": start_char, "end": end_char, "score": score}
+                    probability = float(p_start[s] * p_end[e])
+                    best[ex] = {"start": start_char, "end": end_char, "score": score, "probability": probability}
     answers = []
     for ex, span in enumerate(best):
         if span is None:
-            answers.append({"text": "", "start": -1, "end": -1, "score": float("-inf"), "empty": True})
+            answers.append(
+                {"text": "", "start": -1, "end": -1, "score": float("-inf"), "probability": 0.0, "empty": True}
+            )
         else:
             answers.append({**span, "text": contexts[ex][span["start"] : span["end"]], "empty": False})
     return answers

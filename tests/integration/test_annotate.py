@@ -193,3 +193,4 @@ def test_qa_answers_equal_evaluation_path(ray_cluster, tiny_qa_model, data_dir, 
     for row in rows:
         ans = got[row["id"]]
         assert row["text"][ans["start"] : ans["end"]] == ans["text"]
+        assert 0.0 < ans["score"] <= 1.0  # a probability, as the transformers QA pipeline reports

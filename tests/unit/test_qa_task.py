@@ -161,3 +161,14 @@ def test_squad_metric_matches_official_normalisation():
     assert scores["exact_match"] == 50.0
     assert scores["f1"] == pytest.approx(100 * (1.0 + 0.5) / 2)  # b: P=1/3... max over golds -> F1 0.5
     assert scores["n"] == 2
+
+
+def test_answer_probability_is_a_context_softmax_product():
+    start = np.array([5.0, 2.0, 1.0, 0.5, 0.1])
+    end = np.array([5.0, 0.1, 3.0, 0.5, 0.2])
+    offsets = [None, (0, 3), (4, 9), (10, 12), (13, 20)]  # token 0: a question token, never in the softmax
+    [ans] = qa.best_spans(np.array([start]), np.array([end]), [{"offsets": offsets, "example_idx": 0}], [CONTEXT])
+    p_start = np.exp(start[1:]) / np.exp(start[1:]).sum()
+    p_end = np.exp(end[1:]) / np.exp(end[1:]).sum()
+    assert (ans["start"], ans["end"]) == (0, 9)  # start token 1, end token 2
+    assert ans["probability"] == pytest.approx(p_start[0] * p_end[1]) and 0 < ans["probability"] < 1
