@@ -25,6 +25,7 @@ def summarize(metrics: dict) -> dict:
                 "epochs",
                 "learning_rate",
                 "batch_size",
+                "warmup_ratio",
                 "group_by_length",
                 "max_length",
                 "num_workers",
