@@ -62,7 +62,8 @@ ANNOTATE_HELP = {
     "max_length": "window length in tokens (default 512 NER, 384 QA)",
     "stride": "tokens shared by neighbouring windows",
     "max_chars": "longer texts are rejected, not truncated",
-    "batch_tokens": "padded tokens per forward pass (windows are bucketed by length)",
+    "batch_tokens": "padded tokens per forward pass, windows bucketed by length (default 16384 with --num-gpus, "
+    "else one window: small batches are faster on CPUs)",
     "batch_rows": "documents per inference call",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",

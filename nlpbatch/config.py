@@ -120,7 +120,7 @@ class AnnotateConfig:
     max_length: int | None = None  # window length in tokens; None: 512 NER, 384 QA
     stride: int = 128  # tokens shared by neighbouring windows
     max_chars: int = 1_000_000  # longer texts are rejected, not truncated
-    batch_tokens: int = 16384  # padded tokens per forward pass (length-bucketed)
+    batch_tokens: int | None = None  # padded tokens per forward pass; None: 16384 on GPU, one window on CPU
     batch_rows: int = 64  # documents per inference call: small enough to keep every actor of the pool busy
     n_best: int = 20
     max_answer_length: int = 30
@@ -139,6 +139,14 @@ class AnnotateConfig:
     @property
     def window(self) -> int:
         return self.max_length or (384 if self.task == "qa" else 512)
+
+    @property
+    def tokens_per_batch(self) -> int:
+        """Measured on this CPU (benchmarks/results/annotate_ner_cpu.json): small batches run much faster than
+        large ones (cache-bound), so a CPU forward pass holds about one window; GPUs want large batches."""
+        if self.batch_tokens is not None:
+            return self.batch_tokens
+        return 16384 if self.num_gpus > 0 else max(512, self.window)
 
     def validate(self) -> None:
         errors = []
@@ -164,10 +172,10 @@ class AnnotateConfig:
             errors.append(f"min_actors/max_actors: need 1 <= {self.min_actors} <= {self.max_actors}")
         if self.lease_ttl_seconds < 1:
             errors.append(f"lease_ttl_seconds: must be >= 1, got {self.lease_ttl_seconds}")
-        for key in ("max_chars", "batch_tokens", "batch_rows", "n_best", "max_answer_length", "rows_per_file"):
+        for key in ("max_chars", "batch_rows", "n_best", "max_answer_length", "rows_per_file"):
             if getattr(self, key) < 1:
                 errors.append(f"{key}: must be >= 1, got {getattr(self, key)}")
-        if self.batch_tokens < self.window:
+        if self.batch_tokens is not None and self.batch_tokens < self.window:
             errors.append(f"batch_tokens: {self.batch_tokens} is smaller than one window ({self.window})")
         if errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

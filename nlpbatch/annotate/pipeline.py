@@ -240,7 +240,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
         predictor,
         fn_constructor_kwargs={
             "model_path": model_path,
-            "batch_tokens": cfg.batch_tokens,
+            "batch_tokens": cfg.tokens_per_batch,
             "use_gpu": cfg.num_gpus > 0,
             "backend": cfg.backend,
             "threads": max(1, int(cfg.cpus_per_actor)),  # one engine thread per CPU the actor holds
@@ -288,10 +288,10 @@ def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] |
     )
     table = stages.tokenize(table.drop_columns(["_sec_parse"]), cfg.task, model_path, cfg.window, cfg.stride)
     if cfg.task == "qa":
-        table = QaPredictor(model_path, cfg.batch_tokens, backend=cfg.backend)(table)
+        table = QaPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend)(table)
         table = stages.decode_qa(table, cfg.n_best, cfg.max_answer_length)
     else:
-        table = NerPredictor(model_path, cfg.batch_tokens, backend=cfg.backend)(table)
+        table = NerPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend)(table)
         id2label = {int(k): v for k, v in AutoConfig.from_pretrained(model_path).id2label.items()}
         table = stages.decode_ner(table, id2label, cfg.aggregation)
     return table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()
