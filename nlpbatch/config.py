@@ -142,7 +142,7 @@ class AnnotateConfig:
 
     @property
     def tokens_per_batch(self) -> int:
-        """Measured on this CPU (benchmarks/results/annotate_ner_cpu.json): small batches run much faster than
+        """Measured on this CPU (benchmarks/results/engine_batch_cpu.json): small batches run much faster than
         large ones (cache-bound), so a CPU forward pass holds about one window; GPUs want large batches."""
         if self.batch_tokens is not None:
             return self.batch_tokens
