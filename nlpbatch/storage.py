@@ -182,8 +182,7 @@ def list_inputs(uri: str, filesystem, path: str, input_format: str | None = None
 
 def file_signature(info) -> dict:
     """What identifies an input file's content for the nightly "is this partition unchanged?" check."""
-    mtime = info.mtime_ns if info.mtime_ns is not None else None
-    return {"path": info.path, "size": info.size, "mtime_ns": mtime}
+    return {"path": info.path, "size": info.size, "mtime_ns": info.mtime_ns}
 
 
 def read_json(filesystem, path: str) -> dict | None:

@@ -68,17 +68,13 @@ class Lease:
     def renew(self) -> None:
         body = self._body(self.body["ttl_seconds"])
         if _is_s3(self.filesystem):
-            bucket, key = self.path.split("/", 1)
-            try:
-                reply = s3_client(self.s3_endpoint).put_object(
-                    Bucket=bucket, Key=key, Body=json.dumps(body).encode(), IfMatch=self.etag
-                )
-            except Exception as err:  # PreconditionFailed: somebody broke our lease
-                if "PreconditionFailed" in str(err) or "NoSuchKey" in str(err):
-                    self.lost = f"the lease was taken over ({err})"
-                    return
-                raise
-            self.etag = reply["ETag"]
+            etag = _create_exclusive(
+                self.filesystem, self.path, json.dumps(body).encode(), self.s3_endpoint, if_match=self.etag
+            )
+            if etag is None:  # the version we wrote is gone: somebody broke our lease
+                self.lost = "the lease was taken over"
+                return
+            self.etag = etag
         else:
             current = read_json(self.filesystem, self.path)
             if not current or current.get("run_id") != self.body["run_id"]:

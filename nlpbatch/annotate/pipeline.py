@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nlpbatch import __version__
 from nlpbatch.annotate.commit import MANIFEST, acquire_lease, publish, read_json, staging_dir
-from nlpbatch.annotate.reader import check_parquet, count_jsonl_rows
+from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
 from nlpbatch.engines import model_task
 from nlpbatch.storage import StorageError, file_signature, filesystem_for, format_of, join, list_input_infos
@@ -51,27 +51,28 @@ def check_inputs(files: list[str], fmt: str, filesystem, columns: list[str], id_
         if fmt == "parquet":
             rows += check_parquet(filesystem, path, columns, optional=(id_column,))
             continue
-        rows += count_jsonl_rows(filesystem, path)
-        _check_first_record(filesystem, path, columns)
+        checked = False
+        with filesystem.open_input_stream(path, compression="detect") as fh:
+            for _, line in iter_lines(fh):
+                rows += 1
+                if not checked:
+                    checked = _check_first_record(path, line, columns)
     return rows
 
 
-def _check_first_record(filesystem, path: str, columns: list[str]) -> None:
-    """A file whose first JSON object lacks a required key is a config error (wrong --text-column), not 10^6
-    rejects; bad lines before it are rejects like any other."""
-    from nlpbatch.annotate.reader import iter_lines
-
-    with filesystem.open_input_stream(path, compression="detect") as fh:
-        for _, line in iter_lines(fh):
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(record, dict):
-                missing = [c for c in columns if c not in record]
-                if missing:
-                    raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)})")
-                return
+def _check_first_record(path: str, line: bytes, columns: list[str]) -> bool:
+    """True once a JSON object has been seen (and has every column): a file whose first object lacks a required
+    key is a config error (wrong --text-column), not 10^6 rejects; bad lines before it are rejects like any other."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    missing = [c for c in columns if c not in record]
+    if missing:
+        raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)})")
+    return True
 
 
 def _read_questions(path: str | None) -> list[str] | None:

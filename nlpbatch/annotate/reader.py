@@ -42,11 +42,6 @@ def iter_lines(stream, chunk_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]
             yield number, pending.removesuffix(b"\r")
 
 
-def count_jsonl_rows(filesystem, path: str) -> int:
-    with filesystem.open_input_stream(path, compression="detect") as fh:
-        return sum(1 for _ in iter_lines(fh))
-
-
 class JsonlLines(FileBasedDatasource):
     """Blocks of (raw line bytes, line number); `include_paths` adds the file."""
 

@@ -127,7 +127,11 @@ def test_lease_is_exclusive_under_a_race(store, s3_server, s3_bucket, tmp_path):
     taker = acquire_lease(filesystem, path, output, "next", 60, False, endpoint)
     with pytest.raises(LeaseHeldError, match="run next"):
         acquire_lease(filesystem, path, output, "other", 60, False, endpoint)
+    taker.renew()  # the heartbeat's renewal keeps a held lease
+    assert taker.lost is None
     breaker = acquire_lease(filesystem, path, output, "breaker", 60, True, endpoint)
+    taker.renew()  # ... and notices when it has been broken
+    assert taker.lost
     with pytest.raises(LeaseHeldError, match="lost its lease to run breaker"):
         taker.check()
     breaker.release()
