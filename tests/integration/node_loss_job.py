@@ -48,7 +48,7 @@ def annotate(workdir: Path, model: str, data_dir: str) -> dict:
         input=str(workdir / "corpus"),
         output=str(workdir / "out"),
         min_actors=1,
-        max_actors=2,
+        max_actors=1,  # 2 would take both CPUs of the surviving node and starve the read/write tasks (a stall)
         batch_tokens=4096,
     )
     log: dict = {}
