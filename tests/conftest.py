@@ -76,10 +76,11 @@ def tiny_qa_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray for all integration tests (starting Ray costs 5-10 s). 4 logical CPUs on 2 cores: room for
-    3 Train workers plus the controller."""
+    3 Train workers plus the controller. address="local": always a fresh cluster of our own, never one that happens to
+    run on the machine (a user's `ray start`, another checkout's tests), which would refuse num_cpus."""
     import ray
 
-    context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True)
+    context = ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=True)
     yield context
     ray.shutdown()
 
