@@ -45,7 +45,8 @@ TRAIN_HELP = {
     "skip_invalid": "QA: skip invalid questions (counted, scored 0) instead of failing",
     "storage_path": "checkpoint storage: local dir, shared FS or s3:// (default OUTPUT/ray_runs)",
     "max_failures": "worker failures to recover from (resume from the last checkpoint)",
-    "log_every_steps": "print the running loss every N steps",
+    "log_every_steps": "record the running loss every N steps (metrics.json loss_curve)",
+    "quiet": "no progress lines (a bar on a terminal, a line every 20 s otherwise), only the summaries",
     "run_name": "the run's folder under the storage path (default: task, output name and a hash of its path)",
 }
 ANNOTATE_HELP = {
@@ -79,6 +80,7 @@ ANNOTATE_HELP = {
     "lease_ttl_seconds": "a crashed run's lease on OUTPUT expires after this many seconds",
     "break_lease": "take over OUTPUT although another run's lease looks alive (that run must be dead)",
     "overwrite": "replace a published output of another task or input",
+    "quiet": "no progress (a bar on a terminal, a line every 30 s otherwise), only the summary line",
 }
 CHOICES = {
     "input_format": ["parquet", "jsonl"],
@@ -183,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eval-batch-size", type=int, help="batch per worker (default 64)")
     ev.add_argument("--use-gpu", action="store_true", default=None, help="score on the GPU (bf16 autocast)")
     ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
+    ev.add_argument("--quiet", action="store_true", default=None, help="no progress bar or lines, only the scores")
     ev.add_argument(
         "--backend",
         choices=["torch", "onnx", "onnx-fp32", "onnx-int8"],
@@ -266,6 +269,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         doc_stride=args.doc_stride,
         eval_batch_size=args.eval_batch_size,
         use_gpu=args.use_gpu,
+        quiet=args.quiet,
     )
     data = args.data or os.environ.get(DATA_ENV)
     metrics, predictions = evaluate_model(

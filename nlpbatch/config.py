@@ -50,6 +50,7 @@ class TrainConfig:
     max_failures: int = 0
     log_every_steps: int = 50
     run_name: str | None = None  # None: derived from the task and the output (see trainer.run_identity)
+    quiet: bool = False  # no progress lines, only each stage's summary (cron)
 
     def __post_init__(self) -> None:
         # The effective window is part of the recipe: store it, so configs, checkpoints and JSON all say it.
@@ -135,6 +136,7 @@ class AnnotateConfig:
     lease_ttl_seconds: float = 600.0  # a crashed run's lease expires after this long (renewed every ttl/3)
     break_lease: bool = False  # take over the output even though another run's lease looks alive
     overwrite: bool = False  # replace a published output of another task or input
+    quiet: bool = False  # no progress bar or lines, only the summary (cron)
 
     @property
     def window(self) -> int:

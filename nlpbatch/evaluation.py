@@ -34,7 +34,9 @@ def eval_config(task: str, model: str, **kwargs: Any) -> TrainConfig:
     return cfg
 
 
-def _score_in_process(cfg: TrainConfig, raw, rank: int = 0, world: int = 1, device=None, backend: str = "torch"):
+def _score_in_process(
+    cfg: TrainConfig, raw, rank: int = 0, world: int = 1, device=None, backend: str = "torch", progress: str = "lines"
+):
     import torch
     from transformers import AutoTokenizer
 
@@ -53,7 +55,7 @@ def _score_in_process(cfg: TrainConfig, raw, rank: int = 0, world: int = 1, devi
     device = device or torch.device("cuda" if cfg.use_gpu else "cpu")
     model.to(device)
     feats = task.eval_features(raw, tokenizer, cfg)
-    return run_eval(model, task, feats, raw, cfg, task.collator(tokenizer), device, rank, world)
+    return run_eval(model, task, feats, raw, cfg, task.collator(tokenizer), device, rank, world, progress)
 
 
 def _eval_loop_per_worker(config: dict):
@@ -89,7 +91,9 @@ def evaluate_model(
     skips = SkipReport()
     raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips)
     if num_workers == 0:
-        metrics, predictions = _score_in_process(cfg, raw, backend=backend)
+        from nlpbatch.progress import progress_mode
+
+        metrics, predictions = _score_in_process(cfg, raw, backend=backend, progress=progress_mode(cfg.quiet))
     else:
         from dataclasses import asdict
 
@@ -97,7 +101,7 @@ def evaluate_model(
         from ray.train import ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        from nlpbatch.train.trainer import ensure_ray
+        from nlpbatch.raycluster import ensure_ray
 
         ensure_ray(num_workers * cfg.cpus_per_worker)
         trainer = TorchTrainer(

@@ -32,3 +32,19 @@ def _looks_local(name: str) -> bool:
     exists here (`runs/nre` for `runs/ner`). Hub ids are `name` or `org/name`."""
     path = Path(name).expanduser()
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or (len(path.parts) > 1 and path.parent.is_dir())
+
+
+def load_quietly(cls, path: str, **kwargs):
+    """`cls.from_pretrained(path)` without the weight-loading bar and the MISSING/UNEXPECTED table: a new head is
+    missing from a base model by design (the caller says what it built, in one line)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

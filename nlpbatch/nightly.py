@@ -14,6 +14,7 @@ import datetime as dt
 import re
 
 from nlpbatch.config import AnnotateConfig, ConfigError
+from nlpbatch.progress import say
 from nlpbatch.storage import StorageError, file_signature, filesystem_for, join, list_input_infos, with_retries
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
@@ -104,13 +105,13 @@ def run_nightly(
             state = partition_state(cfg, day, require_input_marker, settle_hours, now)
             if state != "due":
                 (skipped if state == "done" else waiting).append(day)
-                print(f"[nlpbatch] nightly: dt={day} {'already complete' if state == 'done' else state}", flush=True)
+                say(f"nightly: dt={day} {'already complete' if state == 'done' else state}")
                 continue
-            print(f"[nlpbatch] nightly: annotating dt={day}", flush=True)
+            say(f"nightly: annotating dt={day}")
             manifest = run_annotation(cfg)
         except Exception as err:  # the next partition still runs; the summary and exit status report this one
             failed[day] = f"{type(err).__name__}: {err}"
-            print(f"[nlpbatch] nightly: dt={day} FAILED: {failed[day]}", flush=True)
+            say(f"nightly: dt={day} FAILED: {failed[day]}")
             continue
         done[day] = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected")}
     return {"dates": dates, "annotated": done, "skipped": skipped, "waiting": waiting, "failed": failed}

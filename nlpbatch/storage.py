@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from nlpbatch.progress import say
+
 INPUT_EXTENSIONS = {
     ".parquet": "parquet",
     ".jsonl": "jsonl",
@@ -128,7 +130,7 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 8, base: float 
             if attempt == attempts - 1 or not is_transient(err):
                 raise
             delay = min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
-            print(f"[nlpbatch] {what}: {err}; retrying in {delay:.1f} s", flush=True)
+            say(f"{what}: {err}; retrying in {delay:.1f} s")
             time.sleep(delay)
     raise AssertionError("unreachable")
 

@@ -23,6 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from nlpbatch.progress import say
 from nlpbatch.storage import StorageError, join, put_bytes, read_json, s3_client, with_retries, write_json
 
 LEASE = "_LEASE.json"
@@ -89,7 +90,7 @@ class Lease:
                 try:
                     self.renew()
                 except Exception as err:  # keep trying: the lease is only lost once it has expired
-                    print(f"[nlpbatch] lease renewal failed: {err}", flush=True)
+                    say(f"lease renewal failed: {err}")
                 if self.lost:
                     return
 
@@ -192,7 +193,7 @@ def acquire_lease(
                 "Nothing was changed. Wait for that run, or if it is dead pass --break-lease"
             )
         why = "expired" if expired else "broken with --break-lease"
-        print(f"[nlpbatch] taking over the lease of run {holder['run_id']} ({why})", flush=True)
+        say(f"taking over the lease of run {holder['run_id']} ({why})")
         created = etag and _create_exclusive(filesystem, lease.path, data, s3_endpoint, if_match=etag)
         if created and (read_json(filesystem, lease.path) or {}).get("run_id") == run_id:
             break

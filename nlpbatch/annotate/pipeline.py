@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from nlpbatch.annotate.commit import MANIFEST, acquire_lease, publish, read_json
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
 from nlpbatch.engines import model_task
+from nlpbatch.progress import Progress, progress_mode, say
 from nlpbatch.storage import StorageError, file_signature, filesystem_for, format_of, join, list_input_infos
 
 __all__ = ["MANIFEST", "annotate_texts", "run_annotation"]
@@ -155,7 +157,8 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         )
         ds = _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config)
         t_stream = time.perf_counter()
-        ds.write_datasink(sink)
+        with _progress(ds, cfg, rows_in) as ds:
+            ds.write_datasink(sink)
         stream_seconds = time.perf_counter() - t_stream
 
         totals = {key: sum(r[key] for r in sink.results) for key in ("rows_out", "rows_rejected", "tokens")}
@@ -193,12 +196,77 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         manifest = publish(out_fs, out_path, lease, staged, manifest)
     finally:
         lease.release()
-    print(
-        f"[nlpbatch] annotate {cfg.task}: {rows_in} rows in, {totals['rows_out']} annotated, "
-        f"{totals['rows_rejected']} rejected, {manifest['timings']['tokens_per_second']:.0f} tokens/s",
-        flush=True,
+    say(
+        f"annotate {cfg.task}: {rows_in} rows in, {totals['rows_out']} annotated, "
+        f"{totals['rows_rejected']} rejected, {manifest['timings']['tokens_per_second']:.0f} tokens/s"
     )
     return manifest
+
+
+class RowCounter:
+    """Rows and tokens done so far, added to by the tasks after decode and read by the driver's progress."""
+
+    def __init__(self):
+        self.rows = self.rejected = self.tokens = 0
+
+    def add(self, rows: int, rejected: int, tokens: int) -> None:
+        self.rows, self.rejected, self.tokens = self.rows + rows, self.rejected + rejected, self.tokens + tokens
+
+    def totals(self) -> tuple[int, int, int]:
+        return self.rows, self.rejected, self.tokens
+
+
+def count_rows(batch, counter):
+    """Pass-through stage (fused into the decode task by Ray Data): tell the counter what this batch finished."""
+    import pyarrow.compute as pc
+
+    rejected = batch.num_rows - pc.sum(pc.is_null(batch["_reject"]).cast("int64")).as_py()
+    counter.add.remote(batch.num_rows, rejected, pc.sum(batch["n_tokens"]).as_py() or 0)
+    return batch
+
+
+class _progress:
+    """Around the streaming write: rows done out of the counted rows_in, with ETA and tokens/s (a bar on a
+    terminal, a line every 30 s otherwise, nothing with --quiet). Ray Data's own per-operator status is turned
+    off: in a log it is a 10-line block every 10 s that never knows the total."""
+
+    def __init__(self, ds, cfg: AnnotateConfig, rows_in: int):
+        import logging
+
+        import ray
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
+        self.mode, self.ds, self.stop = progress_mode(cfg.quiet), ds, threading.Event()
+        self.bar = Progress(f"annotate {cfg.task}", rows_in, "rows", self.mode)
+        self.counter = ray.remote(num_cpus=0)(RowCounter).remote() if self.mode != "quiet" else None
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stop.wait(1.0):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        import ray
+
+        rows, rejected, tokens = ray.get(self.counter.totals.remote())
+        elapsed = time.perf_counter() - self.bar.t0
+        self.bar.update(rows - self.bar.n, rejected=rejected, tokens=f"{tokens / elapsed:,.0f}/s")
+
+    def __enter__(self):
+        if self.counter is None:
+            return self.ds
+        self.thread.start()
+        return self.ds.map_batches(count_rows, batch_format="pyarrow", fn_kwargs={"counter": self.counter})
+
+    def __exit__(self, *exc) -> None:
+        if self.counter is None:
+            return
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:
+            self._refresh()
+        self.bar.close()
 
 
 def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config):
@@ -207,7 +275,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     from nlpbatch.annotate import stages
     from nlpbatch.annotate.predictors import NerPredictor, QaPredictor
     from nlpbatch.annotate.reader import JsonlLines, ParquetRowGroups
-    from nlpbatch.train.trainer import ensure_ray
+    from nlpbatch.raycluster import ensure_ray
 
     ensure_ray(int(cfg.max_actors * cfg.cpus_per_actor) + 1)
     if fmt == "parquet":

@@ -79,9 +79,6 @@ class AnnotationSink(Datasink):
                 with_retries(lambda p=part, f=path: write_table(p, self.filesystem, f, self.fmt), f"write {path}")
                 result["files"].append(path)
         result["rows_out"], result["rows_rejected"] = good.num_rows, bad.num_rows
-        print(
-            f"[nlpbatch] write task {ctx.task_idx}: {good.num_rows} rows annotated, {bad.num_rows} rejected", flush=True
-        )
         return result
 
     def on_write_complete(self, write_result) -> None:

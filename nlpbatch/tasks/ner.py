@@ -54,14 +54,19 @@ def label_names(raw) -> list[str]:
 def load_trained(model_path: str):
     from transformers import AutoModelForTokenClassification
 
-    return AutoModelForTokenClassification.from_pretrained(model_path)
+    from nlpbatch.models import load_quietly
+
+    return load_quietly(AutoModelForTokenClassification, model_path)
 
 
 def build_model(model_path: str, raw_train, cfg: Any = None):
     from transformers import AutoModelForTokenClassification
 
+    from nlpbatch.models import load_quietly
+
     names = label_names(raw_train)
-    return AutoModelForTokenClassification.from_pretrained(
+    return load_quietly(
+        AutoModelForTokenClassification,
         model_path,
         num_labels=len(names),
         id2label=dict(enumerate(names)),

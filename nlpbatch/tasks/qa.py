@@ -24,7 +24,9 @@ def build_model(model_path: str, raw_train=None, cfg: Any = None):
     """A QA head needs no label set: building and loading a trained model are the same call."""
     from transformers import AutoModelForQuestionAnswering
 
-    return AutoModelForQuestionAnswering.from_pretrained(model_path)
+    from nlpbatch.models import load_quietly
+
+    return load_quietly(AutoModelForQuestionAnswering, model_path)
 
 
 def tokenize_windows(questions: list[str], contexts: list[str], tokenizer, max_length: int, stride: int):

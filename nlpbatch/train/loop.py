@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from nlpbatch.config import TrainConfig
+from nlpbatch.progress import Progress, say
 from nlpbatch.tasks import get_task
 from nlpbatch.tasks.base import Task
 from nlpbatch.train.gather import concat_padded, gather_by_index
@@ -39,18 +40,25 @@ def run_eval(
     device: torch.device,
     rank: int = 0,
     world: int = 1,
+    progress: str = "lines",
 ) -> tuple[dict, Any]:
-    """Predict this rank's shard, gather all shards in dataset order, score exactly as one process would."""
+    """Predict this rank's shard, gather all shards in dataset order, score exactly as one process would.
+    Rank 0 reports its batches (`progress`: a progress.MODES name)."""
     shard = sorted(eval_shard(len(feats), rank, world), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
     indices, outputs = [], {}
+    starts = range(0, len(shard), cfg.eval_batch_size)
+    bar = Progress("evaluate", len(starts), "batches", progress if rank == 0 and not cfg.quiet else "quiet")
     model.eval()
     with torch.no_grad(), _autocast(device):
-        for start in range(0, len(shard), cfg.eval_batch_size):
+        for start in starts:
             batch = collate([feats[i] for i in shard[start : start + cfg.eval_batch_size]])
             indices.append(batch.pop("index"))
             batch = {k: v.to(device) for k, v in batch.items()}
             for name, (tensor, pad) in task.outputs_to_gather(model(**batch), batch).items():
                 outputs.setdefault(name, ([], pad))[0].append(tensor)
+            bar.update(1)
+    if bar.mode != "quiet":
+        bar.close()
     index = torch.cat(indices).to(device)
     arrays = {name: (concat_padded(chunks, pad), pad) for name, (chunks, pad) in outputs.items()}
     gathered = gather_by_index(index, arrays, expected=len(feats))
@@ -134,12 +142,13 @@ def train_loop_per_worker(config: dict) -> dict:
         scheduler.load_state_dict(saved["scheduler"])
         state = {k: saved[k] for k in ("epoch", "step", "history")}
     if rank == 0:
-        print(
-            f"[nlpbatch] {cfg.task}: {len(train_feats)} train / {len(eval_feats)} eval features, {world} worker(s), "
+        say(
+            f"{cfg.task}: {len(train_feats)} train / {len(eval_feats)} eval features, {world} worker(s), "
             f"global batch {cfg.batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
-            + (f", resuming after epoch {state['epoch']}" if saved else ""),
-            flush=True,
+            + (f", resuming after epoch {state['epoch']}" if saved else "")
         )
+    mode = "quiet" if cfg.quiet or rank != 0 else "lines"  # a worker's stdout is never a terminal: lines
+    bar = Progress("train", total_steps, "steps", mode, every_seconds=20, start=state["step"])
 
     metrics: dict = state["history"][-1] if state["history"] else {}
     for epoch in range(state["epoch"], cfg.epochs):
@@ -147,7 +156,7 @@ def train_loop_per_worker(config: dict) -> dict:
             break
         t0 = time.perf_counter()
         train_stats = _train_epoch(
-            model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank
+            model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank, bar
         )
         t1 = time.perf_counter()
         eval_metrics, _ = run_eval(module, task, eval_feats, raw_eval, cfg, collate, device, rank, world)
@@ -162,7 +171,7 @@ def train_loop_per_worker(config: dict) -> dict:
         state["epoch"] = epoch + 1
         state["history"].append(metrics)
         if rank == 0:
-            print(f"[nlpbatch] epoch {epoch + 1}/{cfg.epochs}: {_headline(cfg.task, metrics)}", flush=True)
+            say(f"epoch {epoch + 1}/{cfg.epochs}: {_headline(cfg.task, metrics)}")
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 _save_checkpoint(
@@ -170,10 +179,14 @@ def train_loop_per_worker(config: dict) -> dict:
                 )
             ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
             ray.train.report(_flat(metrics), checkpoint=ckpt)
+    if mode != "quiet":
+        bar.close()
     return {"final": metrics, "history": state["history"], "config": asdict(cfg), "world_size": world}
 
 
-def _train_epoch(model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank) -> dict:
+def _train_epoch(
+    model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank, bar
+) -> dict:
     sampler.set_epoch(epoch)
     # Dropout RNG keyed by (seed, epoch, rank): a resumed run replays the same epoch bit for bit.
     torch.manual_seed(cfg.seed + 1000 * epoch + rank)
@@ -193,16 +206,10 @@ def _train_epoch(model, loader, sampler, optimizer, scheduler, cfg, device, epoc
         losses.append(loss.item())
         tokens += int(batch["attention_mask"].sum())
         state["step"] += 1
+        recent = losses[-cfg.log_every_steps :]
         if state["step"] % cfg.log_every_steps == 0:
-            recent = sum(losses[-cfg.log_every_steps :]) / len(losses[-cfg.log_every_steps :])
-            curve.append([state["step"], recent])
-            if rank == 0:
-                rate = len(losses) / (time.perf_counter() - start)
-                print(
-                    f"[nlpbatch] epoch {epoch + 1} step {state['step']}/{total_steps} loss {recent:.4f} "
-                    f"({rate:.2f} steps/s)",
-                    flush=True,
-                )
+            curve.append([state["step"], sum(recent) / len(recent)])
+        bar.update(1, epoch=f"{epoch + 1}/{cfg.epochs}", loss=round(sum(recent) / len(recent), 4))
         if state["step"] >= total_steps:
             break
     seconds = time.perf_counter() - start

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict
@@ -13,28 +12,13 @@ from pathlib import Path
 
 from nlpbatch.config import ConfigError, TrainConfig
 from nlpbatch.data.squad import SkipReport
+from nlpbatch.progress import say
+from nlpbatch.raycluster import ensure_ray
 from nlpbatch.storage import filesystem_for, join
 from nlpbatch.tasks import get_task
 
 RUN_FILE = "nlpbatch_run.json"  # in the run's storage folder: the settings a checkpoint is only valid for
 MODEL_FILE = "nlpbatch.json"  # in the exported model dir: how it was trained (task, windows, labels)
-
-
-def ensure_ray(logical_cpus_needed: int = 1) -> None:
-    """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local one.
-
-    A local cluster gets at least as many logical CPUs as the job needs: they are scheduling tokens, and a
-    2-core laptop can still run 2 workers.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        # address="local": a new local cluster even when another Ray runs on this machine (`ray start`, a test)
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, logical_cpus_needed), log_to_driver=True)
 
 
 def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):
@@ -91,7 +75,7 @@ def _prepare_storage(cfg: TrainConfig, output: Path, name: str, fingerprint: dic
             detail = ", ".join(f"{k}: {saved.get(k)!r} there, {fingerprint.get(k)!r} now" for k in differ)
             raise ConfigError(f"--resume: {shown} is another run ({detail}); use --overwrite or another --output")
     elif cfg.resume:
-        print(f"[nlpbatch] --resume: no earlier run in {shown}; starting from scratch", flush=True)
+        say(f"--resume: no earlier run in {shown}; starting from scratch")
     filesystem.create_dir(run_dir, recursive=True)
     write_json(filesystem, join(run_dir, RUN_FILE), fingerprint)
     if isinstance(filesystem, fs.LocalFileSystem):

@@ -54,3 +54,27 @@ def test_train_config_errors_are_all_reported(tmp_path):
     proc = nlpbatch("train", "ner", "--config", str(config))
     assert proc.returncode == 2
     assert "learnig_rate: unknown key" in proc.stderr and "epochs: must be >= 1, got 0" in proc.stderr
+
+
+def test_annotate_reports_rows_out_of_the_counted_input(ray_cluster, tiny_ner_model, tmp_path):
+    import os
+
+    corpus = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": f"d{i}", "text": f"Peter Blackburn visited Paris on day {i} ."}) for i in range(120)]
+    corpus.write_text("\n".join([*lines, "{not json"]) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlpbatch", "annotate", "ner", "--model", str(tiny_ner_model)]
+        + ["--input", str(corpus), "--output", str(tmp_path / "out")],
+        env={**os.environ, "RAY_ADDRESS": ray_cluster.address_info["address"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # stdout: the result only
+    assert (summary["rows_in"], summary["rows_out"], summary["rows_rejected"]) == (121, 120, 1)
+    ours = [line.split("[nlpbatch] ", 1)[1] for line in proc.stderr.splitlines() if "[nlpbatch] " in line]
+    done = [line for line in ours if line.startswith("annotate ner: 121/121 rows (100%)")]
+    assert len(done) == 1 and "rejected 1" in done[0] and "ETA 0:00" in done[0], ours
+    assert ours[-1].startswith("annotate ner: 121 rows in, 120 annotated, 1 rejected")
+    assert "Total Progress" not in proc.stderr and "write task" not in proc.stderr  # Ray Data's status block is off

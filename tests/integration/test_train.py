@@ -187,3 +187,29 @@ def test_qa_two_workers_trains_and_evaluates(ray_cluster, tiny_qa_model, data_di
         eval_config("qa", cfg.output, max_length=192, doc_stride=64), str(data_dir), max_examples=40
     )
     assert rescored == last["eval"] and len(preds) == 40
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["progress", "quiet"])
+def test_cli_training_reports_progress_once(ray_cluster, tiny_ner_model, data_dir, tmp_path, quiet):
+    flags = ["ner", "--output", str(tmp_path / "out"), "--data-dir", str(data_dir), "--model", str(tiny_ner_model)]
+    flags += ["--epochs", "1", "--max-train-examples", "200", "--max-eval-examples", "50", "--batch-size", "8"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlpbatch", "train", *flags, *(["--quiet"] if quiet else [])],
+        env={**os.environ, "RAY_ADDRESS": ray_cluster.address_info["address"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["final"]["eval"]["overall_f1"] >= 0.0  # stdout: the result only
+    ours = [line.split("[nlpbatch] ", 1)[1] for line in proc.stderr.splitlines() if "[nlpbatch] " in line]
+    # each line once (Ray Train's print patch used to echo every worker line twice)
+    assert sum("25 steps total" in line for line in ours) == 1, ours
+    assert sum(line.startswith("epoch 1/1: ") for line in ours) == 1, ours
+    progress = [line for line in ours if line.startswith(("train: ", "evaluate: "))]
+    if quiet:
+        assert progress == []
+    else:
+        assert any(line.startswith("train: 25/25 steps (100%)") and "ETA 0:00" in line for line in progress), ours
+        assert any(line.startswith("evaluate: ") and "batches (100%)" in line for line in progress), ours
+    assert "LOAD REPORT" not in proc.stderr and "Loading weights" not in proc.stderr
