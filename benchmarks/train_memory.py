@@ -34,8 +34,10 @@ def tree_pss_mb(psutil, root) -> float:
 
 
 def measure(args, workers: int, workdir: Path) -> dict:
-    import psutil
-    import ray  # noqa: F401  (ray bundles psutil)
+    import importlib
+
+    importlib.import_module("ray")  # puts Ray's bundled psutil on sys.path
+    psutil = importlib.import_module("psutil")
 
     command = [
         sys.executable, "-m", "nlpbatch", "train", "ner", "--output", str(workdir / f"w{workers}"),

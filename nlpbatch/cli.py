@@ -69,7 +69,10 @@ ANNOTATE_HELP = {
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
     "min_actors": "inference actors kept running",
-    "max_actors": "inference actors at most (the pool grows with the backlog)",
+    "max_actors": "inference actors at most (the pool grows with the backlog); default: the cluster's CPUs less "
+    "one for reads (or its GPUs / --num-gpus)",
+    "layout": "fused: parse, tokenize, predict, decode inside each inference actor; split: CPU tasks around the "
+    "actors; auto: fused on CPU, split with --num-gpus",
     "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
     "cpus_per_actor": "CPUs per inference actor (its engine threads)",
     "backend": "inference engine: torch, onnx (int8 if exported, else fp32), onnx-fp32, onnx-int8; auto: onnx on CPU "
@@ -86,6 +89,7 @@ CHOICES = {
     "input_format": ["parquet", "jsonl"],
     "output_format": ["parquet", "jsonl"],
     "aggregation": ["simple", "first", "max"],
+    "layout": ["auto", "fused", "split"],
     "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
 }
 

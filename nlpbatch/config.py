@@ -126,7 +126,8 @@ class AnnotateConfig:
     n_best: int = 20
     max_answer_length: int = 30
     min_actors: int = 1
-    max_actors: int = 1
+    max_actors: int | None = None  # None: what the cluster holds (its CPUs less one for reads, or its GPUs)
+    layout: str = "auto"  # fused | split; auto: fused for CPU actors, split (CPU tasks feed the GPU) with num_gpus
     num_gpus: float = 0.0  # per inference actor; > 0 runs bf16 on GPU
     cpus_per_actor: float = 1.0
     backend: str = "auto"  # torch | onnx | onnx-fp32 | onnx-int8; auto: ONNX Runtime on CPU once exported
@@ -141,6 +142,21 @@ class AnnotateConfig:
     @property
     def window(self) -> int:
         return self.max_length or (384 if self.task == "qa" else 512)
+
+    @property
+    def fused(self) -> bool:
+        """Parse, tokenize, predict and decode inside the inference actor (CPU: no process hand-offs, the
+        actors get every core) or in CPU tasks around it (GPU: the tasks keep the GPU fed)."""
+        return self.layout == "fused" or (self.layout == "auto" and self.num_gpus == 0)
+
+    def actors(self, cluster_cpus: float, cluster_gpus: float) -> int:
+        """The actor pool's upper size: max_actors, else what the cluster holds. CPU actors leave one CPU for
+        the read and write tasks: a pool that takes every CPU starves them and the job stalls."""
+        if self.max_actors is not None:
+            return self.max_actors
+        if self.num_gpus > 0:
+            return max(1, int(cluster_gpus // self.num_gpus))
+        return max(1, int((cluster_cpus - 1) // self.cpus_per_actor))
 
     @property
     def tokens_per_batch(self) -> int:
@@ -170,8 +186,10 @@ class AnnotateConfig:
             errors.append(f"cpus_per_actor: must be > 0, got {self.cpus_per_actor}")
         if not 0 <= self.stride < self.window // 2:
             errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
-        if not 1 <= self.min_actors <= self.max_actors:
+        if self.min_actors < 1 or (self.max_actors is not None and self.min_actors > self.max_actors):
             errors.append(f"min_actors/max_actors: need 1 <= {self.min_actors} <= {self.max_actors}")
+        if self.layout not in ("auto", "fused", "split"):
+            errors.append(f"layout: {self.layout!r} is not auto, fused or split")
         if self.lease_ttl_seconds < 1:
             errors.append(f"lease_ttl_seconds: must be >= 1, got {self.lease_ttl_seconds}")
         for key in ("max_chars", "batch_rows", "n_best", "max_answer_length", "rows_per_file"):

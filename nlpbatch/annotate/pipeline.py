@@ -270,66 +270,71 @@ class _progress:
 
 
 def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config):
+    """read (CPU tasks) -> [parse -> tokenize -> predict -> decode] with predict in an actor pool: fused into the
+    actors on CPU, around them as CPU tasks when the actors hold GPUs (config.AnnotateConfig.fused)."""
+    import os
+
     import ray
 
     from nlpbatch.annotate import stages
-    from nlpbatch.annotate.predictors import NerPredictor, QaPredictor
+    from nlpbatch.annotate.predictors import Annotator, NerPredictor, QaPredictor
     from nlpbatch.annotate.reader import JsonlLines, ParquetRowGroups
     from nlpbatch.raycluster import ensure_ray
 
-    ensure_ray(int(cfg.max_actors * cfg.cpus_per_actor) + 1)
+    # a local cluster gets a CPU token beyond the actors' for the read and write tasks
+    ensure_ray(int((cfg.max_actors or os.cpu_count() or 1) * cfg.cpus_per_actor) + 1)
+    resources = ray.cluster_resources()
+    actors = max(cfg.min_actors, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
     if fmt == "parquet":
         source = ParquetRowGroups(files, columns=required, filesystem=in_fs, include_paths=True)
     else:
         source = JsonlLines(files, filesystem=in_fs, include_paths=True)
     ds = ray.data.read_datasource(source)
-    ds = ds.map_batches(
-        stages.parse_rows,
-        batch_format="pyarrow",
-        fn_kwargs={
-            "fmt": fmt,
-            "id_column": cfg.id_column,
-            "text_column": cfg.text_column,
-            "question_column": question_column,
-            "questions": questions,
-            "max_chars": cfg.max_chars,
-        },
-    )
+    parse = {
+        "fmt": fmt,
+        "id_column": cfg.id_column,
+        "text_column": cfg.text_column,
+        "question_column": question_column,
+        "questions": questions,
+        "max_chars": cfg.max_chars,
+    }
+    tokenize = {"max_length": cfg.window, "stride": cfg.stride}
+    if cfg.task == "qa":
+        decode = {"n_best": cfg.n_best, "max_answer_length": cfg.max_answer_length}
+    else:
+        decode = {"id2label": {int(k): v for k, v in model_config.id2label.items()}, "aggregation": cfg.aggregation}
+    engine = {
+        "model_path": model_path,
+        "batch_tokens": cfg.tokens_per_batch,
+        "backend": cfg.backend,
+        "threads": max(1, int(cfg.cpus_per_actor)),  # one engine thread per CPU the actor holds
+    }
+    pool = {
+        "compute": ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=actors),
+        "batch_size": cfg.batch_rows,
+        "batch_format": "pyarrow",
+        "num_gpus": cfg.num_gpus,
+        "num_cpus": cfg.cpus_per_actor,
+    }
+    if cfg.fused:
+        # raw rows split into small blocks (a streaming repartition, cheap): every actor of the pool gets work
+        ds = ds.repartition(target_num_rows_per_block=cfg.batch_rows)
+        args = {"task": cfg.task, **engine, "parse": parse, "tokenize": tokenize, "decode": decode}
+        return ds.map_batches(Annotator, fn_constructor_kwargs=args, **pool)
+    ds = ds.map_batches(stages.parse_rows, batch_format="pyarrow", fn_kwargs=parse)
     ds = ds.map_batches(
         stages.tokenize,
         batch_format="pyarrow",
         batch_size=256,
-        fn_kwargs={"task": cfg.task, "model_path": model_path, "max_length": cfg.window, "stride": cfg.stride},
+        fn_kwargs={"task": cfg.task, "model_path": model_path, **tokenize},
     )
     # Streaming split into small blocks: every actor of the pool gets work (a small file is one block), and
     # tokenization stays in CPU tasks instead of being fused into the inference actors.
     ds = ds.repartition(target_num_rows_per_block=cfg.batch_rows)
     predictor = QaPredictor if cfg.task == "qa" else NerPredictor
-    ds = ds.map_batches(
-        predictor,
-        fn_constructor_kwargs={
-            "model_path": model_path,
-            "batch_tokens": cfg.tokens_per_batch,
-            "use_gpu": cfg.num_gpus > 0,
-            "backend": cfg.backend,
-            "threads": max(1, int(cfg.cpus_per_actor)),  # one engine thread per CPU the actor holds
-        },
-        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
-        batch_size=cfg.batch_rows,
-        batch_format="pyarrow",
-        num_gpus=cfg.num_gpus,
-        num_cpus=cfg.cpus_per_actor,
-    )
-    if cfg.task == "qa":
-        return ds.map_batches(
-            stages.decode_qa,
-            batch_format="pyarrow",
-            fn_kwargs={"n_best": cfg.n_best, "max_answer_length": cfg.max_answer_length},
-        )
-    id2label = {int(k): v for k, v in model_config.id2label.items()}
-    return ds.map_batches(
-        stages.decode_ner, batch_format="pyarrow", fn_kwargs={"id2label": id2label, "aggregation": cfg.aggregation}
-    )
+    ds = ds.map_batches(predictor, fn_constructor_kwargs={**engine, "use_gpu": cfg.num_gpus > 0}, **pool)
+    decoder = stages.decode_qa if cfg.task == "qa" else stages.decode_ner
+    return ds.map_batches(decoder, batch_format="pyarrow", fn_kwargs=decode)
 
 
 def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:

@@ -111,3 +111,30 @@ class QaPredictor(_Predictor):
             starts[positions[mask]] = start[mask]
             ends[positions[mask]] = end[mask]
         return {"_start": (starts, pa.float32()), "_end": (ends, pa.float32())}
+
+
+class Annotator:
+    """The fused CPU layout: parse -> tokenize -> predict -> decode of one batch inside the inference actor, the
+    same stage functions as the split layout (so the same rows), with no hand-off between processes."""
+
+    def __init__(
+        self,
+        task: str,
+        model_path: str,
+        batch_tokens: int,
+        backend: str,
+        threads: int,
+        parse: dict,
+        tokenize: dict,
+        decode: dict,
+    ):
+        predictor = QaPredictor if task == "qa" else NerPredictor
+        self.task, self.predict = task, predictor(model_path, batch_tokens, False, backend, threads)
+        self.parse, self.tokenize, self.decode = parse, {"task": task, "model_path": model_path, **tokenize}, decode
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from nlpbatch.annotate import stages
+
+        table = stages.tokenize(stages.parse_rows(batch, **self.parse), **self.tokenize)
+        table = self.predict(table)
+        return (stages.decode_qa if self.task == "qa" else stages.decode_ner)(table, **self.decode)

@@ -43,7 +43,8 @@ def _output(manifest, kind="data"):
     return [r for f in manifest["output_files"] if f"/{kind}/" in f for r in _read_rows(fs, f, fmt)]
 
 
-def test_ner_spans_equal_single_process_and_pipeline(ray_cluster, tiny_ner_model, tmp_path):
+@pytest.mark.parametrize("layout", ["fused", "split"])
+def test_ner_spans_equal_single_process_and_pipeline(ray_cluster, tiny_ner_model, tmp_path, layout):
     texts = SHORT + UNICODE + LONG
     docs = _rows(texts)
     pq.write_table(pa.Table.from_pylist(docs + BAD[:2]), tmp_path / "corpus.parquet")  # parquet: text is typed
@@ -55,6 +56,9 @@ def test_ner_spans_equal_single_process_and_pipeline(ray_cluster, tiny_ner_model
         max_length=64,
         stride=16,
         batch_tokens=512,
+        layout=layout,
+        batch_rows=2,  # several blocks, so both actors of the pool take part
+        max_actors=2,
     )
     manifest = run_annotation(cfg)
     assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_rejected"]) == (7, 5, 2)
@@ -169,7 +173,8 @@ def test_fail_fast_errors_name_the_culprit(tiny_ner_model, s3_server, tmp_path):
         )
 
 
-def test_qa_answers_equal_evaluation_path(ray_cluster, tiny_qa_model, data_dir, tmp_path):
+@pytest.mark.parametrize("layout", ["fused", "split"])
+def test_qa_answers_equal_evaluation_path(ray_cluster, tiny_qa_model, data_dir, tmp_path, layout):
     from nlpbatch.evaluation import eval_config, evaluate_model
     from nlpbatch.tasks.qa import load_split
 
@@ -183,6 +188,7 @@ def test_qa_answers_equal_evaluation_path(ray_cluster, tiny_qa_model, data_dir, 
         output=str(tmp_path / "qa_out"),
         max_length=128,
         stride=32,
+        layout=layout,
     )
     manifest = run_annotation(cfg)
     got = {r["id"]: r["answer"] for r in _output(manifest)}
