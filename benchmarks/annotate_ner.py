@@ -70,13 +70,12 @@ def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) ->
     return time.perf_counter() - t0
 
 
-def run_ours(corpus: str, model: str, out: str, actors: int, tokens: int | None = None, backend: str = "auto") -> dict:
+def run_ours(corpus: str, model: str, out: str, tokens: int | None = None, backend: str = "auto", **settings) -> dict:
+    """The annotate job with its defaults, except `backend` and `settings` (layout, max_actors, cpus_per_actor)."""
     from nlpbatch.annotate.pipeline import run_annotation
     from nlpbatch.config import load_annotate_config
 
-    cfg = load_annotate_config(
-        task="ner", model=model, input=corpus, output=out, min_actors=actors, max_actors=actors, backend=backend
-    )
+    cfg = load_annotate_config(task="ner", model=model, input=corpus, output=out, backend=backend, **settings)
     with PeakRss() as mem:
         t0 = time.perf_counter()
         manifest = run_annotation(cfg)
@@ -89,8 +88,8 @@ def run_ours(corpus: str, model: str, out: str, actors: int, tokens: int | None 
         "rows_out": manifest["rows_out"],
         "peak_rss_mb": mem.peak / 2**20,
         "stage_task_seconds": manifest["timings"]["stage_task_seconds"],
-        "actors": actors,
         "backend": backend,
+        "settings": settings or "defaults",
     }
 
 
@@ -104,7 +103,11 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--pipeline-batch-sizes", default="1,8")
     parser.add_argument("--backends", default="torch,onnx-fp32,onnx-int8")
-    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument(
+        "--layouts",
+        default="fused:2x1,split:2x1,fused:1x2",
+        help="int8 runs with other layouts, LAYOUT:ACTORSxCPUS each (the default settings are measured anyway)",
+    )
     parser.add_argument("--eval-examples", type=int, help="score F1 on the first N validation sentences (all)")
     parser.add_argument("--out", default="benchmarks/results/annotate_ner_cpu.json")
     args = parser.parse_args()
@@ -170,7 +173,7 @@ def main() -> None:
 
         result["ours"] = {}
         for backend in args.backends.split(","):
-            ours = run_ours(corpus, model, f"{tmp}/out-{backend}", args.actors, tokens, backend)
+            ours = run_ours(corpus, model, f"{tmp}/out-{backend}", tokens, backend)
             ours["ratio_vs_pipeline"] = ours["tokens_per_second"] / result["pipeline"]["tokens_per_second"]
             ray.shutdown()  # a fresh cluster for each engine
             metrics, _ = evaluate_model(
@@ -182,16 +185,28 @@ def main() -> None:
             save()
         result["default_backend"] = "onnx-int8 (annotate's auto after `nlpbatch export`, whose default is int8)"
 
+        result["layouts"] = {}  # the CPU layout decision: fused vs split, 2 actors x 1 thread vs 1 x 2
+        for spec in args.layouts.split(","):
+            layout, shape = spec.split(":")
+            actors, cpus = (int(x) for x in shape.split("x"))
+            settings = {"layout": layout, "min_actors": actors, "max_actors": actors, "cpus_per_actor": cpus}
+            run = run_ours(corpus, model, f"{tmp}/layout-{layout}-{shape}", tokens, "onnx-int8", **settings)
+            ray.shutdown()
+            run["ratio_vs_pipeline"] = run["tokens_per_second"] / result["pipeline"]["tokens_per_second"]
+            result["layouts"][spec] = run
+            print("layout", spec, {k: run[k] for k in ("tokens_per_second", "ratio_vs_pipeline")}, flush=True)
+            save()
+
         small, large = f"{tmp}/m1", f"{tmp}/m10"
         write_corpus(args.data_dir, args.memory_rows, small)
         write_corpus(args.data_dir, args.memory_rows * args.scale, large, files=args.scale)
         result["memory"] = {"engine": "auto (onnx-int8 once exported)"}
         for name, path in (("1x", small), (f"{args.scale}x", large)):
-            run = run_ours(path, model, f"{tmp}/mem-{name}", args.actors)
+            run = run_ours(path, model, f"{tmp}/mem-{name}")
             ray.shutdown()
             result["memory"][name] = {"rows": run["rows_out"], "peak_rss_mb": run["peak_rss_mb"]}
         save()
-    print(json.dumps({k: result[k] for k in ("corpus", "pipeline", "memory")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("corpus", "pipeline", "memory")}, indent=2, default=str))
 
 
 if __name__ == "__main__":

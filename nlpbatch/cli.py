@@ -57,6 +57,8 @@ ANNOTATE_HELP = {
     "output_format": "parquet or jsonl",
     "id_column": "input column with the document id",
     "text_column": "input column with the text",
+    "keep_columns": "input columns copied into every output row, comma-separated (default: the text column; '' for "
+    "none); strings as they are, other values as JSON text",
     "question_column": "QA: input column with each row's question",
     "questions": "QA: file with one question per line, asked of every document",
     "aggregation": "NER: simple | first | max (as the transformers pipeline)",

@@ -103,6 +103,15 @@ class TrainConfig:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
+# columns nlpbatch writes into each output row (a kept input column must not shadow one)
+RESERVED_COLUMNS = {"id", "entities", "answer", "no_answer", "question", "source", "line", "run_id"} | {
+    "model",
+    "model_uri",
+    "model_sha256",
+    "nlpbatch_version",
+}
+
+
 @dataclass(frozen=True)
 class AnnotateConfig:
     """Corpus annotation settings (`nlpbatch annotate ner|qa`)."""
@@ -115,6 +124,7 @@ class AnnotateConfig:
     output_format: str = "parquet"  # parquet | jsonl
     id_column: str = "id"
     text_column: str = "text"
+    keep_columns: str | None = None  # input columns copied to each output row, comma-separated; None: the text
     question_column: str = "question"  # QA: one question per row ...
     questions: str | None = None  # ... or a file with one question per line, asked of every document
     aggregation: str = "simple"  # NER: simple | first | max
@@ -142,6 +152,13 @@ class AnnotateConfig:
     @property
     def window(self) -> int:
         return self.max_length or (384 if self.task == "qa" else 512)
+
+    @property
+    def kept(self) -> list[str]:
+        """Input columns every output row carries (so spans can be read without a join back to the input)."""
+        if self.keep_columns is None:
+            return [self.text_column]
+        return list(dict.fromkeys(c.strip() for c in self.keep_columns.split(",") if c.strip()))
 
     @property
     def fused(self) -> bool:
@@ -188,6 +205,9 @@ class AnnotateConfig:
             errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
         if self.min_actors < 1 or (self.max_actors is not None and self.min_actors > self.max_actors):
             errors.append(f"min_actors/max_actors: need 1 <= {self.min_actors} <= {self.max_actors}")
+        clash = sorted(set(self.kept) & RESERVED_COLUMNS)
+        if clash:
+            errors.append(f"keep_columns: {', '.join(clash)} would clash with an output column; keep others")
         if self.layout not in ("auto", "fused", "split"):
             errors.append(f"layout: {self.layout!r} is not auto, fused or split")
         if self.lease_ttl_seconds < 1:

@@ -45,20 +45,22 @@ def _local_model_path(model: str) -> str:
     return path
 
 
-def check_inputs(files: list[str], fmt: str, filesystem, columns: list[str], id_column: str) -> int:
-    """Fail fast on a file that lacks a required column; return the number of input rows, counted with the same
-    line splitter the read uses (the manifest's reconciliation)."""
+def check_inputs(
+    files: list[str], fmt: str, filesystem, columns: list[str], id_column: str, kept: list[str] = ()
+) -> int:
+    """Fail fast on a file that lacks a required or kept column; return the number of input rows, counted with
+    the same line splitter the read uses (the manifest's reconciliation)."""
     rows = 0
     for path in files:
         if fmt == "parquet":
-            rows += check_parquet(filesystem, path, columns, optional=(id_column,))
+            rows += check_parquet(filesystem, path, columns, optional=(id_column,), present=kept)
             continue
         checked = False
         with filesystem.open_input_stream(path, compression="detect") as fh:
             for _, line in iter_lines(fh):
                 rows += 1
                 if not checked:
-                    checked = _check_first_record(path, line, columns)
+                    checked = _check_first_record(path, line, list(dict.fromkeys([*columns, *kept])))
     return rows
 
 
@@ -73,7 +75,10 @@ def _check_first_record(path: str, line: bytes, columns: list[str]) -> bool:
         return False
     missing = [c for c in columns if c not in record]
     if missing:
-        raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)})")
+        raise ConfigError(
+            f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)}); "
+            "check --text-column / --id-column / --keep-columns"
+        )
     return True
 
 
@@ -131,7 +136,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     questions = _read_questions(cfg.questions)
     question_column = cfg.question_column if cfg.task == "qa" and questions is None else None
     required = [cfg.id_column, cfg.text_column] + ([question_column] if question_column else [])
-    rows_in = check_inputs(files, fmt, in_fs, required, cfg.id_column) * (len(questions) if questions else 1)
+    rows_in = check_inputs(files, fmt, in_fs, required, cfg.id_column, cfg.kept) * (len(questions) if questions else 1)
 
     model_path = _local_model_path(cfg.model)
     model_config = AutoConfig.from_pretrained(model_path)
@@ -286,7 +291,8 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     resources = ray.cluster_resources()
     actors = max(cfg.min_actors, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
     if fmt == "parquet":
-        source = ParquetRowGroups(files, columns=required, filesystem=in_fs, include_paths=True)
+        columns = list(dict.fromkeys([*required, *cfg.kept]))
+        source = ParquetRowGroups(files, columns=columns, filesystem=in_fs, include_paths=True)
     else:
         source = JsonlLines(files, filesystem=in_fs, include_paths=True)
     ds = ray.data.read_datasource(source)
@@ -297,6 +303,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
         "question_column": question_column,
         "questions": questions,
         "max_chars": cfg.max_chars,
+        "keep": cfg.kept,
     }
     tokenize = {"max_length": cfg.window, "stride": cfg.stride}
     if cfg.task == "qa":

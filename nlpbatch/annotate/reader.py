@@ -78,7 +78,7 @@ class ParquetRowGroups(FileBasedDatasource):
             error = None
             try:
                 table = parquet.read_row_group(group, columns=self.columns)
-                columns = [table[c].cast(pa.string()) for c in self.columns]
+                columns = [_as_strings(table[c]) for c in self.columns]
             except Exception as err:  # a corrupt block: its rows become rejects, the rest of the file is read
                 error = f"unreadable Parquet row group {group}: {type(err).__name__}: {err}"[:1000]
                 columns = [pa.nulls(n, pa.string()) for _ in self.columns]
@@ -89,7 +89,21 @@ class ParquetRowGroups(FileBasedDatasource):
             first_row += n
 
 
-def check_parquet(filesystem, path: str, columns: list[str], optional: tuple[str, ...] = ()) -> int:
+def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as text: Arrow's cast where there is one (numbers, dates), else JSON per value (lists, structs:
+    a kept column may hold anything)."""
+    try:
+        return column.cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        import json
+
+        values = [None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()]
+        return pa.chunked_array([pa.array(values, pa.string())])
+
+
+def check_parquet(
+    filesystem, path: str, columns: list[str], optional: tuple[str, ...] = (), present: list[str] = ()
+) -> int:
     """Fail fast on a file that cannot be annotated at all (unreadable footer, missing column, a text column that is
     not text); return its row count."""
     import pyarrow.parquet as pq
@@ -103,6 +117,9 @@ def check_parquet(filesystem, path: str, columns: list[str], optional: tuple[str
     except (OSError, pa.ArrowInvalid) as err:
         raise ConfigError(f"{path}: not a readable Parquet file ({err}); fix or remove it") from err
     names = schema.names
+    for column in present:  # kept columns: any type, but they must exist (a typo is named, not silently null)
+        if column not in names:
+            raise ConfigError(f"{path}: no column {column!r} to keep (columns: {', '.join(names)})")
     for column in columns:
         if column not in names:
             raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(names)})")

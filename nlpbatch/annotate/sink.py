@@ -59,6 +59,7 @@ class AnnotationSink(Datasink):
         result["tokens"] = pc.sum(table["n_tokens"]).as_py() or 0
         rejected = pc.is_valid(table["_reject"])
         good = table.filter(pc.invert(rejected)).drop_columns([*BOOKKEEPING, *timing])
+        good = good.rename_columns([c.removeprefix("_keep_") for c in good.column_names])  # kept input columns
         for key, value in self.provenance.items():
             good = good.append_column(key, pa.array([value] * good.num_rows, pa.string()))
         bad = table.filter(rejected)

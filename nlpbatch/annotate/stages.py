@@ -106,11 +106,13 @@ def parse_rows(
     question_column: str | None,
     questions: list[str] | None,
     max_chars: int,
+    keep: list[str] = (),
 ) -> pa.Table:
     """Raw input rows (`reader.JsonlLines` lines or `reader.ParquetRowGroups` columns) -> validated document rows.
 
     With `questions`, every document is paired with every question (QA over a fixed question list). A rejected row
-    keeps its file, line and raw input; nothing in a row can raise out of this function.
+    keeps its file, line and raw input; nothing in a row can raise out of this function. `keep`: input columns
+    carried to the output as `_keep_<name>` strings (other values as JSON text).
     """
     t0 = time.perf_counter()
     n = batch.num_rows
@@ -120,7 +122,7 @@ def parse_rows(
     if fmt == "jsonl":
         parsed = [_parse_line(raw) for raw in batch.column("raw").to_pylist()]
     else:
-        names = [c for c in (id_column, text_column, question_column) if c]
+        names = list(dict.fromkeys(c for c in (id_column, text_column, question_column, *keep) if c))
         columns = {name: batch.column(name).to_pylist() for name in names}
         errors = batch.column("_error").to_pylist() if "_error" in batch.column_names else [None] * n
         records = [{k: v[i] for k, v in columns.items()} for i in range(n)]
@@ -130,10 +132,12 @@ def parse_rows(
         doc_id = record.get(id_column)
         text = record.get(text_column)
         asked = [record.get(question_column)] if question_column else (questions or [None])
+        kept = {f"_keep_{name}": _as_text(record.get(name)) for name in keep}
         for question in asked:
             reason = error or _check_row(doc_id, text, question, needs_question, max_chars)
             rows.append(
                 {
+                    **kept,
                     "id": str(doc_id) if isinstance(doc_id, str | int) and not isinstance(doc_id, bool) else None,
                     "text": None if reason else text,
                     "question": question if isinstance(question, str) else None,
@@ -143,7 +147,17 @@ def parse_rows(
                     "_input": raw[:MAX_RAW_CHARS] if reason else None,
                 }
             )
-    return _timed(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), "parse", time.perf_counter() - t0)
+    schema = pa.schema([*ROW_SCHEMA, *(pa.field(f"_keep_{name}", pa.string()) for name in keep)])
+    return _timed(pa.Table.from_pylist(rows, schema=schema), "parse", time.perf_counter() - t0)
+
+
+def _as_text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):
+        return repr(value)[:MAX_RAW_CHARS]
 
 
 def _with_rejects(batch: pa.Table, reasons: list[str | None]) -> pa.Table:
@@ -237,8 +251,8 @@ def _windows(row_offsets, row_word_ids) -> list[tuple[list, list]]:
 
 def _passthrough(batch: pa.Table, columns: list[str], reasons: list[str | None]) -> pa.Table:
     """The columns every output row keeps, plus the bookkeeping ones the writer consumes."""
-    extra = ["source", "line", "n_tokens", "_reject", "_input"]
-    extra += [c for c in batch.column_names if c.startswith("_sec_")]
+    extra = [c for c in batch.column_names if c.startswith("_keep_")] + ["source", "line", "n_tokens", "_reject"]
+    extra += ["_input"] + [c for c in batch.column_names if c.startswith("_sec_")]
     return _with_rejects(batch, reasons).select(columns + extra)
 
 

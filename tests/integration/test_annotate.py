@@ -200,3 +200,38 @@ def test_qa_answers_equal_evaluation_path(ray_cluster, tiny_qa_model, data_dir, 
         ans = got[row["id"]]
         assert row["text"][ans["start"] : ans["end"]] == ans["text"]
         assert 0.0 < ans["score"] <= 1.0  # a probability, as the transformers QA pipeline reports
+
+
+def test_output_rows_carry_the_text_and_kept_columns(ray_cluster, tiny_ner_model, tmp_path):
+    docs = [{"id": f"d{i}", "text": t, "title": f"T{i}", "year": 2000 + i, "tags": [i]} for i, t in enumerate(SHORT)]
+    bad = {"id": None, "text": "no id", "title": "x", "year": 1, "tags": []}
+    pq.write_table(pa.Table.from_pylist(docs + [bad]), tmp_path / "c.parquet")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "j1", "text": SHORT[0], "meta": {"a": [1, "é"]}}) + "\n")
+
+    def run(source, name, **keep):
+        cfg = load_annotate_config(
+            task="ner", model=str(tiny_ner_model), input=str(tmp_path / source), output=str(tmp_path / name), **keep
+        )
+        manifest = run_annotation(cfg)
+        return {r["id"]: r for r in _output(manifest)}, _output(manifest, "rejects")
+
+    default, rejects = run("c.parquet", "default")
+    assert {k: r["text"] for k, r in default.items()} == {"d0": SHORT[0], "d1": SHORT[1]}  # readable without a join
+    assert "title" not in default["d0"]
+    assert json.loads(rejects[0]["input"]) == {"id": None, "text": "no id"}  # the row's columns that were read
+
+    kept, rejects = run("c.parquet", "kept", keep_columns="title,year,tags")
+    assert [(r["title"], r["year"], r["tags"]) for r in kept.values()] == [("T0", "2000", "[0]"), ("T1", "2001", "[1]")]
+    assert json.loads(rejects[0]["input"]) == {"id": None, "text": "no id", "title": "x", "year": "1", "tags": "[]"}
+    assert "text" not in kept["d0"] and kept["d0"]["entities"] == default["d0"]["entities"]
+
+    nested, _ = run("c.jsonl", "nested", keep_columns="text,meta")
+    assert json.loads(nested["j1"]["meta"]) == {"a": [1, "é"]} and nested["j1"]["text"] == SHORT[0]
+
+    none, _ = run("c.parquet", "none", keep_columns="")
+    assert set(none["d0"]) >= {"id", "entities"} and "text" not in none["d0"]
+
+    with pytest.raises(ConfigError, match=r"c.parquet: no column 'titel' to keep"):
+        run("c.parquet", "typo", keep_columns="titel")
+    with pytest.raises(ConfigError, match=r"keep_columns: entities would clash"):
+        run("c.parquet", "clash", keep_columns="entities")
