@@ -209,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="int8",
         help="also write a dynamically quantized int8 model (default int8; annotate then uses it on CPU)",
     )
+    show = sub.add_parser(
+        "show", allow_abbrev=False, help="print annotated rows with their spans highlighted; --html for a browser"
+    )
+    show.add_argument("output", help="an annotate output (local dir or s3:// prefix with a _SUCCESS.json)")
+    show.add_argument("--n", type=int, default=10, help="rows to show (default 10)")
+    show.add_argument("--html", help="also write a self-contained HTML page (displaCy style) to this file")
+    show.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)")
     ev.add_argument(
         "--predictions",
         help="write predictions here: NER as CoNLL lines `word gold pred` (conlleval's input), QA as {id: answer}",
@@ -317,6 +324,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from nlpbatch.show import html_page, print_rows, read_rows
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    manifest, rows = read_rows(args.output, args.n, args.s3_endpoint)
+    print_rows(manifest, rows)
+    if args.html:
+        Path(args.html).write_text(html_page(manifest, rows), encoding="utf-8")
+        print(f"[nlpbatch] wrote {args.html}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {
@@ -326,5 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": cmd_corpus,
         "nightly": cmd_nightly,
         "export": cmd_export,
+        "show": cmd_show,
     }[args.command]
     return run_job(lambda: command(args))

@@ -172,6 +172,10 @@ def run_training(cfg: TrainConfig) -> dict:
         "world_size": summary.get("world_size"),
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if history:
+        from nlpbatch.plots import plot_training
+
+        plot_training(metrics, output / "training.png")
     return metrics
 
 

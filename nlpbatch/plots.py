@@ -1,0 +1,38 @@
+"""Training curves as a PNG beside metrics.json: the running loss per logged step and the validation score per
+epoch, so a run can be judged at a glance (and two runs compared side by side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_training(metrics: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    history = metrics.get("history") or []
+    task = metrics.get("task", "ner")
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    curve = [point for h in history for point in h.get("loss_curve") or []]
+    if curve:
+        loss_ax.plot([s for s, _ in curve], [v for _, v in curve], color="#4c72b0", label="running loss")
+    epochs = [h["epoch"] for h in history]
+    steps = [h.get("step") for h in history]
+    loss_ax.plot(steps, [h["train_loss"] for h in history], "o", color="#dd8452", label="epoch mean")
+    loss_ax.set(xlabel="optimizer step", ylabel="training loss", title="loss")
+    loss_ax.legend()
+    if task == "ner":
+        score_ax.plot(epochs, [h["eval"]["overall_f1"] for h in history], "o-", label="entity F1")
+    else:
+        score_ax.plot(epochs, [h["eval"]["f1"] / 100 for h in history], "o-", label="F1 / 100")
+        score_ax.plot(epochs, [h["eval"]["exact_match"] / 100 for h in history], "s-", label="EM / 100")
+    score_ax.set(xlabel="epoch", ylabel="validation score", title=f"validation ({task})", xticks=epochs)
+    score_ax.grid(alpha=0.3)
+    score_ax.legend()
+    fig.suptitle(f"nlpbatch train {task}: {metrics.get('run_name', '')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,140 @@
+"""`nlpbatch show OUTPUT`: a look at an annotated output. The first N published rows with their entities (NER) or
+answers (QA) highlighted in the terminal, and with --html a self-contained page in the style of spaCy's displaCy.
+
+Reads only what the manifest (`_SUCCESS.json`) publishes, so it shows exactly what a downstream reader gets.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+
+from nlpbatch.config import ConfigError
+
+# one colour per CoNLL type (displaCy's palette); any other label gets the last one
+COLOURS = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2", "ANSWER": "#bfe1d9"}
+ANSI = {"PER": "45", "ORG": "46", "LOC": "43", "MISC": "47", "ANSWER": "42"}
+
+
+def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict, list[dict]]:
+    """(manifest, the first n annotated rows) of a published output."""
+    import pyarrow.parquet as pq
+
+    from nlpbatch.annotate.commit import MANIFEST
+    from nlpbatch.storage import filesystem_for, join, read_json
+
+    filesystem, path = filesystem_for(output, s3_endpoint)
+    manifest = read_json(filesystem, join(path, MANIFEST))
+    if manifest is None:
+        raise ConfigError(f"{output}: no {MANIFEST} (not a published annotate output, or its run has not finished)")
+    rows: list[dict] = []
+    for file in manifest["output_files"]:
+        if "/data/" not in file or len(rows) >= n:
+            continue
+        if file.endswith(".parquet"):  # manifest paths are paths on the output's filesystem
+            rows += pq.read_table(file, filesystem=filesystem).slice(0, n - len(rows)).to_pylist()
+        else:
+            with filesystem.open_input_stream(file) as fh:
+                for line in fh.read().decode("utf-8").splitlines()[: n - len(rows)]:
+                    rows.append(json.loads(line))
+    text_column = manifest.get("config", {}).get("text_column", "text")
+    if rows and text_column not in rows[0]:
+        raise ConfigError(
+            f"{output}: rows carry no {text_column!r} column to show; annotate with --keep-columns {text_column}"
+        )
+    return manifest, rows
+
+
+def spans_of(row: dict, task: str) -> list[tuple[int, int, str, float | None]]:
+    """(start, end, label, score) to highlight, in text order."""
+    if task == "qa":
+        answer = row.get("answer")
+        if not answer or row.get("no_answer") or answer.get("start") is None:
+            return []
+        return [(answer["start"], answer["end"], "ANSWER", answer.get("score"))]
+    return [(e["start"], e["end"], e["label"], e.get("score")) for e in row.get("entities") or []]
+
+
+def _pieces(text: str, spans):
+    """The text cut into (piece, span or None), spans in order and not overlapping."""
+    at = 0
+    for start, end, label, score in sorted(spans):
+        if start < at:
+            continue  # an overlap cannot be drawn: keep the first span
+        yield text[at:start], None
+        yield text[start:end], (label, score)
+        at = end
+    yield text[at:], None
+
+
+def terminal(text: str, spans, colour: bool) -> str:
+    out = []
+    for piece, span in _pieces(text, spans):
+        if span is None:
+            out.append(piece)
+        elif colour:
+            code = ANSI.get(span[0], "47")
+            out.append(f"\x1b[30;{code}m{piece}\x1b[0m\x1b[1m[{span[0]}]\x1b[0m")
+        else:
+            out.append(f"[{piece}]({span[0]})")
+    return "".join(out)
+
+
+def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, stream=None) -> None:
+    stream = stream or sys.stdout
+    colour = stream.isatty() if colour is None else colour
+    task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
+    stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows\n\n")
+    for row in rows:
+        header = f"{row['id']}" + (f"  Q: {row['question']}" if task == "qa" and row.get("question") else "")
+        stream.write(f"\x1b[1m{header}\x1b[0m\n" if colour else f"{header}\n")
+        stream.write(terminal(row[text_column] or "", spans_of(row, task), colour) + "\n\n")
+
+
+def html_page(manifest: dict, rows: list[dict]) -> str:
+    """A self-contained page (inline CSS, no scripts, no network): one block per document, marks per span."""
+    task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
+    docs = []
+    for row in rows:
+        parts = []
+        for piece, span in _pieces(row[text_column] or "", spans_of(row, task)):
+            if span is None:
+                parts.append(html.escape(piece))
+                continue
+            label, score = span
+            title = f"{label} {score:.2f}" if isinstance(score, float) else label
+            parts.append(
+                f'<mark class="ent" style="background:{COLOURS.get(label, COLOURS["MISC"])}" '
+                f'title="{html.escape(title)}">{html.escape(piece)}<span class="label">{html.escape(label)}</span>'
+                "</mark>"
+            )
+        question = row.get("question") if task == "qa" else None
+        docs.append(
+            f'<section class="doc" id="{html.escape(str(row["id"]))}"><h2>{html.escape(str(row["id"]))}</h2>'
+            + (f'<p class="question">Q: {html.escape(question)}</p>' if question else "")
+            + f'<div class="text">{"".join(parts)}</div></section>'
+        )
+    provenance = manifest.get("provenance", {})
+    title = f"nlpbatch {html.escape(task)}: {html.escape(manifest['run_id'])}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 60em; color: #222; }}
+header p {{ color: #666; margin: 0.2em 0; }}
+.doc {{ border-top: 1px solid #ddd; padding: 0.6em 0; }}
+.doc h2 {{ font-size: 0.9em; color: #888; margin: 0 0 0.4em; }}
+.question {{ font-weight: bold; }}
+.text {{ line-height: 2.4; white-space: pre-wrap; }}
+mark.ent {{ padding: 0.25em 0.4em; margin: 0 0.15em; border-radius: 0.35em; line-height: 1; }}
+mark.ent .label {{ font-size: 0.65em; font-weight: bold; text-transform: uppercase; margin-left: 0.5em;
+                   vertical-align: middle; }}
+</style></head>
+<body><header><h1>nlpbatch {html.escape(task)}</h1>
+<p>run {html.escape(manifest["run_id"])}, {manifest["rows_out"]} rows annotated, {manifest["rows_rejected"]} rejected;
+showing {len(rows)}</p>
+<p>model {html.escape(str(provenance.get("model_uri", provenance.get("model", ""))))}</p></header>
+{"".join(docs)}
+</body></html>
+"""
