@@ -123,8 +123,34 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) 
             parser.add_argument(flag, type=kind, default=None, help=help_text, choices=choices, metavar=None)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for mistyped flags (abbreviations are refused: `--epoch` is not `--epochs`)."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            known = {o for p in _all_parsers(self) for o in p._option_string_actions}
+            hints = []
+            for arg in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(arg.split("=")[0], known, n=1) if arg.startswith("--") else []
+                if close:
+                    hints.append(f"{arg}: did you mean {close[0]}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        super().error(message)
+
+
+def _all_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nlpbatch",
         description="Fine-tune (Ray Train) and annotate corpora (Ray Data) with Hugging Face NER and QA models.",
         allow_abbrev=False,

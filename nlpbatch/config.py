@@ -203,8 +203,10 @@ class AnnotateConfig:
             errors.append(f"cpus_per_actor: must be > 0, got {self.cpus_per_actor}")
         if not 0 <= self.stride < self.window // 2:
             errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
-        if self.min_actors < 1 or (self.max_actors is not None and self.min_actors > self.max_actors):
-            errors.append(f"min_actors/max_actors: need 1 <= {self.min_actors} <= {self.max_actors}")
+        if self.min_actors < 1:
+            errors.append(f"min_actors: must be >= 1, got {self.min_actors}")
+        if self.max_actors is not None and self.max_actors < max(1, self.min_actors):
+            errors.append(f"max_actors: must be >= 1 and >= min_actors ({self.min_actors}), got {self.max_actors}")
         clash = sorted(set(self.kept) & RESERVED_COLUMNS)
         if clash:
             errors.append(f"keep_columns: {', '.join(clash)} would clash with an output column; keep others")

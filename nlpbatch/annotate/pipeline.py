@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -78,6 +79,7 @@ def _check_first_record(path: str, line: bytes, columns: list[str]) -> bool:
         raise ConfigError(
             f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)}); "
             "check --text-column / --id-column / --keep-columns"
+            + ("; or ask every document the same questions with --questions FILE" if missing[0] == "question" else "")
         )
     return True
 
@@ -104,7 +106,10 @@ def _prepare_output(cfg: AnnotateConfig):
     except StorageError:
         raise
     except OSError as err:
-        raise StorageError(f"{cfg.output}: cannot be written ({err})") from err
+        hint = ""
+        if isinstance(out_fs, fs.S3FileSystem) and not (cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")):
+            hint = "; for MinIO or another S3-compatible store pass --s3-endpoint URL (or set $AWS_ENDPOINT_URL)"
+        raise StorageError(f"{cfg.output}: cannot be written ({err}){hint}") from err
     return out_fs, out_path
 
 
@@ -277,7 +282,6 @@ class _progress:
 def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config):
     """read (CPU tasks) -> [parse -> tokenize -> predict -> decode] with predict in an actor pool: fused into the
     actors on CPU, around them as CPU tasks when the actors hold GPUs (config.AnnotateConfig.fused)."""
-    import os
 
     import ray
 

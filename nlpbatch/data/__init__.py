@@ -3,3 +3,18 @@
 
 class DataError(ValueError):
     """Malformed input data; the message names the file and line (or example id) at fault."""
+
+
+def load_hub_dataset(name: str, split: str, local_layout: str):
+    """`datasets.load_dataset(name, split=split)`; when the hub cannot be reached (offline, a firewall), a DataError
+    that says how to use local files instead of a ConnectionError traceback."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name, split=split)
+    except (ConnectionError, OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(
+            f"hub dataset {name!r} ({split}) could not be loaded: {first[:300]}. Offline? Pass --data-dir DIR "
+            f"(or set $NLPBATCH_DATA_DIR) with {local_layout}, or --data FILE for evaluate"
+        ) from err

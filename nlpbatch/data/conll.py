@@ -92,9 +92,9 @@ def load_conll(path: str | Path, max_examples: int | None = None):
 
 def load_conll_hub(name: str = HUB_NAME, split: str = "train", max_examples: int | None = None):
     """The hub's conll2003 reduced to the columns the local reader produces (one code path after loading)."""
-    from datasets import load_dataset
+    from nlpbatch.data import load_hub_dataset
 
-    ds = load_dataset(name, split=split)
+    ds = load_hub_dataset(name, split, "conll2003/{train,validation}.txt")
     ds = ds.select_columns(["id", "tokens", "ner_tags"])
     if ds.features["ner_tags"].feature.names != NER_LABELS:
         raise DataError(f"hub dataset {name}: label set {ds.features['ner_tags'].feature.names} != {NER_LABELS}")

@@ -128,9 +128,9 @@ def load_squad_hub(
     skip_invalid: bool = False,
     skips: SkipReport | None = None,
 ):
-    from datasets import load_dataset
+    from nlpbatch.data import load_hub_dataset
 
-    ds = load_dataset(name, split=split)
+    ds = load_hub_dataset(name, split, "squad/{train,validation}.json")
     if max_examples is not None:
         ds = ds.select(range(min(max_examples, len(ds))))
     rows = check_examples([dict(r) for r in ds], f"{name}[{split}]", skip_invalid, skips or SkipReport())

@@ -108,3 +108,19 @@ def test_local_looking_model_paths_never_go_to_the_hub(tmp_path, monkeypatch):
         with pytest.raises(FileNotFoundError, match="does not exist"):
             resolve_model(typo)
     assert resolve_model("dslim/bert-base-NER") == "dslim/bert-base-NER"  # a hub id stays one
+
+
+def test_errors_point_at_the_fix(monkeypatch, capsys):
+    from nlpbatch.cli import main
+    from nlpbatch.config import ConfigError, load_annotate_config
+    from nlpbatch.data import DataError
+    from nlpbatch.data.conll import load_conll_hub
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "ner", "--output", "x", "--epoch", "1"])  # abbreviations refused, the right flag suggested
+    assert exit_.value.code == 2 and "did you mean --epochs?" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"max_actors: must be >= 1 and >= min_actors \(1\), got 0"):
+        load_annotate_config(task="ner", model="m", input="i", output="o", max_actors=0)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub unreachable: say how to use local files
+    with pytest.raises(DataError, match=r"Offline\? Pass --data-dir DIR"):
+        load_conll_hub("conll2003", "validation")
