@@ -47,6 +47,9 @@ TRAIN_HELP = {
     "max_failures": "worker failures to recover from (resume from the last checkpoint)",
     "log_every_steps": "record the running loss every N steps (metrics.json loss_curve)",
     "quiet": "no progress lines (a bar on a terminal, a line every 20 s otherwise), only the summaries",
+    "mlflow_tracking_uri": "log params, per-epoch metrics, training.png and the model to this MLflow tracking URI "
+    "(http(s)://, databricks, or a local folder); needs pip install 'nlpbatch[mlflow]'",
+    "mlflow_experiment": "MLflow experiment name",
     "run_name": "the run's folder under the storage path (default: task, output name and a hash of its path)",
 }
 ANNOTATE_HELP = {

@@ -51,6 +51,8 @@ class TrainConfig:
     log_every_steps: int = 50
     run_name: str | None = None  # None: derived from the task and the output (see trainer.run_identity)
     quiet: bool = False  # no progress lines, only each stage's summary (cron)
+    mlflow_tracking_uri: str | None = None  # set: log the run to MLflow (needs the [mlflow] extra)
+    mlflow_experiment: str = "nlpbatch"
 
     def __post_init__(self) -> None:
         # The effective window is part of the recipe: store it, so configs, checkpoints and JSON all say it.

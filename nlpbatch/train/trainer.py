@@ -94,6 +94,10 @@ def run_training(cfg: TrainConfig) -> dict:
     from nlpbatch.train.loop import train_loop_per_worker
 
     t_start = time.perf_counter()
+    if cfg.mlflow_tracking_uri:
+        from nlpbatch.tracking import require_mlflow
+
+        require_mlflow()  # a missing extra fails now, not after hours of training
     skips, eval_skips = SkipReport(), SkipReport()
     raw_train, raw_eval = load_data(cfg, skips, eval_skips)
     AutoConfig.from_pretrained(resolve_model(cfg.model))  # an unreadable model fails here, not in a worker
@@ -176,6 +180,11 @@ def run_training(cfg: TrainConfig) -> dict:
         from nlpbatch.plots import plot_training
 
         plot_training(metrics, output / "training.png")
+    if cfg.mlflow_tracking_uri:
+        from nlpbatch.tracking import log_run
+
+        run_id = log_run(cfg.mlflow_tracking_uri, cfg.mlflow_experiment, metrics, output)
+        say(f"logged to MLflow {cfg.mlflow_tracking_uri}: experiment {cfg.mlflow_experiment}, run {run_id}")
     return metrics
 
 

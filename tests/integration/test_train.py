@@ -193,8 +193,10 @@ def test_qa_two_workers_trains_and_evaluates(ray_cluster, tiny_qa_model, data_di
 def test_cli_training_reports_progress_once(ray_cluster, tiny_ner_model, data_dir, tmp_path, quiet):
     flags = ["ner", "--output", str(tmp_path / "out"), "--data-dir", str(data_dir), "--model", str(tiny_ner_model)]
     flags += ["--epochs", "1", "--max-train-examples", "200", "--max-eval-examples", "50", "--batch-size", "8"]
+    mlruns = tmp_path / "mlruns"
+    flags += ["--quiet"] if quiet else ["--mlflow-tracking-uri", mlruns.as_uri(), "--mlflow-experiment", "ci"]
     proc = subprocess.run(
-        [sys.executable, "-m", "nlpbatch", "train", *flags, *(["--quiet"] if quiet else [])],
+        [sys.executable, "-m", "nlpbatch", "train", *flags],
         env={**os.environ, "RAY_ADDRESS": ray_cluster.address_info["address"]},
         capture_output=True,
         text=True,
@@ -217,3 +219,14 @@ def test_cli_training_reports_progress_once(ray_cluster, tiny_ner_model, data_di
 
     with Image.open(tmp_path / "out" / "training.png") as plot:  # loss and F1 curves beside metrics.json
         assert plot.size[0] > 500 and len(set(plot.convert("L").getdata())) > 10
+    if not quiet:  # the run in MLflow (a local file store): params, per-epoch metrics, the model files
+        import mlflow
+
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        client = mlflow.tracking.MlflowClient(tracking_uri=mlruns.as_uri())
+        [run] = client.search_runs([client.get_experiment_by_name("ci").experiment_id])
+        assert run.data.params["learning_rate"] == "0.0002" and run.data.params["max_train_examples"] == "200"
+        f1 = json.loads(proc.stdout)["final"]["eval"]["overall_f1"]
+        assert run.data.metrics["eval_overall_f1"] == pytest.approx(f1)
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+        assert {"model/config.json", "model/model.safetensors", "model/training.png"} <= logged
