@@ -64,7 +64,8 @@ ANNOTATE_HELP = {
     "none); strings as they are, other values as JSON text",
     "question_column": "QA: input column with each row's question",
     "questions": "QA: file with one question per line, asked of every document",
-    "aggregation": "NER: simple | first | max (as the transformers pipeline)",
+    "aggregation": "NER: first | max (whole words, a word's label from its first / most confident sub-token) | simple "
+    "(sub-word tokens, can cut words), as the transformers pipeline",
     "max_length": "window length in tokens (default 512 NER, 384 QA)",
     "stride": "tokens shared by neighbouring windows",
     "max_chars": "longer texts are rejected, not truncated",

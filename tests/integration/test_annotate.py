@@ -57,6 +57,7 @@ def test_ner_spans_equal_single_process_and_pipeline(ray_cluster, tiny_ner_model
         stride=16,
         batch_tokens=512,
         layout=layout,
+        aggregation="simple",  # the transformers pipeline's simple is the oracle below
         batch_rows=2,  # several blocks, so both actors of the pool take part
         max_actors=2,
     )
