@@ -55,11 +55,11 @@ def annotate(workdir: Path, model: str, data_dir: str) -> dict:
     seen: list[float] = []
 
     def mid_inference() -> bool:  # an inference actor has been working for a while
-        if not seen and node_hosting("NerPredictor"):
+        if not seen and node_hosting("Annotator"):
             seen.append(time.time())
         return bool(seen) and time.time() - seen[0] > 8
 
-    return _run_with_loss(lambda: run_annotation(cfg), mid_inference, "NerPredictor", log)
+    return _run_with_loss(lambda: run_annotation(cfg), mid_inference, "Annotator", log)
 
 
 def train(workdir: Path, model: str, data_dir: str) -> dict:

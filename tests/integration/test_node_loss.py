@@ -46,7 +46,7 @@ def minilm_ner_model(tmp_path_factory):
 def test_annotate_survives_node_loss_every_row_once(minilm_ner_model, data_dir, tmp_path):
     summary = run_script("annotate", tmp_path, minilm_ner_model, data_dir)
     # the node that died hosted an inference actor, and died well before the job ended
-    assert summary["hosted"] == "NerPredictor" and summary["finished_at"] - summary["removed_at"] > 5, summary
+    assert summary["hosted"] == "Annotator" and summary["finished_at"] - summary["removed_at"] > 5, summary
     manifest = summary["manifest"]
     assert manifest["rows_in"] == manifest["rows_out"] == 400 and manifest["rows_rejected"] == 0
     ids = [i for f in manifest["output_files"] for i in pq.read_table(f)["id"].to_pylist()]
