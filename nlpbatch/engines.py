@@ -140,7 +140,11 @@ def export_onnx(model_path: str, quantize: str | None = None, opset: int = 17) -
     ids = torch.ones((2, 16), dtype=torch.long)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", 1: "sequence"} for name in names + OUTPUTS[task]}
-    with torch.inference_mode():
+    import warnings
+
+    with torch.inference_mode(), warnings.catch_warnings():
+        # TracerWarnings about Python booleans in the mask code: the exported graph is checked against torch by tests
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             (ids, torch.ones_like(ids), torch.zeros_like(ids)),
@@ -163,15 +167,23 @@ def export_onnx(model_path: str, quantize: str | None = None, opset: int = 17) -
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         written["int8"] = str(folder / ONNX_FILES["int8"])
-        quantize_dynamic(
-            written["fp32"],
-            written["int8"],
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,  # 7-bit weights: exact on CPUs without VNNI (AVX2 only)
-            op_types_to_quantize=["MatMul"],
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},  # outputs of the fused (contrib) ops are float
-        )
+        import logging
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its "consider pre-processing" advice is for static quantization
+        try:
+            quantize_dynamic(
+                written["fp32"],
+                written["int8"],
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=True,  # 7-bit weights: exact on CPUs without VNNI (AVX2 only)
+                op_types_to_quantize=["MatMul"],
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},  # outputs of the fused (contrib) ops are float
+            )
+        finally:
+            root.setLevel(level)
     elif (folder / ONNX_FILES["int8"]).exists():
         (folder / ONNX_FILES["int8"]).unlink()  # a stale int8 file of earlier weights must not be picked up
     return written
