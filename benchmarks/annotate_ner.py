@@ -186,7 +186,7 @@ def main() -> None:
         result["default_backend"] = "onnx-int8 (annotate's auto after `nlpbatch export`, whose default is int8)"
 
         result["layouts"] = {}  # the CPU layout decision: fused vs split, 2 actors x 1 thread vs 1 x 2
-        for spec in args.layouts.split(","):
+        for spec in filter(None, args.layouts.split(",")):
             layout, shape = spec.split(":")
             actors, cpus = (int(x) for x in shape.split("x"))
             settings = {"layout": layout, "min_actors": actors, "max_actors": actors, "cpus_per_actor": cpus}

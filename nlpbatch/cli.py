@@ -74,7 +74,8 @@ ANNOTATE_HELP = {
     "batch_rows": "documents per inference call",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
-    "min_actors": "inference actors kept running",
+    "min_actors": "inference actors kept running; below --max-actors the pool grows with the backlog (default: the "
+    "pool's full size from the start)",
     "max_actors": "inference actors at most (the pool grows with the backlog); default: the cluster's CPUs less "
     "one for reads (or its GPUs / --num-gpus)",
     "layout": "fused: parse, tokenize, predict, decode inside each inference actor; split: CPU tasks around the "

@@ -137,7 +137,8 @@ class AnnotateConfig:
     batch_rows: int = 64  # documents per inference call: small enough to keep every actor of the pool busy
     n_best: int = 20
     max_answer_length: int = 30
-    min_actors: int = 1
+    min_actors: int | None = None  # None: the pool's full size from the start (measured: an autoscaling pool
+    # from 1 actor stayed small and ran at 60% of a fixed pool of 2 on 2 cores, benchmarks/results/annotate_ner_cpu)
     max_actors: int | None = None  # None: what the cluster holds (its CPUs less one for reads, or its GPUs)
     layout: str = "auto"  # fused | split; auto: fused for CPU actors, split (CPU tasks feed the GPU) with num_gpus
     num_gpus: float = 0.0  # per inference actor; > 0 runs bf16 on GPU
@@ -205,9 +206,9 @@ class AnnotateConfig:
             errors.append(f"cpus_per_actor: must be > 0, got {self.cpus_per_actor}")
         if not 0 <= self.stride < self.window // 2:
             errors.append(f"stride: {self.stride} must be under half the window ({self.window})")
-        if self.min_actors < 1:
+        if self.min_actors is not None and self.min_actors < 1:
             errors.append(f"min_actors: must be >= 1, got {self.min_actors}")
-        if self.max_actors is not None and self.max_actors < max(1, self.min_actors):
+        if self.max_actors is not None and self.max_actors < max(1, self.min_actors or 1):
             errors.append(f"max_actors: must be >= 1 and >= min_actors ({self.min_actors}), got {self.max_actors}")
         clash = sorted(set(self.kept) & RESERVED_COLUMNS)
         if clash:

@@ -293,7 +293,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     # a local cluster gets a CPU token beyond the actors' for the read and write tasks
     ensure_ray(int((cfg.max_actors or os.cpu_count() or 1) * cfg.cpus_per_actor) + 1)
     resources = ray.cluster_resources()
-    actors = max(cfg.min_actors, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
+    actors = max(cfg.min_actors or 1, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
     if fmt == "parquet":
         columns = list(dict.fromkeys([*required, *cfg.kept]))
         source = ParquetRowGroups(files, columns=columns, filesystem=in_fs, include_paths=True)
@@ -321,7 +321,8 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
         "threads": max(1, int(cfg.cpus_per_actor)),  # one engine thread per CPU the actor holds
     }
     pool = {
-        "compute": ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=actors),
+        # a fixed pool unless --min-actors asks for an autoscaling one
+        "compute": ray.data.ActorPoolStrategy(min_size=cfg.min_actors or actors, max_size=actors),
         "batch_size": cfg.batch_rows,
         "batch_format": "pyarrow",
         "num_gpus": cfg.num_gpus,
