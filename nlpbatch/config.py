@@ -209,7 +209,7 @@ class AnnotateConfig:
         if self.min_actors is not None and self.min_actors < 1:
             errors.append(f"min_actors: must be >= 1, got {self.min_actors}")
         if self.max_actors is not None and self.max_actors < max(1, self.min_actors or 1):
-            errors.append(f"max_actors: must be >= 1 and >= min_actors ({self.min_actors}), got {self.max_actors}")
+            errors.append(f"max_actors: must be >= 1 and >= min_actors ({self.min_actors or 1}), got {self.max_actors}")
         clash = sorted(set(self.kept) & RESERVED_COLUMNS)
         if clash:
             errors.append(f"keep_columns: {', '.join(clash)} would clash with an output column; keep others")

@@ -249,7 +249,13 @@ class _progress:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
         self.mode, self.ds, self.stop = progress_mode(cfg.quiet), ds, threading.Event()
         self.bar = Progress(f"annotate {cfg.task}", rows_in, "rows", self.mode)
-        self.counter = ray.remote(num_cpus=0)(RowCounter).remote() if self.mode != "quiet" else None
+        self.counter = None
+        if self.mode != "quiet":
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            # on the driver's node: a lost worker node must not take the job's progress with it
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            self.counter = ray.remote(num_cpus=0, scheduling_strategy=here)(RowCounter).remote()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
@@ -259,7 +265,10 @@ class _progress:
     def _refresh(self) -> None:
         import ray
 
-        rows, rejected, tokens = ray.get(self.counter.totals.remote())
+        try:
+            rows, rejected, tokens = ray.get(self.counter.totals.remote(), timeout=30)
+        except (ray.exceptions.RayError, TimeoutError):  # progress is a view: it never fails the job
+            return
         elapsed = time.perf_counter() - self.bar.t0
         self.bar.update(rows - self.bar.n, rejected=rejected, tokens=f"{tokens / elapsed:,.0f}/s")
 
