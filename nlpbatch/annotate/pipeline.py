@@ -227,7 +227,8 @@ class RowCounter:
 
 
 def count_rows(batch, counter):
-    """Pass-through stage (fused into the decode task by Ray Data): tell the counter what this batch finished."""
+    """Pass-through stage after decode (a task of its own after the fused actors; fused into the decode task in the
+    split layout): tell the counter what this batch finished."""
     import pyarrow.compute as pc
 
     rejected = batch.num_rows - pc.sum(pc.is_null(batch["_reject"]).cast("int64")).as_py()
@@ -291,7 +292,6 @@ class _progress:
 def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config):
     """read (CPU tasks) -> [parse -> tokenize -> predict -> decode] with predict in an actor pool: fused into the
     actors on CPU, around them as CPU tasks when the actors hold GPUs (config.AnnotateConfig.fused)."""
-
     import ray
 
     from nlpbatch.annotate import stages
