@@ -17,6 +17,40 @@ import time
 from pathlib import Path
 
 
+def corpus_windows(data_dir: str, rows: int, model: str, folder: str) -> list:
+    """The token ids of every 512-token window (stride 128) of a `nlpbatch corpus` of `rows` documents."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from nlpbatch.corpus import write_corpus
+
+    write_corpus(data_dir, rows, f"{folder}/corpus")
+    texts = pq.read_table(f"{folder}/corpus/part-00000.parquet")["text"].to_pylist()
+    enc = AutoTokenizer.from_pretrained(model)(
+        texts, truncation=True, max_length=512, stride=128, return_overflowing_tokens=True
+    )
+    return [np.asarray(ids) for ids in enc["input_ids"]]
+
+
+def tokens_per_second(engine, windows: list, budget: int) -> float:
+    """The bare model step over all windows, in length buckets of at most `budget` padded tokens."""
+    import numpy as np
+
+    from nlpbatch.annotate.predictors import length_buckets
+
+    t0 = time.perf_counter()
+    for group in length_buckets([len(w) for w in windows], budget):
+        width = len(windows[group[0]])
+        ids = np.zeros((len(group), width), np.int64)
+        mask = np.zeros_like(ids)
+        for row, i in enumerate(group):
+            ids[row, : len(windows[i])] = windows[i]
+            mask[row, : len(windows[i])] = 1
+        engine(ids, mask, np.zeros_like(ids))
+    return sum(len(w) for w in windows) / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a fine-tuned NER model dir (copied, then exported)")
@@ -27,12 +61,6 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/engine_batch_cpu.json")
     args = parser.parse_args()
 
-    import numpy as np
-    import pyarrow.parquet as pq
-    from transformers import AutoTokenizer
-
-    from nlpbatch.annotate.predictors import length_buckets
-    from nlpbatch.corpus import write_corpus
     from nlpbatch.engines import export_onnx, load_engine
 
     result: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "threads": 1}
@@ -40,28 +68,14 @@ def main() -> None:
         model = f"{tmp}/model"
         shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
         export_onnx(model, "int8")
-        write_corpus(args.data_dir, args.rows, f"{tmp}/corpus")
-        texts = pq.read_table(f"{tmp}/corpus/part-00000.parquet")["text"].to_pylist()
-        enc = AutoTokenizer.from_pretrained(model)(
-            texts, truncation=True, max_length=512, stride=128, return_overflowing_tokens=True
-        )
-        windows = [np.asarray(ids) for ids in enc["input_ids"]]
+        windows = corpus_windows(args.data_dir, args.rows, model, tmp)
         tokens = sum(len(w) for w in windows)
         result["windows"], result["tokens"] = len(windows), tokens
         for backend in args.backends.split(","):
             engine = load_engine("ner", model, backend, threads=1)
             result[backend] = {}
             for budget in [int(b) for b in args.batch_tokens.split(",")]:
-                t0 = time.perf_counter()
-                for group in length_buckets([len(w) for w in windows], budget):
-                    width = len(windows[group[0]])
-                    ids = np.zeros((len(group), width), np.int64)
-                    mask = np.zeros_like(ids)
-                    for row, i in enumerate(group):
-                        ids[row, : len(windows[i])] = windows[i]
-                        mask[row, : len(windows[i])] = 1
-                    engine(ids, mask, np.zeros_like(ids))
-                result[backend][str(budget)] = tokens / (time.perf_counter() - t0)
+                result[backend][str(budget)] = tokens_per_second(engine, windows, budget)
                 print(backend, budget, round(result[backend][str(budget)]), "tokens/s", flush=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 

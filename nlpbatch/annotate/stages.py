@@ -7,12 +7,14 @@ through every stage untouched so they reach the rejects output: nothing is dropp
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 
+import numpy as np
 import pyarrow as pa
 
-from nlpbatch.tasks.ner import decode_entities
+from nlpbatch.tasks.ner import decode_spans
 from nlpbatch.tasks.qa import best_spans
 
 ROW_SCHEMA = pa.schema(
@@ -176,10 +178,15 @@ def _with_rejects(batch: pa.Table, reasons: list[str | None]) -> pa.Table:
 
 
 def _encode(tokenizer, task: str, texts: list[str], questions: list[str], max_length: int, stride: int):
-    kwargs = {"max_length": max_length, "stride": stride, "return_overflowing_tokens": True}
-    if task == "qa":
-        return tokenizer(questions, texts, truncation="only_second", return_offsets_mapping=True, **kwargs)
-    return tokenizer(texts, truncation=True, return_offsets_mapping=True, **kwargs)
+    """(windows, windows per text): every text's windows (tokenizers.Encoding: the first, then its overflow)
+    straight from the Rust tokenizer, without the per-token Python lists that `tokenizer(...)` would build."""
+    backend = tokenizer.backend_tokenizer
+    strategy = "only_second" if task == "qa" else "longest_first"  # QA: only the context is cut into windows
+    backend.enable_truncation(max_length, stride=stride, strategy=strategy, direction=tokenizer.truncation_side)
+    backend.no_padding()
+    encodings = backend.encode_batch(list(zip(questions, texts)) if task == "qa" else texts)
+    windows = [window for enc in encodings for window in (enc, *enc.overflowing)]
+    return windows, [1 + len(enc.overflowing) for enc in encodings]
 
 
 def _failure(err: BaseException) -> str:
@@ -188,9 +195,26 @@ def _failure(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
 
 
+def _ids(lists) -> np.ndarray:
+    """Per-window id lists -> one flat int32 array; None (a special token's word / sequence id) -> -1."""
+    flat = np.array(list(itertools.chain.from_iterable(lists)), dtype=np.float64)  # None -> nan, in C
+    return np.nan_to_num(flat, nan=-1).astype(np.int32)
+
+
+def _nested(values: np.ndarray, window_lengths: np.ndarray, row_windows: np.ndarray) -> pa.ListArray:
+    """Flat per-token values -> list<list<int32>>: windows of `window_lengths`, rows of `row_windows` windows."""
+    windows = pa.ListArray.from_arrays(_offsets(window_lengths), pa.array(values, pa.int32()))
+    return pa.ListArray.from_arrays(_offsets(row_windows), windows)
+
+
+def _offsets(lengths: np.ndarray) -> pa.Array:
+    return pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
+
+
 def tokenize(batch: pa.Table, task: str, model_path: str, max_length: int, stride: int) -> pa.Table:
     """Overlapping windows with character offsets for every good row (tokenization in CPU tasks). A QA question
-    too long for the window, or any row the tokenizer fails on, becomes a reject with the reason."""
+    too long for the window, or any row the tokenizer fails on, becomes a reject with the reason. Columns built
+    from flat arrays: no Python loop per token."""
     t0 = time.perf_counter()
     tokenizer = get_tokenizer(model_path)
     reasons = batch.column("_reject").to_pylist()
@@ -207,10 +231,12 @@ def tokenize(batch: pa.Table, task: str, model_path: str, max_length: int, strid
                     f"{stride} leaves (shorten it or raise --max-length)"
                 )
         good = [i for i in good if reasons[i] is None]
-    enc = None
+    windows, counts = [], []
     if good:
         try:
-            enc = _encode(tokenizer, task, [texts[i] for i in good], [questions[i] for i in good], max_length, stride)
+            windows, counts = _encode(
+                tokenizer, task, [texts[i] for i in good], [questions[i] for i in good], max_length, stride
+            )
         except BaseException as err:  # a tokenizer panic is a BaseException: find the row(s) and reject them
             _failure(err)
             for i in good:
@@ -219,29 +245,31 @@ def tokenize(batch: pa.Table, task: str, model_path: str, max_length: int, strid
                 except BaseException as row_err:
                     reasons[i] = "tokenizer failed: " + _failure(row_err)
             good = [i for i in good if reasons[i] is None]
-            enc = _encode(tokenizer, task, [texts[i] for i in good], [questions[i] for i in good], max_length, stride)
-    ids = [[] for _ in reasons]
-    type_ids = [[] for _ in reasons]
-    offsets = [[] for _ in reasons]
-    word_ids = [[] for _ in reasons]
-    if good:
-        for w, sample in enumerate(enc["overflow_to_sample_mapping"]):
-            row = good[sample]
-            seq = enc.sequence_ids(w)
-            keep = 1 if task == "qa" else 0  # QA: only context tokens may start or end an answer
-            ids[row].append(enc["input_ids"][w])
-            if "token_type_ids" in enc:
-                type_ids[row].append(enc["token_type_ids"][w])
-            offsets[row].append(
-                [x for (s, e), q in zip(enc["offset_mapping"][w], seq) for x in ((s, e) if q == keep else (-1, -1))]
+            windows, counts = _encode(
+                tokenizer, task, [texts[i] for i in good], [questions[i] for i in good], max_length, stride
             )
-            word_ids[row].append([-1 if q != keep or wid is None else wid for wid, q in zip(enc.word_ids(w), seq)])
+    row_windows = np.zeros(len(reasons), np.int64)
+    row_windows[good] = counts
+    lengths = np.array([len(w) for w in windows], np.int64)
+    n = int(lengths.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(w.ids for w in windows), np.int32, count=n)
+    types = np.fromiter(itertools.chain.from_iterable(w.type_ids for w in windows), np.int32, count=n)
+    pairs = itertools.chain.from_iterable(itertools.chain.from_iterable(w.offsets for w in windows))
+    offsets = np.fromiter(pairs, np.int32, count=2 * n).reshape(n, 2)
+    sequence = _ids(w.sequence_ids for w in windows)
+    word_ids = _ids(w.word_ids for w in windows)
+    own = sequence == (1 if task == "qa" else 0)  # QA: only context tokens may start or end an answer
+    offsets[~own] = -1
+    word_ids[~own] = -1
+    with_types = "token_type_ids" in tokenizer.model_input_names
+    type_values, type_lengths = (types, lengths) if with_types else (types[:0], 0 * lengths)
     out = _with_rejects(batch, reasons)
-    out = out.append_column("_input_ids", pa.array(ids, INT_LISTS))
-    out = out.append_column("_type_ids", pa.array(type_ids, INT_LISTS))  # segment ids: QA's question vs context
-    out = out.append_column("_offsets", pa.array(offsets, INT_LISTS))
-    out = out.append_column("_word_ids", pa.array(word_ids, INT_LISTS))
-    out = out.append_column("n_tokens", pa.array([sum(len(w) for w in row) for row in ids], pa.int64()))
+    out = out.append_column("_input_ids", _nested(ids, lengths, row_windows))
+    out = out.append_column("_type_ids", _nested(type_values, type_lengths, row_windows))  # QA: question vs context
+    out = out.append_column("_offsets", _nested(offsets.ravel(), 2 * lengths, row_windows))
+    out = out.append_column("_word_ids", _nested(word_ids, lengths, row_windows))
+    tokens = np.bincount(np.repeat(np.arange(len(reasons)), row_windows), weights=lengths, minlength=len(reasons))
+    out = out.append_column("n_tokens", pa.array(tokens.astype(np.int64)))
     return _timed(out, "tokenize", time.perf_counter() - t0)
 
 
@@ -256,33 +284,47 @@ def _passthrough(batch: pa.Table, columns: list[str], reasons: list[str | None])
     return _with_rejects(batch, reasons).select(columns + extra)
 
 
+def flat_lists(column: pa.ChunkedArray | pa.ListArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list<list<T>> column (rows of windows of tokens) as flat arrays: (each window's row, each value's window,
+    the values)."""
+    rows = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    windows = rows.flatten()
+    window_rows = np.repeat(np.arange(len(rows)), np.diff(rows.offsets.to_numpy()))
+    value_windows = np.repeat(np.arange(len(windows)), np.diff(windows.offsets.to_numpy()))
+    return window_rows, value_windows, windows.flatten().to_numpy(zero_copy_only=False)
+
+
+def _ner_entities(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> pa.ListArray:
+    window_rows, token_windows, word_ids = flat_lists(batch.column("_word_ids"))
+    offsets = flat_lists(batch.column("_offsets"))[2].reshape(-1, 2)
+    labels, scores = flat_lists(batch.column("_labels"))[2], flat_lists(batch.column("_scores"))[2]
+    spans = decode_spans(window_rows, token_windows, offsets, word_ids, labels, scores, id2label, aggregation)
+    texts = batch.column("text").to_pylist()
+    cut = [texts[r][a:b] for r, a, b in zip(spans["row"].tolist(), spans["start"].tolist(), spans["end"].tolist())]
+    fields = [spans["label"], spans["start"], spans["end"], cut, spans["score"]]
+    entities = pa.StructArray.from_arrays([pa.array(v, f.type) for v, f in zip(fields, ENTITY)], fields=list(ENTITY))
+    rejected = pa.array([r is not None for r in batch.column("_reject").to_pylist()], pa.bool_())
+    counts = np.bincount(spans["row"], minlength=batch.num_rows)
+    return pa.ListArray.from_arrays(_offsets(counts), entities, type=pa.list_(ENTITY), mask=rejected)
+
+
 def decode_ner(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> pa.Table:
+    """Entity spans per document (`tasks.ner.decode_spans` over the whole batch). A row the decode fails on
+    becomes a reject with the reason, never the job's failure."""
     t0 = time.perf_counter()
-    texts, reasons = batch.column("text").to_pylist(), batch.column("_reject").to_pylist()
-    entities = []
-    for row, (text, reject, offs, wids, labels, scores) in enumerate(
-        zip(
-            texts,
-            reasons,
-            batch.column("_offsets").to_pylist(),
-            batch.column("_word_ids").to_pylist(),
-            batch.column("_labels").to_pylist(),
-            batch.column("_scores").to_pylist(),
-        )
-    ):
-        if reject is not None:
-            entities.append(None)
-            continue
-        windows = [
-            {"offsets": o, "word_ids": w, "labels": lab, "scores": sc}
-            for (o, w), lab, sc in zip(_windows(offs, wids), labels, scores)
-        ]
-        try:
-            entities.append(decode_entities(windows, text, id2label, aggregation))
-        except Exception as err:  # one row's failure is that row's reject, never the job's
-            reasons[row] = "decode failed: " + _failure(err)
-            entities.append(None)
-    out = _passthrough(batch, ["id"], reasons).append_column("entities", pa.array(entities, pa.list_(ENTITY)))
+    reasons = batch.column("_reject").to_pylist()
+    try:
+        entities = _ner_entities(batch, id2label, aggregation)
+    except Exception:  # find the row(s) at fault
+        parts = []
+        for row in range(batch.num_rows):
+            try:
+                parts.append(_ner_entities(batch.slice(row, 1), id2label, aggregation))
+            except Exception as err:
+                reasons[row] = "decode failed: " + _failure(err)
+                parts.append(pa.nulls(1, pa.list_(ENTITY)))
+        entities = pa.concat_arrays(parts)
+    out = _passthrough(batch, ["id"], reasons).append_column("entities", entities)
     return _timed(out, "decode", time.perf_counter() - t0)
 
 

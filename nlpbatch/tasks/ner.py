@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll, load_conll_hub
 from nlpbatch.tasks.base import Task, locate_split, model_inputs
 
@@ -182,35 +184,7 @@ __all__ = ["NER_LABELS", "NER_TASK", "align_labels", "conll_lines", "continuatio
 
 # --- inference: per-token predictions of overlapping windows -> entity spans with character offsets ---
 
-
-def merge_windows(windows: list[dict]) -> list[dict]:
-    """One prediction per document token from overlapping windows.
-
-    Each window is {"offsets": [(start, end)], "word_ids": [int], "labels": [int], "scores": [float]} with -1 word
-    ids on special tokens. A token seen by several windows takes the prediction of the window in which it lies
-    farthest from an edge (the most context on both sides), so entities are neither cut nor duplicated at the
-    seams. Returns tokens sorted by character offset.
-    """
-    best: dict[tuple[int, int], tuple[int, dict]] = {}
-    for window in windows:
-        positions = [i for i, w in enumerate(window["word_ids"]) if w >= 0]
-        if not positions:
-            continue
-        first, last = positions[0], positions[-1]
-        for i in positions:
-            start, end = window["offsets"][i]
-            margin = min(i - first, last - i)
-            key = (start, end)
-            if key not in best or margin > best[key][0]:
-                token = {
-                    "start": start,
-                    "end": end,
-                    "word": window["word_ids"][i],
-                    "label": window["labels"][i],
-                    "score": window["scores"][i],
-                }
-                best[key] = (margin, token)
-    return [token for _, token in sorted(best.values(), key=lambda mt: (mt[1]["start"], mt[1]["end"]))]
+AGGREGATIONS = ("simple", "first", "max")
 
 
 def _split_tag(name: str) -> tuple[str, str]:
@@ -220,57 +194,83 @@ def _split_tag(name: str) -> tuple[str, str]:
     return "I", name
 
 
-def words_from_tokens(tokens: list[dict], strategy: str) -> list[dict]:
-    """Word-level predictions (aggregation "first": the first subtoken decides; "max": the highest-scoring one)."""
-    words: list[list[dict]] = []
-    for token in tokens:
-        if words and words[-1][0]["word"] == token["word"]:
-            words[-1].append(token)
-        else:
-            words.append([token])
-    out = []
-    for group in words:
-        chosen = group[0] if strategy == "first" else max(group, key=lambda t: t["score"])
-        out.append(
-            {"start": group[0]["start"], "end": group[-1]["end"], "label": chosen["label"], "score": chosen["score"]}
-        )
-    return out
+def _run_starts(*keys: np.ndarray, also: np.ndarray | None = None) -> np.ndarray:
+    """Indices where a run of equal consecutive key tuples starts (or where `also` is set)."""
+    changed = np.zeros(len(keys[0]), bool)
+    changed[:1] = True
+    for key in keys:
+        changed[1:] |= key[1:] != key[:-1]
+    if also is not None:
+        changed |= also
+    return np.flatnonzero(changed)
 
 
-def group_entities(units: list[dict], id2label: dict[int, str], text: str) -> list[dict]:
-    """Consecutive tokens/words of one type, not restarted by a B- tag, form an entity (the transformers
-    pipeline's grouping); its score is the mean of its members'. "O" groups are dropped."""
-    entities: list[dict] = []
-    group: list[dict] = []
-
-    def close() -> None:
-        if group:
-            _, kind = _split_tag(id2label[group[0]["label"]])
-            if kind != "O":
-                start, end = group[0]["start"], group[-1]["end"]
-                score = float(sum(u["score"] for u in group) / len(group))
-                entities.append({"label": kind, "start": start, "end": end, "text": text[start:end], "score": score})
-
-    for unit in units:
-        bi, kind = _split_tag(id2label[unit["label"]])
-        if group and kind == _split_tag(id2label[group[-1]["label"]])[1] and bi != "B":
-            group.append(unit)
-        else:
-            close()
-            group = [unit]
-    close()
-    return entities
+def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    """The last index of each run, given the runs' starts over n elements."""
+    return np.append(starts[1:], n)[: len(starts)] - 1
 
 
-AGGREGATIONS = ("simple", "first", "max")
+def decode_spans(
+    window_rows: np.ndarray,
+    token_windows: np.ndarray,
+    offsets: np.ndarray,
+    word_ids: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    id2label: dict[int, str],
+    aggregation: str = "first",
+) -> dict[str, np.ndarray]:
+    """Entity spans of a whole batch of documents from their windows' per-token predictions, in array code:
+    Python runs per label name, never per token.
 
-
-def decode_entities(
-    windows: list[dict], text: str, id2label: dict[int, str], aggregation: str = "simple"
-) -> list[dict]:
-    """Entity spans for one document: merge windows, aggregate (simple | first | max), group, cut from `text`."""
+    Per token (flat over all windows, each window's tokens in order): `token_windows` its window, `offsets`
+    [n, 2] its characters, `word_ids` its word (-1: special or question token), `labels`/`scores` the argmax
+    label and its probability; `window_rows`: each window's document. A token seen by several windows takes the
+    prediction of the window in which it lies farthest from an edge (the most context on both sides; ties: the
+    earlier window), so entities are neither cut nor duplicated at the seams. Aggregation: "simple" groups tokens,
+    "first"/"max" first make words (the first / highest-scoring subtoken decides). Consecutive units of one type,
+    not restarted by a B- tag, form an entity (the transformers pipeline's grouping), scored by the mean of its
+    members. Returns equal-length arrays, one element per entity in document then character order: row, label
+    (type name), start, end, score.
+    """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r} is not one of {AGGREGATIONS}")
-    tokens = merge_windows(windows)
-    units = tokens if aggregation == "simple" else words_from_tokens(tokens, aggregation)
-    return group_entities(units, id2label, text)
+    # each scored token's margin: its distance from its window's first/last scored token
+    scored = np.flatnonzero(word_ids >= 0)
+    window = token_windows[scored]
+    position = scored - np.searchsorted(token_windows, token_windows[scored])
+    first = np.full(len(window_rows), np.iinfo(np.int64).max)
+    last = np.full(len(window_rows), -1)
+    np.minimum.at(first, window, position)
+    np.maximum.at(last, window, position)
+    margin = np.minimum(position - first[window], last[window] - position)
+    row, start, end = window_rows[window], offsets[scored, 0].astype(np.int64), offsets[scored, 1].astype(np.int64)
+    # one prediction per (document, start, end): the best window's, sorted by document and characters
+    order = np.lexsort((scored, -margin, end, start, row))
+    best = order[_run_starts(row[order], start[order], end[order])]
+    row, start, end, token = row[best], start[best], end[best], scored[best]
+    word, label, score = word_ids[token], labels[token].astype(np.int64), scores[token].astype(np.float64)
+    if aggregation != "simple" and len(row):  # tokens -> words
+        words = _run_starts(row, word)
+        last_token = _run_ends(words, len(row))
+        chosen = words
+        if aggregation == "max":  # the first subtoken with its word's highest score
+            word_of = np.repeat(np.arange(len(words)), np.diff(np.append(words, len(row))))
+            top = np.maximum.reduceat(score, words)[word_of]
+            chosen = np.minimum.reduceat(np.where(score == top, np.arange(len(row)), len(row)), words)
+        row, start, end, label, score = row[words], start[words], end[last_token], label[chosen], score[chosen]
+    # units -> entities: a new group at each document, type change or B- tag; "O" groups are dropped
+    tags = [_split_tag(id2label.get(i, "O")) for i in range(max(id2label) + 1)]
+    kinds = sorted({kind for _, kind in tags})
+    kind = np.array([kinds.index(kind) for _, kind in tags])[label]
+    groups = _run_starts(row, kind, also=np.array([bi == "B" for bi, _ in tags])[label])
+    last_unit = _run_ends(groups, len(row))
+    means = np.add.reduceat(score, groups) / np.diff(np.append(groups, len(row))) if len(row) else score
+    entity = kind[groups] != (kinds.index("O") if "O" in kinds else -1)
+    return {
+        "row": row[groups][entity],
+        "label": np.array(kinds, dtype=object)[kind[groups][entity]],
+        "start": start[groups][entity],
+        "end": end[last_unit][entity],
+        "score": means[entity],
+    }

@@ -39,6 +39,20 @@ def exported_ner(tiny_ner_model, tmp_path_factory):
     return path
 
 
+def _ops(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def test_export_fuses_attention_and_quantizes_it(exported_ner):
+    """The fast files: one fused Attention op per layer in fp32 (the SDPA trace left ~50 loose ops), and int8
+    on the attention's QKV projection too (QAttention), not only on the other MatMuls."""
+    assert "Attention" in _ops(exported_ner / "onnx" / "model.onnx")
+    int8 = _ops(exported_ner / "onnx" / "model.int8.onnx")
+    assert {"QAttention", "MatMulInteger"} <= int8 and "Attention" not in int8
+
+
 def test_onnx_fp32_spans_equal_torch_through_ray(ray_cluster, exported_ner, tmp_path):
     pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS}), tmp_path / "in.parquet")
     common = dict(task="ner", model=str(exported_ner), max_length=64, stride=16, batch_tokens=512)
@@ -81,6 +95,7 @@ def test_qa_onnx_answers_equal_torch(tiny_qa_model, tmp_path):
     from nlpbatch.engines import export_onnx
 
     export_onnx(str(path), quantize=None)
+    assert "Attention" in _ops(path / "onnx" / "model.onnx")
     context = "The Eiffel Tower is in Paris. It was built in 1889 by the company of Gustave Eiffel."
     questions = ["Where is the tower?", "When was it built?", "Who built it?"]
     common = dict(task="qa", model=str(path), max_length=48, stride=16)
