@@ -1,10 +1,12 @@
 """What `nlpbatch export` writes, measured: the earlier export (the model's SDPA attention traced as-is, ~50
 unfused ops; int8 on the MatMuls only) against the current one (eager attention traced, fused by ONNX Runtime's
 BERT optimizer into one Attention op per layer; int8 on the MatMuls and the attention's QKV projection). For each
-file: the bare model step (1 thread, corpus windows, the CPU default of 512 tokens a forward pass) and the CoNLL
-validation F1 through `nlpbatch evaluate --backend`, against torch fp32, in one run.
+file: the bare model step (1 thread, corpus windows, the CPU default of 512 tokens a forward pass) and the
+validation score through `nlpbatch evaluate --backend` (CoNLL F1, or SQuAD EM/F1 for a QA model), against torch
+fp32, in one run.
 
     python benchmarks/onnx_export.py --model runs/ner --out benchmarks/results/onnx_export_cpu.json
+    python benchmarks/onnx_export.py --task qa --model runs/qa --out benchmarks/results/onnx_export_qa_cpu.json
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def op_counts(path: str) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a fine-tuned NER model dir (copied, then exported)")
+    parser.add_argument("--task", choices=["ner", "qa"], default="ner")
+    parser.add_argument("--model", required=True, help="a fine-tuned model dir (copied, then exported)")
     parser.add_argument("--data-dir", default=os.environ.get("NLPBATCH_DATA_DIR", "../shared/data"))
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--out", default="benchmarks/results/onnx_export_cpu.json")
@@ -44,15 +47,18 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "threads": 1,
         "batch_tokens": 512,
-        "eval": "CoNLL-2003 validation, all sentences, every word scored",
+        "task": args.task,
+        "eval": "CoNLL-2003 validation, every word scored" if args.task == "ner" else "SQuAD v1.1 validation",
     }
+    score = {"ner": ["overall_f1"], "qa": ["exact_match", "f1"]}[args.task]
     with tempfile.TemporaryDirectory() as tmp:
         windows = corpus_windows(args.data_dir, args.rows, args.model, tmp)
         result["windows"], result["tokens"] = len(windows), sum(len(w) for w in windows)
-        torch_metrics, _ = evaluate_model(eval_config("ner", args.model), args.data_dir, backend="torch")
+        reference, _ = evaluate_model(eval_config(args.task, args.model), args.data_dir, backend="torch")
+        engine = load_engine(args.task, args.model, "torch", threads=1)
         result["torch-fp32"] = {
-            "tokens_per_second": tokens_per_second(load_engine("ner", args.model, "torch", threads=1), windows, 512),
-            "f1": torch_metrics["overall_f1"],
+            "tokens_per_second": tokens_per_second(engine, windows, 512),
+            **{k: reference[k] for k in score},
         }
         print("torch-fp32", result["torch-fp32"], flush=True)
         for name, fuse in (("sdpa_matmul_int8", False), ("fused_attention_int8", True)):
@@ -62,11 +68,12 @@ def main() -> None:
             result[name] = {}
             for kind in ("fp32", "int8"):
                 backend = f"onnx-{kind}"
-                metrics, _ = evaluate_model(eval_config("ner", model), args.data_dir, backend=backend)
+                metrics, _ = evaluate_model(eval_config(args.task, model), args.data_dir, backend=backend)
+                engine = load_engine(args.task, model, backend, threads=1)
                 result[name][kind] = {
-                    "tokens_per_second": tokens_per_second(load_engine("ner", model, backend, threads=1), windows, 512),
-                    "f1": metrics["overall_f1"],
-                    "f1_minus_torch": metrics["overall_f1"] - torch_metrics["overall_f1"],
+                    "tokens_per_second": tokens_per_second(engine, windows, 512),
+                    **{k: metrics[k] for k in score},
+                    **{f"{k}_minus_torch": metrics[k] - reference[k] for k in score},
                     "ops": op_counts(files[kind]),
                 }
                 print(name, kind, result[name][kind], flush=True)

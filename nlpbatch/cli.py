@@ -71,7 +71,7 @@ ANNOTATE_HELP = {
     "max_chars": "longer texts are rejected, not truncated",
     "batch_tokens": "padded tokens per forward pass, windows bucketed by length (default 16384 with --num-gpus, "
     "else one window: small batches are faster on CPUs)",
-    "batch_rows": "documents per inference call",
+    "batch_rows": "documents per inference call (default: up to 256, at least 8 calls per actor)",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
     "min_actors": "inference actors kept running; below --max-actors the pool grows with the backlog (default: the "

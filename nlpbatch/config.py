@@ -134,7 +134,7 @@ class AnnotateConfig:
     stride: int = 128  # tokens shared by neighbouring windows
     max_chars: int = 1_000_000  # longer texts are rejected, not truncated
     batch_tokens: int | None = None  # padded tokens per forward pass; None: 16384 on GPU, one window on CPU
-    batch_rows: int = 64  # documents per inference call: small enough to keep every actor of the pool busy
+    batch_rows: int | None = None  # documents per inference call; None: rows_per_batch() decides
     n_best: int = 20
     max_answer_length: int = 30
     min_actors: int | None = None  # None: the pool's full size from the start (measured: an autoscaling pool
@@ -178,6 +178,16 @@ class AnnotateConfig:
             return max(1, int(cluster_gpus // self.num_gpus))
         return max(1, int((cluster_cpus - 1) // self.cpus_per_actor))
 
+    def rows_per_batch(self, rows_in: int, actors: int) -> int:
+        """batch_rows, else up to 256 documents a call, but at least 8 calls per actor. Measured on 2 cores, 2
+        actors: the per-call framework cost dominates small calls of a small model (tiny model, 20k documents: 64
+        rows a call 23.6 s, 128: 20.1 s, 256: 15.9 s), MiniLM int8 on 5k documents is no worse at 256 (64: 78 s,
+        128: 71 s, 256: 74 s), but a small job in few large calls leaves an actor idle at the end (1,000 QA
+        questions: 50.6 questions/s at 64 rows a call, 44.3 at 256)."""
+        if self.batch_rows is not None:
+            return self.batch_rows
+        return max(16, min(256, rows_in // (8 * max(1, actors))))
+
     @property
     def tokens_per_batch(self) -> int:
         """Measured on this CPU (benchmarks/results/engine_batch_cpu.json): small batches run much faster than
@@ -218,7 +228,7 @@ class AnnotateConfig:
         if self.lease_ttl_seconds < 1:
             errors.append(f"lease_ttl_seconds: must be >= 1, got {self.lease_ttl_seconds}")
         for key in ("max_chars", "batch_rows", "n_best", "max_answer_length", "rows_per_file"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 errors.append(f"{key}: must be >= 1, got {getattr(self, key)}")
         if self.batch_tokens is not None and self.batch_tokens < self.window:
             errors.append(f"batch_tokens: {self.batch_tokens} is smaller than one window ({self.window})")

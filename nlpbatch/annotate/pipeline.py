@@ -165,7 +165,9 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         sink = AnnotationSink(
             out_fs, staging_dir(out_path, run_id), cfg.output_format, run_id, provenance, cfg.rows_per_file
         )
-        ds = _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config)
+        ds = _build_dataset(
+            cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config, rows_in
+        )
         t_stream = time.perf_counter()
         with _progress(ds, cfg, rows_in) as ds:
             ds.write_datasink(sink)
@@ -289,7 +291,7 @@ class _progress:
         self.bar.close()
 
 
-def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config):
+def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config, rows_in):
     """read (CPU tasks) -> [parse -> tokenize -> predict -> decode] with predict in an actor pool: fused into the
     actors on CPU, around them as CPU tasks when the actors hold GPUs (config.AnnotateConfig.fused)."""
     import ray
@@ -303,6 +305,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     ensure_ray(int((cfg.max_actors or os.cpu_count() or 1) * cfg.cpus_per_actor) + 1)
     resources = ray.cluster_resources()
     actors = max(cfg.min_actors or 1, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
+    batch_rows = cfg.rows_per_batch(rows_in, actors)
     if fmt == "parquet":
         columns = list(dict.fromkeys([*required, *cfg.kept]))
         source = ParquetRowGroups(files, columns=columns, filesystem=in_fs, include_paths=True)
@@ -332,14 +335,14 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     pool = {
         # a fixed pool unless --min-actors asks for an autoscaling one
         "compute": ray.data.ActorPoolStrategy(min_size=cfg.min_actors or actors, max_size=actors),
-        "batch_size": cfg.batch_rows,
+        "batch_size": batch_rows,
         "batch_format": "pyarrow",
         "num_gpus": cfg.num_gpus,
         "num_cpus": cfg.cpus_per_actor,
     }
     if cfg.fused:
         # raw rows split into small blocks (a streaming repartition, cheap): every actor of the pool gets work
-        ds = ds.repartition(target_num_rows_per_block=cfg.batch_rows)
+        ds = ds.repartition(target_num_rows_per_block=batch_rows)
         args = {"task": cfg.task, **engine, "parse": parse, "tokenize": tokenize, "decode": decode}
         return ds.map_batches(Annotator, fn_constructor_kwargs=args, **pool)
     ds = ds.map_batches(stages.parse_rows, batch_format="pyarrow", fn_kwargs=parse)
@@ -351,7 +354,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     )
     # Streaming split into small blocks: every actor of the pool gets work (a small file is one block), and
     # tokenization stays in CPU tasks instead of being fused into the inference actors.
-    ds = ds.repartition(target_num_rows_per_block=cfg.batch_rows)
+    ds = ds.repartition(target_num_rows_per_block=batch_rows)
     predictor = QaPredictor if cfg.task == "qa" else NerPredictor
     ds = ds.map_batches(predictor, fn_constructor_kwargs={**engine, "use_gpu": cfg.num_gpus > 0}, **pool)
     decoder = stages.decode_qa if cfg.task == "qa" else stages.decode_ner

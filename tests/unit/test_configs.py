@@ -124,3 +124,17 @@ def test_errors_point_at_the_fix(monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub unreachable: say how to use local files
     with pytest.raises(DataError, match=r"Offline\? Pass --data-dir DIR"):
         load_conll_hub("conll2003", "validation")
+
+
+def test_rows_per_inference_call_fill_the_pool_then_grow():
+    """Large jobs get large calls (the per-call cost stops mattering); small jobs still give every actor work."""
+    from nlpbatch.config import load_annotate_config
+
+    cfg = load_annotate_config(task="ner", model="m", input="in", output="out")
+    assert cfg.rows_per_batch(100_000, 2) == 256
+    assert cfg.rows_per_batch(1_000, 2) == 62  # 8 calls for each of the 2 actors
+    assert cfg.rows_per_batch(7, 2) == 16
+    fixed = load_annotate_config(task="ner", model="m", input="in", output="out", batch_rows=5)
+    assert fixed.rows_per_batch(10**6, 2) == 5
+    with pytest.raises(ConfigError, match="batch_rows: must be >= 1"):
+        load_annotate_config(task="ner", model="m", input="in", output="out", batch_rows=0)
