@@ -47,25 +47,32 @@ def _local_model_path(model: str) -> str:
 
 
 def check_inputs(
-    files: list[str], fmt: str, filesystem, columns: list[str], id_column: str, kept: list[str] = ()
+    files: list[str],
+    fmt: str,
+    filesystem,
+    columns: list[str],
+    id_column: str,
+    kept: list[str] = (),
+    hints: dict[str, str] | None = None,
 ) -> int:
     """Fail fast on a file that lacks a required or kept column; return the number of input rows, counted with
-    the same line splitter the read uses (the manifest's reconciliation)."""
+    the same line splitter the read uses (the manifest's reconciliation). `hints`: per required column, the
+    option that names it, for the error."""
     rows = 0
     for path in files:
         if fmt == "parquet":
-            rows += check_parquet(filesystem, path, columns, optional=(id_column,), present=kept)
+            rows += check_parquet(filesystem, path, columns, optional=(id_column,), present=kept, hints=hints)
             continue
         checked = False
         with filesystem.open_input_stream(path, compression="detect") as fh:
             for _, line in iter_lines(fh):
                 rows += 1
                 if not checked:
-                    checked = _check_first_record(path, line, list(dict.fromkeys([*columns, *kept])))
+                    checked = _check_first_record(path, line, list(dict.fromkeys([*columns, *kept])), hints or {})
     return rows
 
 
-def _check_first_record(path: str, line: bytes, columns: list[str]) -> bool:
+def _check_first_record(path: str, line: bytes, columns: list[str], hints: dict[str, str]) -> bool:
     """True once a JSON object has been seen (and has every column): a file whose first object lacks a required
     key is a config error (wrong --text-column), not 10^6 rejects; bad lines before it are rejects like any other."""
     try:
@@ -76,11 +83,8 @@ def _check_first_record(path: str, line: bytes, columns: list[str]) -> bool:
         return False
     missing = [c for c in columns if c not in record]
     if missing:
-        raise ConfigError(
-            f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)}); "
-            "check --text-column / --id-column / --keep-columns"
-            + ("; or ask every document the same questions with --questions FILE" if missing[0] == "question" else "")
-        )
+        hint = hints.get(missing[0], "check --keep-columns")
+        raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)}); {hint}")
     return True
 
 
@@ -141,7 +145,11 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     questions = _read_questions(cfg.questions)
     question_column = cfg.question_column if cfg.task == "qa" and questions is None else None
     required = [cfg.id_column, cfg.text_column] + ([question_column] if question_column else [])
-    rows_in = check_inputs(files, fmt, in_fs, required, cfg.id_column, cfg.kept) * (len(questions) if questions else 1)
+    hints = {cfg.id_column: "set --id-column", cfg.text_column: "set --text-column"}
+    if question_column:
+        hints[question_column] = "set --question-column, or ask every document the same questions with --questions FILE"
+    rows_in = check_inputs(files, fmt, in_fs, required, cfg.id_column, cfg.kept, hints)
+    rows_in *= len(questions) if questions else 1
 
     model_path = _local_model_path(cfg.model)
     model_config = AutoConfig.from_pretrained(model_path)

@@ -102,10 +102,15 @@ def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def check_parquet(
-    filesystem, path: str, columns: list[str], optional: tuple[str, ...] = (), present: list[str] = ()
+    filesystem,
+    path: str,
+    columns: list[str],
+    optional: tuple[str, ...] = (),
+    present: list[str] = (),
+    hints: dict[str, str] | None = None,
 ) -> int:
     """Fail fast on a file that cannot be annotated at all (unreadable footer, missing column, a text column that is
-    not text); return its row count."""
+    not text); return its row count. `hints`: per required column, the option that names it."""
     import pyarrow.parquet as pq
 
     from nlpbatch.config import ConfigError
@@ -117,16 +122,17 @@ def check_parquet(
     except (OSError, pa.ArrowInvalid) as err:
         raise ConfigError(f"{path}: not a readable Parquet file ({err}); fix or remove it") from err
     names = schema.names
-    for column in present:  # kept columns: any type, but they must exist (a typo is named, not silently null)
-        if column not in names:
-            raise ConfigError(f"{path}: no column {column!r} to keep (columns: {', '.join(names)})")
     for column in columns:
         if column not in names:
-            raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
+            hint = f"; {hints[column]}" if hints and column in hints else ""
+            raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(names)}){hint}")
         kind = schema.field(column).type
         allowed = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
         if column in optional:  # ids may be integers
             allowed = allowed or pa.types.is_integer(kind)
         if not allowed:
             raise ConfigError(f"{path}: column {column!r} is {kind}, expected string")
+    for column in present:  # kept columns: any type, but they must exist (a typo is named, not silently null)
+        if column not in names:
+            raise ConfigError(f"{path}: no column {column!r} to keep (columns: {', '.join(names)})")
     return rows

@@ -90,3 +90,15 @@ def test_wrong_task_and_typo_model_paths_fail_before_any_work(tmp_path, tiny_ner
     err = _run(None, "annotate", "ner", "--model", str(tmp_path / "runs" / "nre"), *io_flags)
     assert f"model directory {tmp_path / 'runs' / 'nre'} does not exist" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_column_errors_name_the_option_to_set(tmp_path, tiny_ner_model):
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "x", "question": "Who?"}\n')
+    pq.write_table(pa.table({"id": ["a"], "body": ["x"]}), tmp_path / "in.parquet")
+    out = ["--model", str(tiny_ner_model), "--output", str(tmp_path / "out")]
+    err = _run(None, "annotate", "qa", "--input", str(tmp_path / "in.jsonl"), "--question-column", "q", *out)
+    assert "in.jsonl: first record has no 'q' key (keys: id, text, question); set --question-column, or ask" in err
+    assert "--questions FILE" in err
+    err = _run(None, "annotate", "ner", "--input", str(tmp_path / "in.parquet"), *out)
+    assert "in.parquet: no column 'text' (columns: id, body); set --text-column" in err
+    assert not (tmp_path / "out").exists()
