@@ -20,13 +20,14 @@ def summarize(metrics: dict) -> dict:
     return {
         "task": task,
         "recipe": {
-            k: metrics["config"][k]
+            k: metrics["config"].get(k, "all" if k == "subtoken_labels" else None)
             for k in (
                 "epochs",
                 "learning_rate",
                 "batch_size",
                 "warmup_ratio",
                 "group_by_length",
+                "subtoken_labels",
                 "max_length",
                 "num_workers",
                 "cpus_per_worker",

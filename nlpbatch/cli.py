@@ -27,6 +27,8 @@ TRAIN_HELP = {
     "weight_decay": "AdamW weight decay (not on biases and LayerNorm)",
     "warmup_ratio": "share of the steps spent warming the learning rate up",
     "max_grad_norm": "gradient-norm clip",
+    "subtoken_labels": "NER: 'all' trains a word's continuation subtokens on its I- tag, 'first' only its first "
+    "subtoken (scoring always reads the first)",
     "max_length": "window length in tokens (default 512 NER, 384 QA)",
     "doc_stride": "QA: tokens shared by neighbouring context windows",
     "n_best": "QA: start/end candidates per window",
@@ -98,6 +100,7 @@ CHOICES = {
     "aggregation": ["simple", "first", "max"],
     "layout": ["auto", "fused", "split"],
     "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
+    "subtoken_labels": ["all", "first"],
 }
 
 

@@ -30,6 +30,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    subtoken_labels: str = "first"  # NER: only a word's first subtoken is trained; "all": the rest on its I- tag
     max_length: int | None = None  # None: 512 for NER, 384 for QA (resolved on construction)
     doc_stride: int = 128  # QA only
     n_best: int = 20
@@ -93,6 +94,8 @@ class TrainConfig:
             errors.append(f"max_failures: must be >= 0, got {self.max_failures}")
         if not 0 <= self.warmup_ratio < 1:
             errors.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.subtoken_labels not in ("all", "first"):
+            errors.append(f"subtoken_labels: {self.subtoken_labels!r} is not 'all' or 'first'")
         if self.task == "qa" and not 0 <= self.doc_stride < self.seq_length // 2:
             errors.append(f"doc_stride: {self.doc_stride} must be in [0, half of max_length {self.seq_length})")
         if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:

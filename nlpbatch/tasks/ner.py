@@ -20,10 +20,11 @@ def continuation_ids(label_names: list[str]) -> list[int]:
 
 
 def align_labels(word_ids: list[int | None], word_tags: list[int], cont: list[int]) -> tuple[list[int], list[int]]:
-    """Subword labels for one sentence, as in the standard recipe.
+    """Subword labels for one sentence.
 
-    Training labels: the first subtoken keeps the word's tag, continuation subtokens get its I- form, special
-    tokens -100. Eval labels: only first subtokens keep a tag, so scoring is at the word level.
+    `train`: the first subtoken keeps the word's tag, continuation subtokens get its I- form, special tokens -100
+    (subtoken_labels="all"). `first_only`: only first subtokens keep a tag: the eval labels (scoring is at the word
+    level) and the default training labels (subtoken_labels="first": CoNLL F1 0.914 vs 0.911, see README).
     """
     train, first_only = [], []
     previous = None
@@ -83,12 +84,13 @@ def _tokenize(raw, tokenizer, max_length: int) -> tuple[Any, list[int]]:
 
 def _features(raw, tokenizer, cfg: Any, first_only: bool) -> list[dict]:
     enc, cont = _tokenize(raw, tokenizer, cfg.max_length)
+    train_first = first_only or getattr(cfg, "subtoken_labels", "first") == "first"
     feats = []
     for i, tags in enumerate(raw["ner_tags"]):
         word_ids = enc.word_ids(i)
         train, first = align_labels(word_ids, tags, cont)
         inputs = model_inputs({k: enc[k][i] for k in enc.keys()})
-        feature = {**inputs, "labels": first if first_only else train, "index": i}
+        feature = {**inputs, "labels": first if train_first else train, "index": i}
         if first_only:  # which word each scored position predicts (its first subtoken)
             feature["word_index"] = [w if g != IGNORE else -1 for w, g in zip(word_ids, first)]
         feats.append(feature)

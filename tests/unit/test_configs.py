@@ -20,12 +20,13 @@ def test_job_configs_load(path):
 
 def test_all_errors_reported_together(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("task: ner\noutput: x\nepocs: 3\nlearning_rate: fast\nbatch_size: 0\n")
+    path.write_text("task: ner\noutput: x\nepocs: 3\nlearning_rate: fast\nbatch_size: 0\nsubtoken_labels: last\n")
     with pytest.raises(ConfigError) as err:
         load_train_config(path)
     message = str(err.value)
     assert "epocs: unknown key" in message and "learning_rate: expected float" in message
     assert "batch_size: must be >= 1, got 0" in message
+    assert "subtoken_labels: 'last' is not 'all' or 'first'" in message
 
 
 def test_cli_overrides_yaml(tmp_path):

@@ -1,5 +1,6 @@
 from types import SimpleNamespace
 
+from nlpbatch.config import TrainConfig
 from nlpbatch.data.conll import NER_LABELS, load_conll
 from nlpbatch.tasks import ner
 
@@ -38,7 +39,7 @@ def test_features_with_real_tokenizer(tmp_path):
     path.write_text("Wolfgangsee NNP B-NP B-LOC\nis VBZ B-VP O\n")
     raw = load_conll(path)
     tok = AutoTokenizer.from_pretrained(resolve_model(None))
-    cfg = SimpleNamespace(max_length=512)
+    cfg = SimpleNamespace(max_length=512, subtoken_labels="all")
     [train] = ner.train_features(raw, tok, cfg)
     [ev] = ner.eval_features(raw, tok, cfg)
     n_sub = len(tok.tokenize("Wolfgangsee"))
@@ -46,6 +47,10 @@ def test_features_with_real_tokenizer(tmp_path):
     loc, iloc = NER_LABELS.index("B-LOC"), NER_LABELS.index("I-LOC")
     assert train["labels"] == [-100, loc] + [iloc] * (n_sub - 1) + [O, -100]
     assert ev["labels"] == [-100, loc] + [-100] * (n_sub - 1) + [O, -100]
+    # subtoken_labels="first" (the default, and Hugging Face run_ner's): continuation subtokens are not trained
+    [first] = ner.train_features(raw, tok, TrainConfig(task="ner", output="x"))
+    assert first["labels"] == ev["labels"]
+    assert "word_index" not in first and first["input_ids"] == train["input_ids"]
 
 
 def test_sentence_tags_use_model_label_order_and_score_every_word():
