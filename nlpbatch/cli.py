@@ -71,9 +71,12 @@ ANNOTATE_HELP = {
     "max_length": "window length in tokens (default 512 NER, 384 QA)",
     "stride": "tokens shared by neighbouring windows",
     "max_chars": "longer texts are rejected, not truncated",
-    "batch_tokens": "padded tokens per forward pass, windows bucketed by length (default 16384 with --num-gpus, "
-    "else one window: small batches are faster on CPUs)",
-    "batch_rows": "documents per inference call (default: up to 256, at least 8 calls per actor)",
+    "batch_tokens": "tokens per forward pass: packed windows, or padded length buckets (default 65536 with "
+    "--num-gpus, else one window: small batches are faster on CPUs)",
+    "packing": "on: a forward pass is its windows packed into one sequence, nothing padded (varlen attention on "
+    "CUDA, BERT-type models); off: padded length buckets; auto: on for GPU actors when torch has varlen attention",
+    "batch_rows": "documents per inference call (default: up to 256 on CPU / 2048 with --num-gpus, at least 8 "
+    "calls per actor)",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
     "min_actors": "inference actors kept running; below --max-actors the pool grows with the backlog (default: the "
@@ -99,6 +102,7 @@ CHOICES = {
     "output_format": ["parquet", "jsonl"],
     "aggregation": ["simple", "first", "max"],
     "layout": ["auto", "fused", "split"],
+    "packing": ["auto", "on", "off"],
     "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
     "subtoken_labels": ["all", "first"],
 }

@@ -136,7 +136,8 @@ class AnnotateConfig:
     max_length: int | None = None  # window length in tokens; None: 512 NER, 384 QA
     stride: int = 128  # tokens shared by neighbouring windows
     max_chars: int = 1_000_000  # longer texts are rejected, not truncated
-    batch_tokens: int | None = None  # padded tokens per forward pass; None: 16384 on GPU, one window on CPU
+    batch_tokens: int | None = None  # tokens per forward pass; None: 65536 on GPU, one window on CPU
+    packing: str = "auto"  # on | off | auto: on for GPU actors (padding-free varlen attention), off on CPU
     batch_rows: int | None = None  # documents per inference call; None: rows_per_batch() decides
     n_best: int = 20
     max_answer_length: int = 30
@@ -189,15 +190,17 @@ class AnnotateConfig:
         questions: 50.6 questions/s at 64 rows a call, 44.3 at 256)."""
         if self.batch_rows is not None:
             return self.batch_rows
-        return max(16, min(256, rows_in // (8 * max(1, actors))))
+        most = 2048 if self.num_gpus > 0 else 256  # a GPU call should fill several 64k-token forward passes
+        return max(16, min(most, rows_in // (8 * max(1, actors))))
 
     @property
     def tokens_per_batch(self) -> int:
         """Measured on this CPU (benchmarks/results/engine_batch_cpu.json): small batches run much faster than
-        large ones (cache-bound), so a CPU forward pass holds about one window; GPUs want large batches."""
+        large ones (cache-bound), so a CPU forward pass holds about one window. A GPU is launch-bound below about
+        4k tokens a pass and near its ceiling from 256k (../shared/device anchors): 64k tokens a pass."""
         if self.batch_tokens is not None:
             return self.batch_tokens
-        return 16384 if self.num_gpus > 0 else max(512, self.window)
+        return 65536 if self.num_gpus > 0 else max(512, self.window)
 
     def validate(self) -> None:
         errors = []
@@ -226,6 +229,10 @@ class AnnotateConfig:
         clash = sorted(set(self.kept) & RESERVED_COLUMNS)
         if clash:
             errors.append(f"keep_columns: {', '.join(clash)} would clash with an output column; keep others")
+        if self.packing not in ("auto", "on", "off"):
+            errors.append(f"packing: {self.packing!r} is not auto, on or off")
+        elif self.packing == "on" and self.backend.startswith("onnx"):
+            errors.append(f"packing: 'on' runs the torch engine; with backend {self.backend!r} use packing off")
         if self.layout not in ("auto", "fused", "split"):
             errors.append(f"layout: {self.layout!r} is not auto, fused or split")
         if self.lease_ttl_seconds < 1:

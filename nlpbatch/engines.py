@@ -49,10 +49,30 @@ def onnx_file(model_path: str, backend: str) -> Path | None:
     return None
 
 
+def label_scores(logits: np.ndarray) -> list[np.ndarray]:
+    """NER logits [..., labels] -> the argmax label (int8) and its softmax probability (float32) per token."""
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = shifted / shifted.sum(-1, keepdims=True)
+    return [probs.argmax(-1).astype(np.int8), probs.max(-1).astype(np.float32)]
+
+
 class TorchEngine:
-    def __init__(self, task: str, model_path: str, use_gpu: bool = False, threads: int | None = None):
+    """`labels=True` (NER): argmax and softmax run where the logits are (on the GPU), and one label byte plus one
+    probability per token come back instead of a row of logits. `packing`: "on" runs packed sequences
+    (nlpbatch.packing), "auto" does so on CUDA for BERT-type models when torch has varlen attention."""
+
+    def __init__(
+        self,
+        task: str,
+        model_path: str,
+        use_gpu: bool = False,
+        threads: int | None = None,
+        packing: str = "off",
+        labels: bool = False,
+    ):
         import torch
 
+        from nlpbatch import packing as packed
         from nlpbatch.tasks import get_task
 
         if threads:
@@ -63,18 +83,50 @@ class TorchEngine:
         self.model = get_task(task).load_trained(model_path).to(self.device, dtype=dtype).eval()
         self.outputs = OUTPUTS[task]
         self.config = self.model.config
-        self.name = "torch"
+        self.labels = labels and task == "ner"
+        self.packs = packing == "on" or (
+            packing == "auto"
+            and self.device.type == "cuda"
+            and packed.varlen_kernel() is not None
+            and self.config.model_type in packed.PACKABLE_MODEL_TYPES
+        )
+        if self.packs:
+            packed.enable(self.model)
+        self.name = "torch" + ("-packed" if self.packs else "")
+
+    def _tensor(self, array: np.ndarray):
+        """Host array -> device tensor; through pinned memory and an asynchronous copy on CUDA."""
+        tensor = self.torch.tensor(array)  # a copy: Arrow's buffers are read-only
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _results(self, out) -> list[np.ndarray]:
+        if self.labels:
+            probs = out.logits.float().softmax(-1)
+            scores, labels = probs.max(-1)
+            return [labels.to(self.torch.int8).cpu().numpy(), scores.cpu().numpy()]
+        return [getattr(out, name).float().cpu().numpy() for name in self.outputs]
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
-        torch = self.torch
-        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()})
-        return [getattr(out, name).float().cpu().numpy() for name in self.outputs]
+        """Padded batch [windows, width] -> outputs [windows, width(, labels)]."""
+        with self.torch.inference_mode():
+            out = self.model(input_ids=self._tensor(ids), attention_mask=self._tensor(mask), token_type_ids=self._tensor(types))
+            return self._results(out)
+
+    def packed(self, tokens: np.ndarray, types: np.ndarray, cu_seqlens: np.ndarray) -> list[np.ndarray]:
+        """Packed windows (flat tokens, window boundaries) -> outputs [tokens(, labels)]."""
+        from nlpbatch.packing import packed_forward
+
+        with self.torch.inference_mode():
+            out = packed_forward(self.model, self._tensor(tokens), self._tensor(types), cu_seqlens)
+            return [o[0] for o in self._results(out)]
 
 
 class OnnxEngine:
-    def __init__(self, task: str, model_path: str, path: Path, threads: int | None = None):
+    packs = False
+
+    def __init__(self, task: str, model_path: str, path: Path, threads: int | None = None, labels: bool = False):
         import onnxruntime as ort
         from transformers import AutoConfig
 
@@ -85,20 +137,31 @@ class OnnxEngine:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.outputs = OUTPUTS[task]
+        self.labels = labels and task == "ner"
         self.config = AutoConfig.from_pretrained(model_path)
         self.name = f"onnx-{'int8' if path.name == ONNX_FILES['int8'] else 'fp32'}"
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return self.session.run(self.outputs, {k: v for k, v in feed.items() if k in self.inputs})
+        out = self.session.run(self.outputs, {k: v for k, v in feed.items() if k in self.inputs})
+        return label_scores(out[0]) if self.labels else out
 
 
-def load_engine(task: str, model_path: str, backend: str = "auto", use_gpu: bool = False, threads: int | None = None):
-    """The engine a backend name asks for; "auto" is ONNX Runtime on CPU when the model has been exported."""
-    path = None if use_gpu else onnx_file(model_path, backend)
+def load_engine(
+    task: str,
+    model_path: str,
+    backend: str = "auto",
+    use_gpu: bool = False,
+    threads: int | None = None,
+    packing: str = "off",
+    labels: bool = False,
+):
+    """The engine a backend name asks for; "auto" is ONNX Runtime on CPU when the model has been exported.
+    Packing is a torch-engine mode; ONNX engines run padded length buckets."""
+    path = None if use_gpu or packing == "on" else onnx_file(model_path, backend)
     if path is None:
-        return TorchEngine(task, model_path, use_gpu, threads)
-    return OnnxEngine(task, model_path, path, threads)
+        return TorchEngine(task, model_path, use_gpu, threads, packing, labels)
+    return OnnxEngine(task, model_path, path, threads, labels)
 
 
 class EngineModule:

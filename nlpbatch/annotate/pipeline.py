@@ -339,10 +339,16 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
         "batch_tokens": cfg.tokens_per_batch,
         "backend": cfg.backend,
         "threads": max(1, int(cfg.cpus_per_actor)),  # one engine thread per CPU the actor holds
+        "packing": cfg.packing,
     }
     pool = {
         # a fixed pool unless --min-actors asks for an autoscaling one
-        "compute": ray.data.ActorPoolStrategy(min_size=cfg.min_actors or actors, max_size=actors),
+        "compute": ray.data.ActorPoolStrategy(
+            min_size=cfg.min_actors or actors,
+            max_size=actors,
+            # a GPU actor gets its next batch while it works on this one, so it never waits for the tokenize tasks
+            max_tasks_in_flight_per_actor=4 if cfg.num_gpus > 0 else None,
+        ),
         "batch_size": batch_rows,
         "batch_format": "pyarrow",
         "num_gpus": cfg.num_gpus,
@@ -394,10 +400,10 @@ def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] |
     )
     table = stages.tokenize(table.drop_columns(["_sec_parse"]), cfg.task, model_path, cfg.window, cfg.stride)
     if cfg.task == "qa":
-        table = QaPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend)(table)
+        table = QaPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend, packing=cfg.packing)(table)
         table = stages.decode_qa(table, cfg.n_best, cfg.max_answer_length)
     else:
-        table = NerPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend)(table)
+        table = NerPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend, packing=cfg.packing)(table)
         id2label = {int(k): v for k, v in AutoConfig.from_pretrained(model_path).id2label.items()}
         table = stages.decode_ner(table, id2label, cfg.aggregation)
     return table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()

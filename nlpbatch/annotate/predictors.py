@@ -1,9 +1,11 @@
 """Inference actors for Ray Data's actor pool: the engine is loaded once in __init__, one batch per __call__.
 
 The hot path is array code: the windows' token ids come out of Arrow as one flat int32 buffer plus offsets,
-length buckets (at most `batch_tokens` padded tokens a forward pass, longest first) are padded with numpy, and the
-results go back into Arrow the same way. NER keeps one label byte and one float32 probability per token (argmax and
-softmax where the logits are); QA keeps the start/end logits. No Python loop runs per token.
+either packed (consecutive windows, at most `batch_tokens` tokens, as one padding-free sequence: nlpbatch.packing)
+or cut into length buckets (at most `batch_tokens` padded tokens a forward pass, longest first) padded with numpy,
+and the results go back into Arrow the same way. NER keeps one label byte and one float32 probability per token
+(argmax and softmax where the logits are: on the GPU when it runs there); QA keeps the start/end logits. No Python
+loop runs per token.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from nlpbatch.annotate.stages import _timed
+from nlpbatch.packing import pack_ranges
 
 
 def length_buckets(lengths: list[int], batch_tokens: int) -> list[list[int]]:
@@ -53,25 +56,33 @@ class _Predictor:
         use_gpu: bool = False,
         backend: str = "auto",
         threads: int | None = None,
+        packing: str = "off",
     ):
         from nlpbatch.annotate.stages import get_tokenizer
         from nlpbatch.engines import load_engine
 
-        self.engine = load_engine(self.task, model_path, backend, use_gpu, threads)
+        self.engine = load_engine(self.task, model_path, backend, use_gpu, threads, packing, labels=True)
         self.pad_id = get_tokenizer(model_path).pad_token_id
         self.batch_tokens = batch_tokens
 
     def _forward(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None):
-        """Yield (flat token positions [n, width], mask, engine outputs) per length bucket."""
+        """Yield (flat token positions, engine outputs for those tokens) per packed batch or length bucket."""
         lengths = np.diff(offsets)
+        if types is None:
+            types = np.zeros_like(tokens)
+        if self.engine.packs:
+            for lo, hi in pack_ranges(lengths, self.batch_tokens):
+                start, stop = int(offsets[lo]), int(offsets[hi])
+                yield slice(start, stop), self.engine.packed(tokens[start:stop], types[start:stop], offsets[lo : hi + 1] - start)
+            return
         for group in length_buckets(lengths.tolist(), self.batch_tokens):
             group = np.asarray(group)
             width = int(lengths[group[0]])
             mask = np.arange(width)[None, :] < lengths[group][:, None]
             positions = np.where(mask, offsets[group][:, None] + np.arange(width)[None, :], 0)
             ids = np.where(mask, tokens[positions], self.pad_id).astype(np.int64)
-            segment = np.where(mask, types[positions], 0).astype(np.int64) if types is not None else np.zeros_like(ids)
-            yield positions, mask, self.engine(ids, mask.astype(np.int64), segment)
+            segment = np.where(mask, types[positions], 0).astype(np.int64)
+            yield positions[mask], [out[mask] for out in self.engine(ids, mask.astype(np.int64), segment)]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         t0 = time.perf_counter()
@@ -93,11 +104,8 @@ class NerPredictor(_Predictor):
     def _predict(self, offsets, tokens, types) -> dict:
         labels = np.zeros(len(tokens), np.int8)
         scores = np.zeros(len(tokens), np.float32)
-        for positions, mask, (logits,) in self._forward(offsets, tokens, types):
-            shifted = np.exp(logits - logits.max(-1, keepdims=True))
-            probs = shifted / shifted.sum(-1, keepdims=True)
-            labels[positions[mask]] = probs.argmax(-1)[mask]
-            scores[positions[mask]] = probs.max(-1)[mask]
+        for where, (label, score) in self._forward(offsets, tokens, types):
+            labels[where], scores[where] = label, score
         return {"_labels": (labels, pa.int8()), "_scores": (scores, pa.float32())}
 
 
@@ -107,9 +115,8 @@ class QaPredictor(_Predictor):
     def _predict(self, offsets, tokens, types) -> dict:
         starts = np.zeros(len(tokens), np.float32)
         ends = np.zeros(len(tokens), np.float32)
-        for positions, mask, (start, end) in self._forward(offsets, tokens, types):
-            starts[positions[mask]] = start[mask]
-            ends[positions[mask]] = end[mask]
+        for where, (start, end) in self._forward(offsets, tokens, types):
+            starts[where], ends[where] = start, end
         return {"_start": (starts, pa.float32()), "_end": (ends, pa.float32())}
 
 
@@ -124,12 +131,13 @@ class Annotator:
         batch_tokens: int,
         backend: str,
         threads: int,
+        packing: str,
         parse: dict,
         tokenize: dict,
         decode: dict,
     ):
         predictor = QaPredictor if task == "qa" else NerPredictor
-        self.task, self.predict = task, predictor(model_path, batch_tokens, False, backend, threads)
+        self.task, self.predict = task, predictor(model_path, batch_tokens, False, backend, threads, packing)
         self.parse, self.tokenize, self.decode = parse, {"task": task, "model_path": model_path, **tokenize}, decode
 
     def __call__(self, batch: pa.Table) -> pa.Table:
