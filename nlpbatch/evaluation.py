@@ -101,12 +101,13 @@ def evaluate_model(
         from ray.train import ScalingConfig
         from ray.train.torch import TorchTrainer
 
+        from nlpbatch.models import worker_model
         from nlpbatch.raycluster import ensure_ray
 
         ensure_ray(num_workers * cfg.cpus_per_worker)
         trainer = TorchTrainer(
             _eval_loop_per_worker,
-            train_loop_config={"cfg": asdict(cfg), "raw": ray.put(raw)},
+            train_loop_config={"cfg": {**asdict(cfg), "model": worker_model(cfg.model)}, "raw": ray.put(raw)},
             scaling_config=ScalingConfig(
                 num_workers=num_workers,
                 use_gpu=cfg.use_gpu,

@@ -27,6 +27,16 @@ def resolve_model(name_or_path: str | None) -> str:
     return name_or_path
 
 
+def worker_model(name_or_path: str | None) -> str | None:
+    """The --model value as Ray workers must get it: a local directory as an absolute path (workers run in
+    another working directory, so `--model runs/ner` would not be found there); the bundled model and hub ids as
+    given (each worker resolves them in its own environment)."""
+    if name_or_path is None or name_or_path.startswith("bundled:"):
+        return name_or_path
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
+
+
 def _looks_local(name: str) -> bool:
     """A --model value meant as a local path: it starts like one, has more than one '/', or its parent folder
     exists here (`runs/nre` for `runs/ner`). Hub ids are `name` or `org/name`."""

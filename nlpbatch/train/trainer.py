@@ -90,7 +90,7 @@ def run_training(cfg: TrainConfig) -> dict:
     from ray.train.torch import TorchTrainer
     from transformers import AutoConfig
 
-    from nlpbatch.models import resolve_model
+    from nlpbatch.models import resolve_model, worker_model
     from nlpbatch.train.loop import train_loop_per_worker
 
     t_start = time.perf_counter()
@@ -118,7 +118,7 @@ def run_training(cfg: TrainConfig) -> dict:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "cfg": asdict(cfg),
+            "cfg": {**asdict(cfg), "model": worker_model(cfg.model)},
             "raw_train": ray.put(raw_train),
             "raw_eval": ray.put(raw_eval),
             "train_feats": ray.put(train_feats),
@@ -177,9 +177,9 @@ def run_training(cfg: TrainConfig) -> dict:
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if history:
-        from nlpbatch.plots import plot_training
+        from nlpbatch.plots import save_training_plot
 
-        plot_training(metrics, output / "training.png")
+        save_training_plot(metrics, output)
     if cfg.mlflow_tracking_uri:
         from nlpbatch.tracking import log_run
 

@@ -191,13 +191,15 @@ def test_qa_two_workers_trains_and_evaluates(ray_cluster, tiny_qa_model, data_di
 
 @pytest.mark.parametrize("quiet", [False, True], ids=["progress", "quiet"])
 def test_cli_training_reports_progress_once(ray_cluster, tiny_ner_model, data_dir, tmp_path, quiet):
-    flags = ["ner", "--output", str(tmp_path / "out"), "--data-dir", str(data_dir), "--model", str(tiny_ner_model)]
+    # --model relative to the working directory, as users type it: the Train workers run elsewhere
+    flags = ["ner", "--output", str(tmp_path / "out"), "--data-dir", str(data_dir), "--model", tiny_ner_model.name]
     flags += ["--epochs", "1", "--max-train-examples", "200", "--max-eval-examples", "50", "--batch-size", "8"]
     mlruns = tmp_path / "mlruns"
     flags += ["--quiet"] if quiet else ["--mlflow-tracking-uri", mlruns.as_uri(), "--mlflow-experiment", "ci"]
     proc = subprocess.run(
         [sys.executable, "-m", "nlpbatch", "train", *flags],
         env={**os.environ, "RAY_ADDRESS": ray_cluster.address_info["address"]},
+        cwd=tiny_ner_model.parent,
         capture_output=True,
         text=True,
         timeout=300,

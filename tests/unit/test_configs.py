@@ -139,3 +139,13 @@ def test_rows_per_inference_call_fill_the_pool_then_grow():
     assert fixed.rows_per_batch(10**6, 2) == 5
     with pytest.raises(ConfigError, match="batch_rows: must be >= 1"):
         load_annotate_config(task="ner", model="m", input="in", output="out", batch_rows=0)
+
+
+def test_ray_workers_get_a_local_model_as_an_absolute_path(tmp_path, monkeypatch):
+    from nlpbatch.models import worker_model
+
+    (tmp_path / "runs" / "ner").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert worker_model("runs/ner") == str(tmp_path / "runs" / "ner")  # workers run in another directory
+    assert worker_model(None) is None and worker_model("bundled:all-MiniLM-L6-v2") == "bundled:all-MiniLM-L6-v2"
+    assert worker_model("dslim/bert-base-NER") == "dslim/bert-base-NER"  # a hub id: each worker fetches it
