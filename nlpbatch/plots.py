@@ -36,3 +36,15 @@ def plot_training(metrics: dict, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_training_plot(metrics: dict, output: Path) -> Path | None:
+    """OUTPUT/training.png, or None with a line saying why not: the plot is a view of metrics.json, and a trained
+    model is never reported as a failed run over it (a node without matplotlib, a broken font cache)."""
+    from nlpbatch.progress import say
+
+    try:
+        return plot_training(metrics, output / "training.png")
+    except (ImportError, OSError, RuntimeError) as err:
+        say(f"training.png not drawn ({type(err).__name__}: {err}); the scores are in {output / 'metrics.json'}")
+        return None
