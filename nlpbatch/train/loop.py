@@ -191,10 +191,13 @@ def _train_epoch(
     # Dropout RNG keyed by (seed, epoch, rank): a resumed run replays the same epoch bit for bit.
     torch.manual_seed(cfg.seed + 1000 * epoch + rank)
     model.train()
+    # losses stay on the device and are read at logging steps only: a .item() per step would make the host wait
+    # for the GPU every step
     losses, curve, tokens = [], [], 0
     start = time.perf_counter()
     for batch in loader:
         batch.pop("index")
+        tokens += int(batch["attention_mask"].sum())  # counted on the host, before the copy
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with _autocast(device):
             loss = model(**batch).loss
@@ -203,22 +206,26 @@ def _train_epoch(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        tokens += int(batch["attention_mask"].sum())
+        losses.append(loss.detach())
         state["step"] += 1
-        recent = losses[-cfg.log_every_steps :]
         if state["step"] % cfg.log_every_steps == 0:
-            curve.append([state["step"], sum(recent) / len(recent)])
-        bar.update(1, epoch=f"{epoch + 1}/{cfg.epochs}", loss=round(sum(recent) / len(recent), 4))
+            recent = _mean(losses[-cfg.log_every_steps :])
+            curve.append([state["step"], recent])
+            bar.set(loss=round(recent, 4))
+        bar.update(1, epoch=f"{epoch + 1}/{cfg.epochs}")
         if state["step"] >= total_steps:
             break
     seconds = time.perf_counter() - start
     return {
-        "train_loss": sum(losses) / max(1, len(losses)),
-        "first_loss": losses[0] if losses else None,
+        "train_loss": _mean(losses) if losses else 0.0,
+        "first_loss": losses[0].item() if losses else None,
         "loss_curve": curve,
         "train_tokens_per_second_rank0": tokens / seconds if seconds else 0.0,
     }
+
+
+def _mean(losses: list[torch.Tensor]) -> float:
+    return torch.stack(losses).double().mean().item()
 
 
 def _headline(task: str, metrics: dict) -> str:
