@@ -111,7 +111,9 @@ class TorchEngine:
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
         """Padded batch [windows, width] -> outputs [windows, width(, labels)]."""
         with self.torch.inference_mode():
-            out = self.model(input_ids=self._tensor(ids), attention_mask=self._tensor(mask), token_type_ids=self._tensor(types))
+            out = self.model(
+                input_ids=self._tensor(ids), attention_mask=self._tensor(mask), token_type_ids=self._tensor(types)
+            )
             return self._results(out)
 
     def packed(self, tokens: np.ndarray, types: np.ndarray, cu_seqlens: np.ndarray) -> list[np.ndarray]:

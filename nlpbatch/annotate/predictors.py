@@ -73,7 +73,10 @@ class _Predictor:
         if self.engine.packs:
             for lo, hi in pack_ranges(lengths, self.batch_tokens):
                 start, stop = int(offsets[lo]), int(offsets[hi])
-                yield slice(start, stop), self.engine.packed(tokens[start:stop], types[start:stop], offsets[lo : hi + 1] - start)
+                yield (
+                    slice(start, stop),
+                    self.engine.packed(tokens[start:stop], types[start:stop], offsets[lo : hi + 1] - start),
+                )
             return
         for group in length_buckets(lengths.tolist(), self.batch_tokens):
             group = np.asarray(group)

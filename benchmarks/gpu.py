@@ -1,0 +1,327 @@
+"""NER annotation on one GPU, side by side in one run: the bare forward pass of the model (the ceiling), our
+inference step alone (packed windows vs padded length buckets, no Ray), the whole `nlpbatch annotate ner` job (read,
+tokenize, infer, decode, write: Parquet on local disk in and out) with the GPU's utilisation sampled, and the
+transformers token-classification pipeline ("simple") on a sample of the same corpus.
+
+    python benchmarks/gpu.py --model .device/model --data-dir .device/data --out $OUT/gpu.json
+    python benchmarks/gpu.py --table benchmarks/results/annotate_gpu_h100.json   # the README table from a JSON
+
+It runs on CPU too (small sizes: `--rows 300 --forward-shapes 4x128 --pipeline-rows 50`), so CI-side changes can
+be checked without a GPU. The model's weights do not change the speed: a base model gets a random 9-label head.
+Tokens are counted once per document (the model's tokenizer, no special tokens, no window overlap) for every side;
+the forward ceiling counts the tokens of full windows. The anchors are the H100 figures in ../shared/device/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ANCHORS = {"bare_forward_512x512": 9.4e6, "bare_forward_2048x128": 10.8e6, "pipeline": 17e3, "tokenizer_core": 290e3}
+TARGET, STRETCH = 1_000_000, 2_000_000
+
+
+class GpuSampler:
+    """GPU utilisation (%) every 0.2 s from nvidia-smi while the block runs; empty where there is none."""
+
+    def __init__(self):
+        self.samples: list[float] = []
+        self._proc = None
+
+    def __enter__(self):
+        if shutil.which("nvidia-smi"):
+            cmd = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"]
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+        return self
+
+    def _read(self):
+        for line in self._proc.stdout:
+            if line.strip().isdigit():
+                self.samples.append(float(line))
+
+    def __exit__(self, *exc):
+        if self._proc:
+            self._proc.terminate()
+            self._proc.wait()
+
+    def summary(self) -> dict | None:
+        if not self.samples:
+            return None
+        busy = sorted(self.samples)
+        return {"mean_percent": sum(busy) / len(busy), "median_percent": busy[len(busy) // 2], "samples": len(busy)}
+
+
+def ner_model(base: str, folder: str) -> str:
+    """The model dir as is if it is a token-classification model, else the base with a random CoNLL head."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nlpbatch.data.conll import NER_LABELS
+    from nlpbatch.engines import model_task
+
+    if model_task(base) == "ner":
+        return base
+    labels = dict(enumerate(NER_LABELS))
+    model = AutoModelForTokenClassification.from_pretrained(
+        base, id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+def bare_forward(model_path: str, shapes: list[tuple[int, int]], seconds: float) -> dict:
+    """Tokens/s of the model's forward pass alone (bf16 on GPU, fp32 on CPU), full windows of random ids."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    model = AutoModelForTokenClassification.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    out = {}
+    for rows, width in shapes:
+        ids = torch.randint(1000, 20000, (rows, width), device=device)
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            for _ in range(3):
+                model(input_ids=ids, attention_mask=mask)
+            torch.cuda.synchronize() if cuda else None
+            calls, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+                calls += 1
+            torch.cuda.synchronize() if cuda else None
+            elapsed = time.perf_counter() - t0
+        out[f"{rows}x{width}"] = {"tokens_per_second": calls * rows * width / elapsed, "calls": calls}
+        print("bare forward", rows, width, out[f"{rows}x{width}"], flush=True)
+    return out
+
+
+def corpus_tokens(texts: list[str], model: str) -> int:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    return sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
+
+
+def inference_step(model: str, texts: list[str], tokens: int, batch_tokens: int, use_gpu: bool) -> dict:
+    """Our predictor alone on the tokenized corpus (as the GPU actor runs it), packed vs padded length buckets."""
+    import pyarrow as pa
+
+    from nlpbatch.annotate import stages
+    from nlpbatch.annotate.predictors import NerPredictor
+
+    raw = pa.table({"raw": pa.array([json.dumps({"id": str(i), "text": t}).encode() for i, t in enumerate(texts)])})
+    table = stages.parse_rows(raw, "jsonl", "id", "text", None, None, 10_000_000).drop_columns(["_sec_parse"])
+    table = stages.tokenize(table, "ner", model, 512, 128)
+    window_tokens = len(table.column("_input_ids").combine_chunks().flatten().flatten())
+    out = {"window_tokens": window_tokens}
+    for packing in ("on", "off"):
+        predictor = NerPredictor(model, batch_tokens, use_gpu, "torch", packing=packing)
+        predictor(table.slice(0, 64))  # warm-up: CUDA context, kernels
+        t0 = time.perf_counter()
+        predictor(table)
+        seconds = time.perf_counter() - t0
+        out[f"packing_{packing}"] = {
+            "engine": predictor.engine.name,
+            "tokens_per_second": tokens / seconds,
+            "window_tokens_per_second": window_tokens / seconds,
+            "seconds": seconds,
+        }
+        print("inference step", packing, out[f"packing_{packing}"], flush=True)
+    return out
+
+
+def pipeline_reference(model: str, texts: list[str], batch_sizes: list[int]) -> dict:
+    import torch
+    from transformers import pipeline
+
+    device = 0 if torch.cuda.is_available() else -1
+    tokens = corpus_tokens(texts, model)
+    out = {"rows": len(texts)}
+    for batch_size in batch_sizes:
+        tagger = pipeline("token-classification", model=model, aggregation_strategy="simple", stride=128, device=device)
+        t0 = time.perf_counter()
+        for _ in tagger(texts, batch_size=batch_size):
+            pass
+        out[str(batch_size)] = {"tokens_per_second": tokens / (time.perf_counter() - t0)}
+        print("pipeline", batch_size, out[str(batch_size)], flush=True)
+    out["tokens_per_second"] = max(out[str(b)]["tokens_per_second"] for b in batch_sizes)
+    return out
+
+
+def annotate_job(model: str, corpus: str, output: str, tokens: int, settings: dict) -> dict:
+    import ray
+
+    from nlpbatch.annotate.pipeline import run_annotation
+    from nlpbatch.config import load_annotate_config
+
+    cfg = load_annotate_config(task="ner", model=model, input=corpus, output=output, quiet=True, **settings)
+    with GpuSampler() as gpu:
+        t0 = time.perf_counter()
+        manifest = run_annotation(cfg)
+        wall = time.perf_counter() - t0
+    ray.shutdown()
+    stream = manifest["timings"]["stream_seconds"]
+    out = {
+        "settings": settings,
+        "tokens_per_second": tokens / stream,
+        "tokens_per_second_wall": tokens / wall,
+        "stream_seconds": stream,
+        "wall_seconds": wall,
+        "rows_out": manifest["rows_out"],
+        "stage_task_seconds": manifest["timings"]["stage_task_seconds"],
+        "gpu_utilisation": gpu.summary(),
+    }
+    print("annotate", {k: out[k] for k in ("tokens_per_second", "wall_seconds", "gpu_utilisation")}, flush=True)
+    return out
+
+
+def table(result: dict) -> str:
+    """The README table: machine, figure, ours, anchor, ratio."""
+    gpu = result["machine"]["gpu"]
+    machine = gpu or f"CPU ({result['machine']['cpus']} cores)"
+    anchor = ANCHORS if gpu else {}  # the anchors are H100 figures: no ratio against them on other machines
+    rows = []
+    forward = result.get("bare_forward", {})
+    for shape, run in forward.items():
+        rows.append(
+            (
+                f"bare forward {shape.replace('x', ' x ')}",
+                run["tokens_per_second"],
+                anchor.get(f"bare_forward_{shape}"),
+                "tokens/s",
+            )
+        )
+    ceiling = max((run["tokens_per_second"] for run in forward.values()), default=None)
+    step = result.get("inference_step", {})
+    for packing in ("on", "off"):
+        if f"packing_{packing}" in step:
+            name = f"inference step, packing {packing} (no Ray)"
+            rows.append((name, step[f"packing_{packing}"]["tokens_per_second"], ceiling, "tokens/s, ratio to ceiling"))
+    pipe = result.get("pipeline", {}).get("tokens_per_second")
+    if pipe:
+        rows.append(("transformers pipeline (simple)", pipe, anchor.get("pipeline"), "tokens/s"))
+    for name, job in result.get("annotate", {}).items():
+        util = job.get("gpu_utilisation") or {}
+        busy = f"; GPU busy {util['mean_percent']:.0f}%" if util else ""
+        label = f"`annotate ner` end to end ({name}{busy})"
+        rows.append((label, job["tokens_per_second"], TARGET if gpu else None, "tokens/s, ratio to the 1M target"))
+        if ceiling:
+            rows.append(
+                (f"`annotate ner` ({name}), share of the bare forward", job["tokens_per_second"], ceiling, "ratio")
+            )
+        if pipe:
+            rows.append((f"`annotate ner` ({name}) vs pipeline", job["tokens_per_second"], pipe, "speed-up"))
+    lines = ["| machine | figure | ours | anchor | ratio |", "| --- | --- | ---: | ---: | ---: |"]
+    for name, ours, anchor, unit in rows:
+        ratio = f"{ours / anchor:.2f}" if anchor else ""
+        anchor_text = f"{anchor:,.0f}" if anchor else ""
+        lines.append(f"| {machine} | {name} ({unit}) | {ours:,.0f} | {anchor_text} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a NER model dir, or a base model (a random head is added)")
+    parser.add_argument("--data-dir", default=os.environ.get("NLPBATCH_DATA_DIR", "../shared/data"))
+    parser.add_argument("--rows", type=int, default=200_000, help="documents in the annotate corpus")
+    parser.add_argument("--step-rows", type=int, default=20_000, help="documents for the inference-step timing")
+    parser.add_argument("--pipeline-rows", type=int, default=2_000)
+    parser.add_argument("--pipeline-batch-sizes", default="1,32")
+    parser.add_argument("--forward-shapes", default="512x512,2048x128")
+    parser.add_argument("--forward-seconds", type=float, default=5.0)
+    parser.add_argument("--batch-tokens", type=int, default=65536, help="tokens a forward pass in the step timing")
+    parser.add_argument(
+        "--jobs",
+        default="defaults;packing=off;batch_tokens=262144",
+        help="annotate runs, ';'-separated: 'defaults' or key=value,key=value settings on top of --num-gpus 1",
+    )
+    parser.add_argument("--parts", default="forward,step,pipeline,annotate")
+    parser.add_argument("--out", default="benchmarks/results/annotate_gpu.json")
+    parser.add_argument("--table", metavar="JSON", help="print the README table of this result file and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
+
+    import pyarrow.parquet as pq
+    import torch
+    import transformers
+
+    from nlpbatch.corpus import write_corpus
+
+    cuda = torch.cuda.is_available()
+    parts = set(args.parts.split(","))
+    result = {
+        "benchmark": "NER annotation on one GPU: bare forward, inference step, annotate job, transformers pipeline",
+        "machine": {
+            "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "anchors_h100": ANCHORS,
+    }
+
+    def save() -> None:  # partial results survive a failure further on
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ner_model(args.model, f"{tmp}/model")
+        result["model"] = args.model
+        if "forward" in parts:
+            shapes = [tuple(int(x) for x in s.split("x")) for s in args.forward_shapes.split(",")]
+            result["bare_forward"] = bare_forward(model, shapes, args.forward_seconds)
+            save()
+        corpus = f"{tmp}/corpus"
+        write_corpus(args.data_dir, args.rows, corpus)
+        texts = pq.read_table(f"{corpus}/part-00000.parquet")["text"].to_pylist()
+        tokens = corpus_tokens(texts, model)
+        result["corpus"] = {"rows": len(texts), "tokens": tokens, "tokens_per_row": tokens / len(texts)}
+        print("corpus", result["corpus"], flush=True)
+        if "step" in parts:
+            step = texts[: args.step_rows]
+            result["inference_step"] = inference_step(model, step, corpus_tokens(step, model), args.batch_tokens, cuda)
+            save()
+        if "pipeline" in parts:
+            sample = texts[: args.pipeline_rows]
+            result["pipeline"] = pipeline_reference(
+                model, sample, [int(b) for b in args.pipeline_batch_sizes.split(",")]
+            )
+            save()
+        if "annotate" in parts:
+            result["annotate"] = {}
+            for spec in filter(None, args.jobs.split(";")):
+                settings = {"num_gpus": 1.0} if cuda else {}
+                if spec != "defaults":
+                    settings.update(_settings(spec))
+                result["annotate"][spec] = annotate_job(
+                    model, corpus, f"{tmp}/out-{len(result['annotate'])}", tokens, settings
+                )
+                save()
+    print(table(result))
+
+
+def _settings(spec: str) -> dict:
+    """'packing=off,batch_tokens=262144' -> {'packing': 'off', 'batch_tokens': 262144}."""
+    out = {}
+    for item in spec.split(","):
+        key, value = item.split("=", 1)
+        out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return out
+
+
+if __name__ == "__main__":
+    main()
