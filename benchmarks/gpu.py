@@ -3,8 +3,26 @@ inference step alone (packed windows vs padded length buckets, no Ray), the whol
 tokenize, infer, decode, write: Parquet on local disk in and out) with the GPU's utilisation sampled, and the
 transformers token-classification pipeline ("simple") on a sample of the same corpus.
 
-    python benchmarks/gpu.py --model .device/model --data-dir .device/data --out $OUT/gpu.json
+    python benchmarks/gpu.py --model .device/model --data-dir .device/data --out $OUT/annotate_gpu.json
     python benchmarks/gpu.py --table benchmarks/results/annotate_gpu_h100.json   # the README table from a JSON
+
+On the lent device machine (../shared/device/README.md; issue #12), from a checkout with the dev venv active:
+  0. here, once:  bash benchmarks/device_prepare.sh      (.device/: Ray, the fp16 model, the data, datasets 4.x)
+  1. carry [".device/ray"]:
+     mkdir -p /tmp/site && tar xJf .device/ray/ray-*.tar.xz -C /tmp/site && python3 -m pip install -q --no-index
+     --no-deps --no-compile --target /tmp/site .device/ray/*.whl && PYTHONPATH=/tmp/site python3 -c "import ray"
+  2. at once, carry [".device/model", ".device/data"], each command prefixed with
+     export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1;
+     python3 -c 'import ray' || exit 3;
+     then:  python3 benchmarks/gpu.py --model .device/model --data-dir .device/data --out $OUT/annotate_gpu.json
+     and (next calls, while the machine is warm) the default recipes, NER then QA:
+     python3 benchmarks/quality.py --out $OUT/ner_full_gpu.json -- ner --model .device/model
+       --data-dir .device/data --output /tmp/ner --use-gpu --quiet
+     python3 benchmarks/quality.py --out $OUT/qa_full_gpu.json -- qa --model .device/model
+       --data-dir .device/data --output /tmp/qa --use-gpu --epochs 3 --learning-rate 1e-4 --batch-size 32 --quiet
+  Tried here in a device-like environment (Python 3.11, torch 2.13 CPU, transformers 5.17, Ray 2.60 core, only the
+  device's packages plus .device's wheels): all three run; the CUDA-only parts (varlen attention, bf16, nvidia-smi)
+  have only run in their CPU fallbacks.
 
 It runs on CPU too (small sizes: `--rows 300 --forward-shapes 4x128 --pipeline-rows 50`), so CI-side changes can
 be checked without a GPU. The model's weights do not change the speed: a base model gets a random 9-label head.

@@ -17,6 +17,7 @@ from nlpbatch.config import TrainConfig
 from nlpbatch.progress import Progress, say
 from nlpbatch.tasks import get_task
 from nlpbatch.tasks.base import Task
+from nlpbatch.train.batches import ResidentBatches
 from nlpbatch.train.gather import concat_padded, gather_by_index
 from nlpbatch.train.sampler import GlobalBatchSampler
 
@@ -109,8 +110,6 @@ def train_loop_per_worker(config: dict) -> dict:
     import ray
     import ray.train
     import ray.train.torch
-    from torch.utils.data import DataLoader
-
     cfg = TrainConfig(**config["cfg"])
     task = get_task(cfg.task)
     raw_train, raw_eval = ray.get(config["raw_train"]), ray.get(config["raw_eval"])
@@ -130,8 +129,8 @@ def train_loop_per_worker(config: dict) -> dict:
     collate = task.collator(tokenizer)
     lengths = [len(f["input_ids"]) for f in train_feats] if cfg.group_by_length else None
     sampler = GlobalBatchSampler(len(train_feats), cfg.batch_size, rank, world, cfg.seed, lengths)
-    loader = DataLoader(train_feats, batch_sampler=sampler, collate_fn=collate)
-    steps_per_epoch = len(loader)
+    batches = ResidentBatches(train_feats, collate, device)  # on the device before the loop
+    steps_per_epoch = len(sampler)
     total_steps = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
 
     model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
@@ -156,7 +155,7 @@ def train_loop_per_worker(config: dict) -> dict:
             break
         t0 = time.perf_counter()
         train_stats = _train_epoch(
-            model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank, bar
+            model, batches, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank, bar
         )
         t1 = time.perf_counter()
         eval_metrics, _ = run_eval(module, task, eval_feats, raw_eval, cfg, collate, device, rank, world)
@@ -185,7 +184,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
 
 def _train_epoch(
-    model, loader, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank, bar
+    model, batches, sampler, optimizer, scheduler, cfg, device, epoch, state, total_steps, rank, bar
 ) -> dict:
     sampler.set_epoch(epoch)
     # Dropout RNG keyed by (seed, epoch, rank): a resumed run replays the same epoch bit for bit.
@@ -195,10 +194,9 @@ def _train_epoch(
     # for the GPU every step
     losses, curve, tokens = [], [], 0
     start = time.perf_counter()
-    for batch in loader:
-        batch.pop("index")
-        tokens += int(batch["attention_mask"].sum())  # counted on the host, before the copy
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    for indices in sampler:
+        batch = batches(indices)
+        tokens += batches.tokens(indices)
         with _autocast(device):
             loss = model(**batch).loss
         loss.backward()
