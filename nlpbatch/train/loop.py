@@ -110,6 +110,7 @@ def train_loop_per_worker(config: dict) -> dict:
     import ray
     import ray.train
     import ray.train.torch
+
     cfg = TrainConfig(**config["cfg"])
     task = get_task(cfg.task)
     raw_train, raw_eval = ray.get(config["raw_train"]), ray.get(config["raw_eval"])
