@@ -23,6 +23,8 @@ TRAIN_HELP = {
     "epochs": "passes over the training data; evaluation and a checkpoint after each",
     "learning_rate": "peak AdamW learning rate (linear warm-up, then linear decay)",
     "batch_size": "global batch size, split exactly across workers",
+    "batch_tokens": "token-budget steps: each global batch is as many length-grouped examples as fit this many "
+    "padded tokens (short sentences, big batches); unset: --batch-size examples a step",
     "eval_batch_size": "evaluation batch per worker",
     "weight_decay": "AdamW weight decay (not on biases and LayerNorm)",
     "warmup_ratio": "share of the steps spent warming the learning rate up",

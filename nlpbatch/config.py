@@ -26,6 +26,7 @@ class TrainConfig:
     epochs: int = 5
     learning_rate: float = 2e-4
     batch_size: int = 16  # global: split exactly across workers, so the recipe does not change with the worker count
+    batch_tokens: int | None = None  # set: a step is as many length-grouped examples as fit this many padded tokens
     eval_batch_size: int = 64  # per worker
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
@@ -94,6 +95,16 @@ class TrainConfig:
             errors.append(f"max_failures: must be >= 0, got {self.max_failures}")
         if not 0 <= self.warmup_ratio < 1:
             errors.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.batch_tokens is not None:
+            if self.batch_tokens < self.seq_length * self.num_workers:
+                errors.append(
+                    f"batch_tokens: {self.batch_tokens} must hold one longest example per worker "
+                    f"(>= max_length {self.seq_length} x {self.num_workers} workers)"
+                )
+            if not self.group_by_length:
+                errors.append(
+                    "batch_tokens: token-budget batches are cut from length-grouped order; drop --no-group-by-length"
+                )
         if self.subtoken_labels not in ("all", "first"):
             errors.append(f"subtoken_labels: {self.subtoken_labels!r} is not 'all' or 'first'")
         if self.task == "qa" and not 0 <= self.doc_stride < self.seq_length // 2:

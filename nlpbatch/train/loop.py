@@ -129,10 +129,12 @@ def train_loop_per_worker(config: dict) -> dict:
     train_feats, eval_feats = ray.get(config["train_feats"]), ray.get(config["eval_feats"])
     collate = task.collator(tokenizer)
     lengths = [len(f["input_ids"]) for f in train_feats] if cfg.group_by_length else None
-    sampler = GlobalBatchSampler(len(train_feats), cfg.batch_size, rank, world, cfg.seed, lengths)
+    sampler = GlobalBatchSampler(
+        len(train_feats), cfg.batch_size, rank, world, cfg.seed, lengths, getattr(cfg, "batch_tokens", None)
+    )
     batches = ResidentBatches(train_feats, collate, device)  # on the device before the loop
-    steps_per_epoch = len(sampler)
-    total_steps = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
+    steps_per_epoch = len(sampler)  # epoch 1's: token-budget epochs differ a little
+    total_steps = min(cfg.max_steps or math.inf, sum(sampler.steps(e) for e in range(cfg.epochs)))
 
     model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
     module = model.module if hasattr(model, "module") else model
@@ -142,9 +144,11 @@ def train_loop_per_worker(config: dict) -> dict:
         scheduler.load_state_dict(saved["scheduler"])
         state = {k: saved[k] for k in ("epoch", "step", "history")}
     if rank == 0:
+        tokens = getattr(cfg, "batch_tokens", None)
+        unit = f"{tokens} padded tokens" if tokens else cfg.batch_size
         say(
             f"{cfg.task}: {len(train_feats)} train / {len(eval_feats)} eval features, {world} worker(s), "
-            f"global batch {cfg.batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
+            f"global batch {unit}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
             + (f", resuming after epoch {state['epoch']}" if saved else "")
         )
     mode = "quiet" if cfg.quiet or rank != 0 else "lines"  # a worker's stdout is never a terminal: lines

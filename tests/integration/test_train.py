@@ -176,6 +176,7 @@ def test_qa_two_workers_trains_and_evaluates(ray_cluster, tiny_qa_model, data_di
         max_length=192,
         doc_stride=64,
         batch_size=16,
+        batch_tokens=16 * 192,  # token-budget steps, split over 2 DDP workers (the NER tests use --batch-size)
         learning_rate=1e-3,
         log_every_steps=5,
     )

@@ -149,3 +149,11 @@ def test_ray_workers_get_a_local_model_as_an_absolute_path(tmp_path, monkeypatch
     assert worker_model("runs/ner") == str(tmp_path / "runs" / "ner")  # workers run in another directory
     assert worker_model(None) is None and worker_model("bundled:all-MiniLM-L6-v2") == "bundled:all-MiniLM-L6-v2"
     assert worker_model("dslim/bert-base-NER") == "dslim/bert-base-NER"  # a hub id: each worker fetches it
+
+
+def test_token_budget_must_hold_one_longest_example_per_worker():
+    with pytest.raises(ConfigError) as err:
+        load_train_config(task="ner", output="o", batch_tokens=600, num_workers=2, group_by_length=False)
+    assert "batch_tokens: 600 must hold one longest example per worker (>= max_length 512 x 2 workers)" in str(err.value)
+    assert "drop --no-group-by-length" in str(err.value)
+    assert load_train_config(task="ner", output="o", batch_tokens=4096).batch_tokens == 4096

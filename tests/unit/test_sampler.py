@@ -37,3 +37,32 @@ def test_order_depends_on_seed_and_epoch_only():
 def test_batch_smaller_than_world_is_refused():
     with pytest.raises(ValueError, match="cannot be split over 4 workers"):
         GlobalBatchSampler(10, 2, 0, 4, seed=0)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_token_budget_batches_fit_the_budget_and_do_not_depend_on_the_world_size(world):
+    n, budget = 301, 640
+    lengths = [(i * 37) % 120 + 5 for i in range(n)]
+    ranks = [GlobalBatchSampler(n, 32, r, world, seed=3, lengths=lengths, batch_tokens=budget) for r in range(world)]
+    for sampler in ranks:
+        sampler.set_epoch(1)
+    per_rank = [list(s) for s in ranks]
+    steps = ranks[0].steps(1)
+    assert all(len(batches) == steps == len(s) for batches, s in zip(per_rank, ranks))  # DDP: equal step counts
+    global_batches = [[i for batches in per_rank for i in batches[k]] for k in range(steps)]
+    for batch, parts in zip(global_batches, zip(*per_rank)):
+        assert len(batch) * max(lengths[i] for i in batch) <= budget or len(batch) == world
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    sizes = [len(b) for b in global_batches]
+    assert max(sizes) > 2 * min(sizes)  # short sentences make big batches, long ones small
+    assert sorted(i for b in global_batches for i in b) == list(range(n))  # every example once an epoch
+    single = GlobalBatchSampler(n, 32, 0, 1, seed=3, lengths=lengths, batch_tokens=budget)
+    single.set_epoch(1)
+    assert [sorted(b) for b in single] == [sorted(b) for b in global_batches]  # same steps for any world size
+    single.set_epoch(2)
+    assert [sorted(b) for b in single] != [sorted(b) for b in global_batches]  # reshuffled every epoch
+
+
+def test_token_budget_needs_lengths():
+    with pytest.raises(ValueError, match="need the example lengths"):
+        GlobalBatchSampler(10, 4, 0, 1, seed=0, batch_tokens=512)
