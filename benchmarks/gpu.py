@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -45,6 +46,7 @@ from pathlib import Path
 
 ANCHORS = {"bare_forward_512x512": 9.4e6, "bare_forward_2048x128": 10.8e6, "pipeline": 17e3, "tokenizer_core": 290e3}
 TARGET, STRETCH = 1_000_000, 2_000_000
+NIGHTLY_TOKENS, NIGHTLY_SECONDS = 250e9, 8 * 3600  # issue #12: a nightly 1 TB text corpus in 8 hours
 
 
 class GpuSampler:
@@ -204,6 +206,86 @@ def annotate_job(model: str, corpus: str, output: str, tokens: int, settings: di
     return out
 
 
+def qa_job(model_base: str, data_dir: str, folder: str, repeat: int, ceiling: float | None) -> dict:
+    """`nlpbatch annotate qa` on the SQuAD validation questions (repeated with new ids for a long enough run)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+    from transformers import AutoTokenizer
+
+    from nlpbatch.annotate.pipeline import run_annotation
+    from nlpbatch.config import load_annotate_config
+    from nlpbatch.tasks.qa import build_model, load_split
+
+    raw = load_split(data_dir, "validation")
+    model = f"{folder}/qa"
+    build_model(model_base).save_pretrained(model)  # a random QA head: the weights do not change the speed
+    AutoTokenizer.from_pretrained(model_base).save_pretrained(model)
+    rows = [(f"{k}-{r['id']}", r["context"], r["question"]) for k in range(repeat) for r in raw]
+    ids, texts, questions = (list(c) for c in zip(*rows))
+    pq.write_table(pa.table({"id": ids, "text": texts, "question": questions}), f"{folder}/qa.parquet")
+    tokens = sum(
+        map(len, AutoTokenizer.from_pretrained(model)(questions, texts, add_special_tokens=False)["input_ids"])
+    )
+    settings = {"num_gpus": 1.0} if _cuda() else {}
+    cfg = load_annotate_config(
+        task="qa", model=model, input=f"{folder}/qa.parquet", output=f"{folder}/qa-out", quiet=True, **settings
+    )
+    with GpuSampler() as gpu:
+        manifest = run_annotation(cfg)
+    ray.shutdown()
+    stream = manifest["timings"]["stream_seconds"]
+    out = {
+        "questions": len(rows),
+        "questions_per_second": manifest["rows_out"] / stream,
+        "tokens_per_second": tokens / stream,  # question + context tokens, once per question
+        "share_of_bare_forward": tokens / stream / ceiling if ceiling else None,
+        "rows_out": manifest["rows_out"],
+        "stream_seconds": stream,
+        "gpu_utilisation": gpu.summary(),
+    }
+    print("annotate qa", out, flush=True)
+    return out
+
+
+def tokenizer_per_core(model: str, texts: list[str]) -> float:
+    """Tokens/s of the fast tokenizer on one core (its Rust thread pool held to one thread), with offsets."""
+    script = (
+        "import sys, json, time\n"
+        "from transformers import AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "texts = json.load(sys.stdin)\n"
+        "t0 = time.perf_counter()\n"
+        "enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)\n"
+        "print(sum(map(len, enc['input_ids'])) / (time.perf_counter() - t0))\n"
+    )
+    env = {**os.environ, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run(
+        ["python3", "-c", script, model], input=json.dumps(texts), capture_output=True, text=True, env=env, check=True
+    )
+    return float(run.stdout.strip().splitlines()[-1])
+
+
+def scale_out(tokens_per_second_per_machine: float, tokenizer_core: float, cpus: int) -> dict:
+    """Machines like this one, and tokenizer cores, for a nightly 1 TB corpus (about 250 billion tokens) in 8 h."""
+    need = NIGHTLY_TOKENS / NIGHTLY_SECONDS
+    return {
+        "corpus_tokens": NIGHTLY_TOKENS,
+        "hours": NIGHTLY_SECONDS / 3600,
+        "tokens_per_second_needed": need,
+        "machines": math.ceil(need / tokens_per_second_per_machine),
+        "gpus": math.ceil(need / tokens_per_second_per_machine),  # one GPU a machine here
+        "machine_cpus": cpus,
+        "tokenizer_cores_needed": math.ceil(need / tokenizer_core),
+    }
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def table(result: dict) -> str:
     """The README table: machine, figure, ours, anchor, ratio."""
     gpu = result["machine"]["gpu"]
@@ -240,6 +322,18 @@ def table(result: dict) -> str:
             )
         if pipe:
             rows.append((f"`annotate ner` ({name}) vs pipeline", job["tokens_per_second"], pipe, "speed-up"))
+    qa = result.get("annotate_qa")
+    if qa:
+        rows.append(("`annotate qa` end to end (questions/s)", qa["questions_per_second"], None, "questions/s"))
+        if ceiling:
+            rows.append(("`annotate qa`, share of the bare forward", qa["tokens_per_second"], ceiling, "ratio"))
+    core = result.get("tokenizer_per_core")
+    if core:
+        rows.append(("fast tokenizer, one core, with offsets", core, anchor.get("tokenizer_core"), "tokens/s"))
+    plan = result.get("scale_out")
+    if plan:
+        rows.append(("nightly 250 B tokens in 8 h: machines like this", plan["machines"], None, "count"))
+        rows.append(("nightly 250 B tokens in 8 h: tokenizer cores", plan["tokenizer_cores_needed"], None, "count"))
     lines = ["| machine | figure | ours | anchor | ratio |", "| --- | --- | ---: | ---: | ---: |"]
     for name, ours, anchor, unit in rows:
         ratio = f"{ours / anchor:.2f}" if anchor else ""
@@ -264,7 +358,8 @@ def main() -> None:
         default="defaults;packing=off;batch_tokens=262144",
         help="annotate runs, ';'-separated: 'defaults' or key=value,key=value settings on top of --num-gpus 1",
     )
-    parser.add_argument("--parts", default="forward,step,pipeline,annotate")
+    parser.add_argument("--parts", default="forward,step,pipeline,annotate,qa,scale")
+    parser.add_argument("--qa-repeat", type=int, default=20, help="the SQuAD validation questions, this many times")
     parser.add_argument("--out", default="benchmarks/results/annotate_gpu.json")
     parser.add_argument("--table", metavar="JSON", help="print the README table of this result file and exit")
     args = parser.parse_args()
@@ -329,6 +424,20 @@ def main() -> None:
                     model, corpus, f"{tmp}/out-{len(result['annotate'])}", tokens, settings
                 )
                 save()
+        ceiling = max((r["tokens_per_second"] for r in result.get("bare_forward", {}).values()), default=None)
+        if "qa" in parts:
+            result["annotate_qa"] = qa_job(
+                model if args.model is None else args.model, args.data_dir, tmp, args.qa_repeat, ceiling
+            )
+            save()
+        if "scale" in parts:
+            result["tokenizer_per_core"] = tokenizer_per_core(model, texts[: args.step_rows])
+            jobs = result.get("annotate", {})
+            if jobs:
+                best = max(job["tokens_per_second"] for job in jobs.values())
+                result["scale_out"] = scale_out(best, result["tokenizer_per_core"], os.cpu_count() or 1)
+            print("scale", result.get("tokenizer_per_core"), result.get("scale_out"), flush=True)
+            save()
     print(table(result))
 
 
