@@ -139,6 +139,20 @@ def test_rows_per_inference_call_fill_the_pool_then_grow():
     assert fixed.rows_per_batch(10**6, 2) == 5
     with pytest.raises(ConfigError, match="batch_rows: must be >= 1"):
         load_annotate_config(task="ner", model="m", input="in", output="out", batch_rows=0)
+    gpu = load_annotate_config(task="ner", model="m", input="in", output="out", num_gpus=1)
+    assert gpu.rows_per_batch(10**6, 1) == 2048 and gpu.tokens_per_batch == 65536  # GPU calls fill big passes
+    assert cfg.tokens_per_batch == 512
+
+
+def test_packing_settings_are_checked():
+    from nlpbatch.config import load_annotate_config
+
+    with pytest.raises(
+        ConfigError, match="packing: 'on' runs the torch engine; with backend 'onnx-int8' use packing off"
+    ):
+        load_annotate_config(task="ner", model="m", input="in", output="out", packing="on", backend="onnx-int8")
+    with pytest.raises(ConfigError, match="packing: 'yes' is not auto, on or off"):
+        load_annotate_config(task="ner", model="m", input="in", output="out", packing="yes")
 
 
 def test_ray_workers_get_a_local_model_as_an_absolute_path(tmp_path, monkeypatch):
@@ -154,6 +168,8 @@ def test_ray_workers_get_a_local_model_as_an_absolute_path(tmp_path, monkeypatch
 def test_token_budget_must_hold_one_longest_example_per_worker():
     with pytest.raises(ConfigError) as err:
         load_train_config(task="ner", output="o", batch_tokens=600, num_workers=2, group_by_length=False)
-    assert "batch_tokens: 600 must hold one longest example per worker (>= max_length 512 x 2 workers)" in str(err.value)
+    assert "batch_tokens: 600 must hold one longest example per worker (>= max_length 512 x 2 workers)" in str(
+        err.value
+    )
     assert "drop --no-group-by-length" in str(err.value)
     assert load_train_config(task="ner", output="o", batch_tokens=4096).batch_tokens == 4096
