@@ -236,3 +236,41 @@ def test_output_rows_carry_the_text_and_kept_columns(ray_cluster, tiny_ner_model
         run("c.parquet", "typo", keep_columns="titel")
     with pytest.raises(ConfigError, match=r"keep_columns: entities would clash"):
         run("c.parquet", "clash", keep_columns="entities")
+
+
+def test_a_lost_progress_counter_never_fails_the_job(ray_cluster, tiny_ner_model, data_dir, tmp_path, capsys):
+    """Progress is a view: its counter actor killed mid-job, the job still writes every row once."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from nlpbatch.corpus import write_corpus
+
+    write_corpus(str(data_dir), 3000, str(tmp_path / "corpus"))
+    cfg = load_annotate_config(
+        task="ner", model=str(tiny_ner_model), input=str(tmp_path / "corpus"), output=str(tmp_path / "out")
+    )
+    killed, done = [], threading.Event()
+
+    def kill_counter():  # its worker process, found by the title Ray gives it ("ray::RowCounter...")
+        while not done.is_set() and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if any(part.startswith("ray::RowCounter") for part in proc.info["cmdline"] or []):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(time.monotonic())
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=kill_counter, daemon=True)
+    thread.start()
+    manifest = run_annotation(cfg)
+    finished = time.monotonic()
+    done.set()
+    thread.join()
+    assert killed and killed[0] < finished  # the counter died while the job ran
+    assert manifest["rows_in"] == manifest["rows_out"] == 3000
+    ids = [r["id"] for r in _output(manifest)]
+    assert len(ids) == len(set(ids)) == 3000
+    assert "annotate ner: " in capsys.readouterr().err  # the summary line still comes
