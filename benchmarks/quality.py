@@ -25,6 +25,7 @@ def summarize(metrics: dict) -> dict:
                 "epochs",
                 "learning_rate",
                 "batch_size",
+                "batch_tokens",
                 "warmup_ratio",
                 "group_by_length",
                 "subtoken_labels",
