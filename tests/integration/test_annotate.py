@@ -211,7 +211,12 @@ def test_output_rows_carry_the_text_and_kept_columns(ray_cluster, tiny_ner_model
 
     def run(source, name, **keep):
         cfg = load_annotate_config(
-            task="ner", model=str(tiny_ner_model), input=str(tmp_path / source), output=str(tmp_path / name), **keep
+            task="ner",
+            model=str(tiny_ner_model),
+            input=str(tmp_path / source),
+            output=str(tmp_path / name),
+            max_actors=1,  # a few rows: one actor, not a pool to start per run
+            **keep,
         )
         manifest = run_annotation(cfg)
         return {r["id"]: r for r in _output(manifest)}, _output(manifest, "rejects")

@@ -45,6 +45,7 @@ def test_nightly_backfill_noop_and_crash_recovery(ray_cluster, tiny_ner_model, s
         input=f"s3://{bucket}/corpus/",
         output=f"s3://{bucket}/annotations/",
         s3_endpoint=s3_server,
+        max_actors=1,  # small partitions: one inference actor a night, not a pool to start per partition
     )
 
     backfill = run_nightly(base, since=DATES[1])
@@ -99,6 +100,7 @@ def test_nightly_waits_for_complete_partitions_redoes_changed_ones_and_survives_
         input=f"s3://{bucket}/corpus/",
         output=f"s3://{bucket}/annotations/",
         s3_endpoint=s3_server,
+        max_actors=1,  # small partitions: one inference actor a night, not a pool to start per partition
     )
 
     first = run_nightly(base)
