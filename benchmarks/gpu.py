@@ -44,6 +44,8 @@ import threading
 import time
 from pathlib import Path
 
+from annotate_ner import corpus_tokens  # benchmarks/ is on sys.path when a script in it runs
+
 ANCHORS = {"bare_forward_512x512": 9.4e6, "bare_forward_2048x128": 10.8e6, "pipeline": 17e3, "tokenizer_core": 290e3}
 TARGET, STRETCH = 1_000_000, 2_000_000
 NIGHTLY_TOKENS, NIGHTLY_SECONDS = 250e9, 8 * 3600  # issue #12: a nightly 1 TB text corpus in 8 hours
@@ -124,13 +126,6 @@ def bare_forward(model_path: str, shapes: list[tuple[int, int]], seconds: float)
         out[f"{rows}x{width}"] = {"tokens_per_second": calls * rows * width / elapsed, "calls": calls}
         print("bare forward", rows, width, out[f"{rows}x{width}"], flush=True)
     return out
-
-
-def corpus_tokens(texts: list[str], model: str) -> int:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model)
-    return sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
 
 
 def inference_step(model: str, texts: list[str], tokens: int, batch_tokens: int, use_gpu: bool) -> dict:
@@ -218,7 +213,7 @@ def annotate_job(model: str, corpus: str, output: str, tokens: int, settings: di
     return out
 
 
-def qa_job(model_base: str, data_dir: str, folder: str, repeat: int, ceiling: float | None) -> dict:
+def qa_job(model_base: str, data_dir: str, folder: str, repeat: int, ceiling: float | None, use_gpu: bool) -> dict:
     """`nlpbatch annotate qa` on the SQuAD validation questions (repeated with new ids for a long enough run)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -239,7 +234,7 @@ def qa_job(model_base: str, data_dir: str, folder: str, repeat: int, ceiling: fl
     tokens = sum(
         map(len, AutoTokenizer.from_pretrained(model)(questions, texts, add_special_tokens=False)["input_ids"])
     )
-    settings = {"num_gpus": 1.0} if _cuda() else {}
+    settings = {"num_gpus": 1.0} if use_gpu else {}
     cfg = load_annotate_config(
         task="qa", model=model, input=f"{folder}/qa.parquet", output=f"{folder}/qa-out", quiet=True, **settings
     )
@@ -290,12 +285,6 @@ def scale_out(tokens_per_second_per_machine: float, tokenizer_core: float, cpus:
         "machine_cpus": cpus,
         "tokenizer_cores_needed": math.ceil(need / tokenizer_core),
     }
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def table(result: dict) -> str:
@@ -442,9 +431,7 @@ def main() -> None:
                 save()
         ceiling = max((r["tokens_per_second"] for r in result.get("bare_forward", {}).values()), default=None)
         if "qa" in parts:
-            result["annotate_qa"] = qa_job(
-                model if args.model is None else args.model, args.data_dir, tmp, args.qa_repeat, ceiling
-            )
+            result["annotate_qa"] = qa_job(args.model, args.data_dir, tmp, args.qa_repeat, ceiling, cuda)
             save()
         if "scale" in parts:
             result["tokenizer_per_core"] = tokenizer_per_core(model, texts[: args.step_rows])

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from nlpbatch import packing as packed  # the module; `packing` is the mode argument below
+
 ONNX_DIR = "onnx"
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 OUTPUTS = {"ner": ["logits"], "qa": ["start_logits", "end_logits"]}
@@ -72,7 +74,6 @@ class TorchEngine:
     ):
         import torch
 
-        from nlpbatch import packing as packed
         from nlpbatch.tasks import get_task
 
         if threads:
@@ -96,7 +97,7 @@ class TorchEngine:
 
     def _tensor(self, array: np.ndarray):
         """Host array -> device tensor; through pinned memory and an asynchronous copy on CUDA."""
-        tensor = self.torch.tensor(array)  # a copy: Arrow's buffers are read-only
+        tensor = self.torch.from_numpy(np.require(array, requirements="W"))  # copied only if read-only (Arrow's)
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor
@@ -118,10 +119,8 @@ class TorchEngine:
 
     def packed(self, tokens: np.ndarray, types: np.ndarray, cu_seqlens: np.ndarray) -> list[np.ndarray]:
         """Packed windows (flat tokens, window boundaries) -> outputs [tokens(, labels)]."""
-        from nlpbatch.packing import packed_forward
-
         with self.torch.inference_mode():
-            out = packed_forward(self.model, self._tensor(tokens), self._tensor(types), cu_seqlens)
+            out = packed.packed_forward(self.model, self._tensor(tokens), self._tensor(types), cu_seqlens)
             return [o[0] for o in self._results(out)]
 
 

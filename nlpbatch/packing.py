@@ -16,12 +16,15 @@ segments: those keep padded length buckets).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 ATTENTION = "nlpbatch_varlen"
 PACKABLE_MODEL_TYPES = ("bert",)
 
 
+@functools.cache  # looked up in every attention call: resolve the import once
 def varlen_kernel():
     """torch's variable-length flash attention, or None when this torch has none."""
     try:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+PAD_MULTIPLE = 8  # collators pad a batch to a multiple of this (tensor-core friendly shapes)
+
 
 @dataclass(frozen=True)
 class Task:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll, load_conll_hub
-from nlpbatch.tasks.base import Task, locate_split, model_inputs
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, locate_split, model_inputs
 
 IGNORE = -100
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
@@ -109,7 +109,7 @@ def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
 def collator(tokenizer):
     from transformers import DataCollatorForTokenClassification
 
-    pad = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8, label_pad_token_id=IGNORE)
+    pad = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=PAD_MULTIPLE, label_pad_token_id=IGNORE)
 
     def collate(features: list[dict]) -> dict:
         return pad([{k: f[k] for k in BATCH_KEYS if k in f} for f in features])

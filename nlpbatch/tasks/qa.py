@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from nlpbatch.data.squad import HUB_NAME, load_squad, load_squad_hub
-from nlpbatch.tasks.base import Task, locate_split, model_inputs
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, locate_split, model_inputs
 
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions", "index")
 
@@ -95,7 +95,7 @@ def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
 def collator(tokenizer):
     from transformers import DataCollatorWithPadding
 
-    pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=PAD_MULTIPLE)
 
     def collate(features: list[dict]) -> dict:
         return pad([{k: f[k] for k in BATCH_KEYS if k in f} for f in features])

@@ -1,6 +1,6 @@
 """Training batches without a collate per step: every training feature is padded once, by the task's own
 collator, into tensors that live on the worker's device for the whole run; a step's batch is an index into them,
-cut to the longest feature of the batch (rounded up to the collator's multiple of 8), so it holds exactly what the
+cut to the longest feature of the batch (rounded up to the collators' PAD_MULTIPLE), so it holds exactly what the
 collator would have built from the same features, and no host work or host-to-device copy runs per step."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-MULTIPLE = 8  # the collators' pad_to_multiple_of
+from nlpbatch.tasks.base import PAD_MULTIPLE
 
 
 class ResidentBatches:
@@ -26,6 +26,6 @@ class ResidentBatches:
         return int(self.lengths[indices].sum())
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        width = -(-int(self.lengths[indices].max()) // MULTIPLE) * MULTIPLE
+        width = -(-int(self.lengths[indices].max()) // PAD_MULTIPLE) * PAD_MULTIPLE
         rows = torch.tensor(indices).to(self.device, non_blocking=True)
         return {k: (v[rows, :width] if v.ndim == 2 else v[rows]).long() for k, v in self.tensors.items()}

@@ -128,11 +128,9 @@ def train_loop_per_worker(config: dict) -> dict:
         raise ValueError(f"checkpoint of another run: {saved['fingerprint']} != {config['fingerprint']}")
     train_feats, eval_feats = ray.get(config["train_feats"]), ray.get(config["eval_feats"])
     collate = task.collator(tokenizer)
-    lengths = [len(f["input_ids"]) for f in train_feats] if cfg.group_by_length else None
-    sampler = GlobalBatchSampler(
-        len(train_feats), cfg.batch_size, rank, world, cfg.seed, lengths, getattr(cfg, "batch_tokens", None)
-    )
     batches = ResidentBatches(train_feats, collate, device)  # on the device before the loop
+    lengths = batches.lengths.tolist() if cfg.group_by_length else None
+    sampler = GlobalBatchSampler(len(train_feats), cfg.batch_size, rank, world, cfg.seed, lengths, cfg.batch_tokens)
     steps_per_epoch = len(sampler)  # epoch 1's: token-budget epochs differ a little
     total_steps = min(cfg.max_steps or math.inf, sum(sampler.steps(e) for e in range(cfg.epochs)))
 
@@ -144,8 +142,7 @@ def train_loop_per_worker(config: dict) -> dict:
         scheduler.load_state_dict(saved["scheduler"])
         state = {k: saved[k] for k in ("epoch", "step", "history")}
     if rank == 0:
-        tokens = getattr(cfg, "batch_tokens", None)
-        unit = f"{tokens} padded tokens" if tokens else cfg.batch_size
+        unit = f"{cfg.batch_tokens} padded tokens" if cfg.batch_tokens else cfg.batch_size
         say(
             f"{cfg.task}: {len(train_feats)} train / {len(eval_feats)} eval features, {world} worker(s), "
             f"global batch {unit}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
