@@ -83,9 +83,9 @@ def main() -> None:
             manifest = run_annotation(cfg)
             ray.shutdown()
             rows = {}
-            for path in manifest["output_files"]:
-                if "/data/" in path:
-                    rows.update({r["id"]: r["entities"] for r in pq.read_table(path).to_pylist()})
+            for path in manifest["output_files"]:  # relative to the output
+                if path.startswith("data/"):
+                    rows.update({r["id"]: r["entities"] for r in pq.read_table(f"{cfg.output}/{path}").to_pylist()})
             pred, fragments, entities = [], 0, 0
             for i, (words, _) in enumerate(sentences):
                 tags, cut = to_tags(rows.get(str(i), []), word_spans(words))

@@ -61,6 +61,8 @@ ANNOTATE_HELP = {
     "input": "local path, glob or s3://bucket/prefix of .parquet / .jsonl / .jsonl.gz files",
     "output": "local dir or s3:// prefix: data/, rejects/ and a _SUCCESS.json manifest",
     "input_format": "parquet or jsonl (default: from the file extensions)",
+    "follow_symlinks": "enter symlinked folders and files of the input (each real file is read once); by default "
+    "they are skipped",
     "output_format": "parquet or jsonl",
     "id_column": "input column with the document id",
     "text_column": "input column with the text",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -137,6 +138,7 @@ class AnnotateConfig:
     input: str
     output: str
     input_format: str | None = None  # parquet | jsonl; None: from the file extension
+    follow_symlinks: bool = False  # enter symlinked folders and files of the input (each real file read once)
     output_format: str = "parquet"  # parquet | jsonl
     id_column: str = "id"
     text_column: str = "text"
@@ -246,6 +248,8 @@ class AnnotateConfig:
             errors.append(f"packing: 'on' runs the torch engine; with backend {self.backend!r} use packing off")
         if self.layout not in ("auto", "fused", "split"):
             errors.append(f"layout: {self.layout!r} is not auto, fused or split")
+        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.run_id):
+            errors.append(f"run_id: {self.run_id!r} must be letters, digits, '.', '_' or '-' (it names files)")
         if self.lease_ttl_seconds < 1:
             errors.append(f"lease_ttl_seconds: must be >= 1, got {self.lease_ttl_seconds}")
         for key in ("max_chars", "batch_rows", "n_best", "max_answer_length", "rows_per_file"):

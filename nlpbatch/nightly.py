@@ -15,7 +15,15 @@ import re
 
 from nlpbatch.config import AnnotateConfig, ConfigError
 from nlpbatch.progress import say
-from nlpbatch.storage import StorageError, file_signature, filesystem_for, join, list_input_infos, with_retries
+from nlpbatch.storage import (
+    NoInputError,
+    StorageError,
+    file_signature,
+    filesystem_for,
+    join,
+    list_input_infos,
+    with_retries,
+)
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 INPUT_MARKER = "_SUCCESS"
@@ -54,7 +62,8 @@ def is_settled(date: str, now: dt.datetime, settle_hours: float) -> bool:
 
 
 def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, settle_hours: float, now) -> str:
-    """'waiting' (not complete upstream), 'done' (its output names the files it holds now) or 'due'.
+    """'waiting' (not complete upstream), 'empty' (complete but without input files: nothing to annotate), 'done'
+    (its output names the files it holds now) or 'due'.
     `cfg.input` / `cfg.output` are the partition's own folders."""
     from pyarrow import fs
 
@@ -68,11 +77,14 @@ def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, 
             return "waiting"
     elif not is_settled(date, now, settle_hours):
         return "waiting"
+    try:
+        current = list_input_infos(cfg.input, in_fs, partition, cfg.input_format)
+    except NoInputError:
+        return "empty"
     out_fs, out_path = filesystem_for(cfg.output, cfg.s3_endpoint)
     manifest = read_json(out_fs, join(out_path, MANIFEST))
     if manifest is None:
         return "due"
-    current = list_input_infos(cfg.input, in_fs, partition, cfg.input_format)
     scheme = "s3://" if cfg.input.startswith("s3://") else ""
     signature = [{**file_signature(i), "path": scheme + i.path} for i in current]
     return "done" if manifest.get("input_files") == signature else "due"
@@ -88,12 +100,12 @@ def run_nightly(
     now: dt.datetime | None = None,
 ) -> dict:
     """Annotate every selected partition that is due; one partition's failure does not stop the others.
-    Returns {dates, annotated, skipped, waiting, failed}."""
+    Returns {dates, annotated, skipped, waiting, empty, failed}."""
     from nlpbatch.annotate.pipeline import run_annotation
 
     now = now or dt.datetime.now(dt.timezone.utc)
     dates = select_dates(list_partitions(base.input, base.s3_endpoint), date, since, until)
-    done, skipped, waiting, failed = {}, [], [], {}
+    done, skipped, waiting, empty, failed = {}, [], [], [], {}
     for day in dates:
         cfg = dataclasses.replace(
             base,
@@ -104,8 +116,9 @@ def run_nightly(
         try:
             state = partition_state(cfg, day, require_input_marker, settle_hours, now)
             if state != "due":
-                (skipped if state == "done" else waiting).append(day)
-                say(f"nightly: dt={day} {'already complete' if state == 'done' else state}")
+                {"done": skipped, "waiting": waiting, "empty": empty}[state].append(day)
+                why = {"done": "already complete", "waiting": "waiting", "empty": "complete but holds no input files"}
+                say(f"nightly: dt={day} {why[state]}")
                 continue
             say(f"nightly: annotating dt={day}")
             manifest = run_annotation(cfg)
@@ -114,4 +127,11 @@ def run_nightly(
             say(f"nightly: dt={day} FAILED: {failed[day]}")
             continue
         done[day] = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected")}
-    return {"dates": dates, "annotated": done, "skipped": skipped, "waiting": waiting, "failed": failed}
+    return {
+        "dates": dates,
+        "annotated": done,
+        "skipped": skipped,
+        "waiting": waiting,
+        "empty": empty,
+        "failed": failed,
+    }

@@ -7,7 +7,9 @@ Reads only what the manifest (`_SUCCESS.json`) publishes, so it shows exactly wh
 from __future__ import annotations
 
 import html
+import itertools
 import json
+import re
 import sys
 
 from nlpbatch.config import ConfigError
@@ -21,7 +23,8 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
     """(manifest, the first n annotated rows) of a published output."""
     import pyarrow.parquet as pq
 
-    from nlpbatch.annotate.commit import MANIFEST
+    from nlpbatch.annotate.commit import MANIFEST, relative_file
+    from nlpbatch.annotate.reader import iter_lines
     from nlpbatch.storage import filesystem_for, join, read_json
 
     filesystem, path = filesystem_for(output, s3_endpoint)
@@ -30,13 +33,16 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
         raise ConfigError(f"{output}: no {MANIFEST} (not a published annotate output, or its run has not finished)")
     rows: list[dict] = []
     for file in manifest["output_files"]:
-        if "/data/" not in file or len(rows) >= n:
+        rel = relative_file(path, file)  # a manifest names files under its own output, or it is not followed
+        if rel is None:
+            raise ConfigError(f"{output}: {MANIFEST} names {file!r}, which is not a file of this output; not read")
+        if not rel.startswith("data/") or len(rows) >= n:
             continue
-        if file.endswith(".parquet"):  # manifest paths are paths on the output's filesystem
-            rows += pq.read_table(file, filesystem=filesystem).slice(0, n - len(rows)).to_pylist()
-        else:
-            with filesystem.open_input_stream(file) as fh:
-                for line in fh.read().decode("utf-8").splitlines()[: n - len(rows)]:
+        if rel.endswith(".parquet"):
+            rows += pq.read_table(join(path, rel), filesystem=filesystem).slice(0, n - len(rows)).to_pylist()
+        else:  # split as the writer wrote it: on "\n" only (a U+2028 inside a text is not a line break)
+            with filesystem.open_input_stream(join(path, rel)) as fh:
+                for _, line in itertools.islice(iter_lines(fh), n - len(rows)):
                     rows.append(json.loads(line))
     text_column = manifest.get("config", {}).get("text_column", "text")
     if rows and text_column not in rows[0]:
@@ -68,16 +74,28 @@ def _pieces(text: str, spans):
     yield text[at:], None
 
 
+# control characters (ESC starts a terminal escape sequence) and bidirectional overrides (they reorder what is
+# shown): the corpus is not trusted to drive the terminal
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """Text for a terminal: control characters shown as escapes, not obeyed."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def terminal(text: str, spans, colour: bool) -> str:
     out = []
     for piece, span in _pieces(text, spans):
+        piece = safe(piece)
+        label = safe(span[0]) if span else None
         if span is None:
             out.append(piece)
         elif colour:
             code = ANSI.get(span[0], "47")
-            out.append(f"\x1b[30;{code}m{piece}\x1b[0m\x1b[1m[{span[0]}]\x1b[0m")
+            out.append(f"\x1b[30;{code}m{piece}\x1b[0m\x1b[1m[{label}]\x1b[0m")
         else:
-            out.append(f"[{piece}]({span[0]})")
+            out.append(f"[{piece}]({label})")
     return "".join(out)
 
 
@@ -87,7 +105,7 @@ def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, str
     task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
     stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows\n\n")
     for row in rows:
-        header = f"{row['id']}" + (f"  Q: {row['question']}" if task == "qa" and row.get("question") else "")
+        header = safe(f"{row['id']}" + (f"  Q: {row['question']}" if task == "qa" and row.get("question") else ""))
         stream.write(f"\x1b[1m{header}\x1b[0m\n" if colour else f"{header}\n")
         stream.write(terminal(row[text_column] or "", spans_of(row, task), colour) + "\n\n")
 

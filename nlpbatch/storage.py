@@ -8,10 +8,12 @@ driver makes itself (manifest, lease, cleanup) go through `with_retries` as well
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -26,8 +28,12 @@ INPUT_EXTENSIONS = {
     ".json": "jsonl",
     ".jsonl.gz": "jsonl",
     ".json.gz": "jsonl",
+    ".jsonl.bz2": "jsonl",
+    ".json.bz2": "jsonl",
+    ".jsonl.zst": "jsonl",
+    ".json.zst": "jsonl",
 }
-S3_MAX_ATTEMPTS = 10
+S3_MAX_ATTEMPTS = int(os.environ.get("NLPBATCH_S3_MAX_ATTEMPTS", "10"))  # per call, the SDK's own retries
 TRANSIENT = (
     "503",
     "500",
@@ -51,6 +57,10 @@ T = TypeVar("T")
 
 class StorageError(OSError):
     """A URI that cannot be read or written; the message names it."""
+
+
+class NoInputError(StorageError):
+    """The location exists but holds no input file."""
 
 
 def normalize_endpoint(endpoint: str) -> str:
@@ -102,16 +112,21 @@ def filesystem_for(uri: str, s3_endpoint: str | None = None):
 
 
 def s3_client(s3_endpoint: str | None = None):
-    """A boto3 client for what pyarrow cannot do (conditional PUTs for the lease), retried like the filesystem."""
+    """A boto3 client for what pyarrow cannot do (conditional PUTs for the lease and the manifest), retried like the
+    filesystem. One per endpoint and process: clients are thread-safe and slow to build."""
+    return _s3_client(s3_endpoint or os.environ.get("AWS_ENDPOINT_URL"), S3_MAX_ATTEMPTS)
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(endpoint: str | None, max_attempts: int):
     import boto3
     from botocore.config import Config
 
-    endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
     return boto3.client(
         "s3",
         endpoint_url=normalize_endpoint(endpoint) if endpoint else None,
         region_name=s3_region(),
-        config=Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS}),
+        config=Config(retries={"mode": "standard", "max_attempts": max_attempts}),
     )
 
 
@@ -120,13 +135,22 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, ConnectionError | TimeoutError) or any(word in text for word in TRANSIENT)
 
 
+def _is_sdk_error(err: BaseException) -> bool:
+    """botocore's ClientError (a 503 SlowDown once the SDK's own retries ran out) and connection errors: they
+    are not OSErrors, but throttling them is as transient as pyarrow's."""
+    return type(err).__module__.startswith(("botocore", "urllib3"))
+
+
 def with_retries(fn: Callable[[], T], what: str, attempts: int = 8, base: float = 0.2, cap: float = 5.0) -> T:
-    """Call `fn`, retrying transient storage errors (throttling, 5xx, dropped connections) with capped
-    exponential backoff and jitter; other errors, and the last transient one, propagate."""
+    """Call `fn`, retrying transient storage errors (throttling, 5xx, dropped connections; pyarrow's OSErrors and
+    the AWS SDK's errors alike) with capped exponential backoff and jitter; other errors, and the last transient
+    one, propagate."""
     for attempt in range(attempts):
         try:
             return fn()
-        except OSError as err:
+        except Exception as err:
+            if not isinstance(err, OSError) and not _is_sdk_error(err):
+                raise
             if attempt == attempts - 1 or not is_transient(err):
                 raise
             delay = min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
@@ -136,46 +160,149 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 8, base: float 
 
 
 def format_of(path: str) -> str | None:
+    """parquet | jsonl from a file name (any letter case), or None for a file that is not input."""
+    lower = path.lower()
     for ext, kind in sorted(INPUT_EXTENSIONS.items(), key=lambda kv: -len(kv[0])):
-        if path.endswith(ext):
+        if lower.endswith(ext):
             return kind
     return None
 
 
-def list_input_infos(uri: str, filesystem, path: str, input_format: str | None = None) -> list:
-    """FileInfo (path, size, mtime) of the input files under a file, directory/prefix or glob, sorted by path;
-    hidden and `_`-prefixed files are skipped. Fails fast, naming the URI, when nothing is there or the store
-    cannot be reached."""
+def _unsupported_compression(path: str) -> str | None:
+    """The extension of a JSON Lines file packed in a way the reader cannot open (e.g. .jsonl.xz), else None."""
+    match = re.search(r"\.jsonl?\.([a-z0-9]+)$", path.lower())
+    return match.group(1) if match and f".jsonl.{match.group(1)}" not in INPUT_EXTENSIONS else None
+
+
+def _glob_base(path: str) -> tuple[str, list[str]]:
+    """(the folder a glob starts in, the pattern's segments below it)."""
+    segments = path.split("/")
+    first = next(i for i, seg in enumerate(segments) if any(ch in seg for ch in "*?["))
+    return "/".join(segments[:first]) or "/", segments[first:]
+
+
+def match_segments(pattern: list[str], parts: list[str]) -> bool:
+    """A glob matched one path segment at a time: `*` and `?` never cross a `/`; `**` stands for any number of
+    folders (zero included)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(match_segments(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and match_segments(pattern[1:], parts[1:])
+
+
+def _hidden(relative: str) -> bool:
+    """Spark's `_temporary/`, `_SUCCESS`, `.staging/`, editors' dot files: skipped at every level."""
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
+def _walk_local(base: str, follow_symlinks: bool) -> list[tuple[str, os.stat_result]]:
+    """(path, stat) of every file under `base` without entering `_`/`.` folders. Symlinks are skipped unless
+    `follow_symlinks`; followed, each real folder is entered and each real file listed once (a loop ends)."""
+    found, seen_dirs, seen_files = [], set(), set()
+    stack = [base]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen_dirs:
+            continue
+        seen_dirs.add(real)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith((".", "_")):
+                    continue
+                if entry.is_symlink() and not follow_symlinks:
+                    continue
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=True):
+                    target = os.path.realpath(entry.path)
+                    if target not in seen_files:
+                        seen_files.add(target)
+                        found.append((entry.path, entry.stat(follow_symlinks=True)))
+    return found
+
+
+def list_input_infos(
+    uri: str, filesystem, path: str, input_format: str | None = None, follow_symlinks: bool = False
+) -> list:
+    """FileInfo (path, size, mtime) of the input files under a file, folder/prefix or glob, sorted by path.
+
+    Each row is read once: folders and files whose name starts with `_` or `.` are skipped at every level (Spark's
+    `_temporary/`, markers, hidden files), symlinks are not followed unless `follow_symlinks`, a glob matches
+    segment by segment (`*` never crosses `/`, `**` does), and a path that exists is taken as it is even when its
+    name holds `[`, `*` or `?`. Files that are not input are named in a log line, never silently dropped from a
+    folder the manifest calls complete; a JSON Lines file with a compression the reader cannot open is an error.
+    Fails fast, naming the URI, when nothing is there or the store cannot be reached."""
     from pyarrow import fs
 
-    has_glob = any(ch in path for ch in "*?[")
-    base = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if has_glob else path
+    local = isinstance(filesystem, fs.LocalFileSystem)
     try:
-        info = with_retries(lambda: filesystem.get_file_info(base), f"list {uri}")
-        if info.type == fs.FileType.File and not has_glob:
+        info = with_retries(lambda: filesystem.get_file_info(path), f"list {uri}")
+        pattern = None
+        if info.type == fs.FileType.NotFound and any(ch in path for ch in "*?["):
+            base, pattern = _glob_base(path)
+            info = with_retries(lambda: filesystem.get_file_info(base), f"list {uri}")
+        else:
+            base = path
+        if info.type == fs.FileType.File and pattern is None:
             candidates = [info]
         elif info.type == fs.FileType.Directory:
-            selector = fs.FileSelector(base, recursive=True)
-            candidates = [
-                f
-                for f in with_retries(lambda: filesystem.get_file_info(selector), f"list {uri}")
-                if f.type == fs.FileType.File
-            ]
+            if local:
+                candidates = [
+                    fs.FileInfo(p, fs.FileType.File, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
+                    for p, st in _walk_local(base, follow_symlinks)
+                ]
+            else:
+                selector = fs.FileSelector(base, recursive=True)
+                listed = with_retries(lambda: filesystem.get_file_info(selector), f"list {uri}")
+                candidates = [f for f in listed if f.type == fs.FileType.File]
+            prefix = base.rstrip("/") + "/"
+            candidates = [f for f in candidates if not _hidden(f.path[len(prefix) :])]
+            if pattern is not None:
+                candidates = [f for f in candidates if match_segments(pattern, f.path[len(prefix) :].split("/"))]
         else:
             raise StorageError(f"{uri}: no such file, directory or prefix")
     except StorageError:
         raise
     except OSError as err:
         raise StorageError(f"{uri}: cannot be read ({err})") from err
-    files = []
+    files, skipped = [], []
     for candidate in sorted(candidates, key=lambda f: f.path):
-        if candidate.base_name.startswith((".", "_")) or (has_glob and not fnmatch.fnmatch(candidate.path, path)):
-            continue
+        packed = _unsupported_compression(candidate.path)
+        if packed and not input_format:
+            raise StorageError(
+                f"{candidate.path}: .{packed} compression cannot be read; use .jsonl, .jsonl.gz, .jsonl.bz2, "
+                ".jsonl.zst or Parquet"
+            )
         if input_format or format_of(candidate.path):
             files.append(candidate)
+        else:
+            skipped.append(candidate.path)
     if not files:
-        raise StorageError(f"{uri}: no input files (.parquet, .jsonl, .jsonl.gz)")
+        what = f" (found only {', '.join(skipped[:5])})" if skipped else ""
+        raise NoInputError(f"{uri}: no input files (.parquet, .jsonl, .jsonl.gz){what}")
+    if skipped:
+        say(
+            f"{uri}: skipping {len(skipped)} file(s) that are not .parquet or .jsonl: {', '.join(skipped[:5])}"
+            + (" ..." if len(skipped) > 5 else "")
+        )
     return files
+
+
+def input_root(filesystem, path: str) -> str:
+    """The folder (or file) an input URI covers: a glob's fixed leading folders, else the path itself."""
+    from pyarrow import fs
+
+    if any(ch in path for ch in "*?[") and filesystem.get_file_info(path).type == fs.FileType.NotFound:
+        return _glob_base(path)[0]
+    return path
+
+
+def overlap(a: str, b: str) -> bool:
+    """Two locations of one store where either lies inside the other (or they are the same)."""
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 def list_inputs(uri: str, filesystem, path: str, input_format: str | None = None) -> list[str]:

@@ -1,24 +1,43 @@
-"""How an annotation run owns, fills and publishes its output, so that no row is lost or duplicated and the last
-good output survives every failure (Spark's file-commit protocol with a Delta-style manifest):
+"""How an annotation run owns, fills and publishes its output, so that no row is lost or duplicated, the last good
+output survives every failure, and nothing the run cannot prove is its own is ever deleted. Spark's file-commit
+protocol (a staging prefix per attempt, files moved into place) with a Delta/Iceberg-style optimistic commit (the
+manifest replaced by a compare-and-swap on its version):
 
-    OUTPUT/_LEASE.json                        one writer at a time: holder's run id, start, expiry (renewed)
-    OUTPUT/_staging/<run_id>/{data,rejects}/  the run's files while it works ('_' prefix: readers skip it)
-    OUTPUT/{data,rejects}/part-<run_id>-*     the published files
-    OUTPUT/_SUCCESS.json                      the manifest, written last: the exact list of the current files
+    OUTPUT/_LEASE.json                          one writer at a time: holder's run id and attempt token
+    OUTPUT/_attempts/<run>-<attempt>.json       each attempt's record: the manifest version it started from and
+                                                the files it will move in (written before it moves them)
+    OUTPUT/_staging/<run>-<attempt>/{data,rejects}/part-<run>-<attempt>-NNNNNN.*   files while the attempt works
+    OUTPUT/{data,rejects}/part-<run>-<attempt>-NNNNNN.*                          the published files
+    OUTPUT/_SUCCESS.json                        the manifest, written last: version N, the current files (paths
+                                                relative to OUTPUT)
 
-A run takes the lease (a conditional create: on S3 `If-None-Match: *`, locally a hard link), writes under its
-staging prefix, reconciles its counts, moves its files into place, writes the manifest, and only then deletes the
-files the replaced manifest named and the orphans of this output's own earlier failed runs. A refused, failed or
-killed run leaves the published output as it was.
+An attempt takes the lease, reads the manifest (version N-1) and records itself, stages its files, reconciles its
+counts, records its file list, renews the lease once more (a conditional write: it fails if the lease was taken
+over), moves its files into place and replaces the manifest *only if it is still version N-1* (S3: `If-Match` on
+its ETag; locally: compare and rename under an exclusive lock of the output folder). Only the winner of version N
+deletes anything, and only files it can prove belong to this output's own dead attempts: the replaced manifest's
+files, and those of attempt records that started from a version below N (they can never publish: their
+compare-and-swap must fail), each file named with that attempt's run id and token and lying under OUTPUT's data/
+or rejects/. Anything else in the output is foreign: listed in the manifest, left alone.
+
+Liveness of a lease is judged by the store's own clock (the age of the lease object's last write as the store
+reports it), never by comparing the holder's clock with the taker's. A conditional write whose reply was lost and
+whose retry is refused is recognised by the random nonce every written object carries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import email.utils
+import fcntl
+import hashlib
 import json
 import os
+import re
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,11 +48,18 @@ from nlpbatch.storage import StorageError, join, put_bytes, read_json, s3_client
 LEASE = "_LEASE.json"
 MANIFEST = "_SUCCESS.json"
 STAGING = "_staging"
+ATTEMPTS = "_attempts"
 KINDS = ("data", "rejects")
+S3_CLOCK_SLACK = 1.0  # S3 reports times to the second
+_REFUSED = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409")
 
 
 class LeaseHeldError(StorageError):
     """Another run holds the output; the message names it and how to proceed."""
+
+
+class PublishConflictError(StorageError):
+    """Another attempt published first; this attempt published nothing."""
 
 
 def _now() -> dt.datetime:
@@ -46,167 +72,252 @@ def _is_s3(filesystem) -> bool:
     return isinstance(filesystem, fs.S3FileSystem)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A small JSON object as the store holds it: its body (None if absent or unreadable), its version (None if
+    absent) and the seconds since it was last written, by the store's clock."""
+
+    body: dict | None
+    version: str | None
+    age: float | None
+
+
+class Store:
+    """Compare-and-swap on the small JSON objects of one output (lease, manifest, attempt records).
+
+    S3: conditional PUT/DELETE (`If-None-Match: *`, `If-Match: <ETag>`); the age comes from the object's
+    Last-Modified and the reply's Date, both the server's clock. Local: read, compare and rename under an
+    exclusive flock of the output folder (one machine's kernel); the version is a hash of the content."""
+
+    def __init__(self, filesystem, root: str, s3_endpoint: str | None = None):
+        self.filesystem, self.root, self.s3_endpoint = filesystem, root, s3_endpoint
+        self.s3 = _is_s3(filesystem)
+
+    def path(self, name: str) -> str:
+        return join(self.root, name)
+
+    def _bucket_key(self, name: str) -> tuple[str, str]:
+        bucket, key = self.path(name).split("/", 1)
+        return bucket, key
+
+    def get(self, name: str) -> Stored:
+        if not self.s3:
+            return self._get_local(name)
+        bucket, key = self._bucket_key(name)
+
+        def read():
+            try:
+                reply = s3_client(self.s3_endpoint).get_object(Bucket=bucket, Key=key)
+            except Exception as err:
+                if "NoSuchKey" in str(err) or "Not Found" in str(err):
+                    return None
+                raise
+            return reply, reply["Body"].read()
+
+        got = with_retries(read, f"read {name}")
+        if got is None:
+            return Stored(None, None, None)
+        reply, data = got
+        served = reply["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        age = None
+        if served:
+            age = (email.utils.parsedate_to_datetime(served) - reply["LastModified"]).total_seconds()
+        return Stored(_parse(data), reply["ETag"], age)
+
+    def _get_local(self, name: str) -> Stored:
+        try:
+            with open(self.path(name), "rb") as fh:
+                data = fh.read()
+                modified = os.fstat(fh.fileno()).st_mtime
+        except FileNotFoundError:
+            return Stored(None, None, None)
+        return Stored(_parse(data), hashlib.sha256(data).hexdigest()[:32], time.time() - modified)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def put_if(self, name: str, body: dict, version: str | None) -> str | None:
+        """Write `body` only if the object is absent (`version` None) or still at `version`. Returns the new
+        version, or None when the precondition failed. `body["nonce"]` identifies this write: a write whose reply
+        was lost and whose retry was refused (it had already landed) is recognised as ours."""
+        data = json.dumps(body, indent=2).encode("utf-8")
+        if not self.s3:
+            with self._locked():
+                if self._get_local(name).version != version:
+                    return None
+                tmp = f"{self.path(name)}.{uuid.uuid4().hex}.tmp"
+                put_bytes(self.filesystem, tmp, data)
+                os.replace(tmp, self.path(name))
+            return hashlib.sha256(data).hexdigest()[:32]
+        bucket, key = self._bucket_key(name)
+        condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+        client = s3_client(self.s3_endpoint)
+        try:
+            return with_retries(
+                lambda: client.put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"], f"write {name}"
+            )
+        except Exception as err:
+            if not any(code in str(err) for code in _REFUSED):
+                raise
+        stored = self.get(name)
+        if stored.body is not None and stored.body.get("nonce") == body.get("nonce"):
+            return stored.version  # our write landed; only its reply was lost
+        return None
+
+    def delete_if(self, name: str, version: str) -> bool:
+        """Delete the object only if it is still at `version`."""
+        if not self.s3:
+            with self._locked():
+                if self._get_local(name).version != version:
+                    return False
+                os.remove(self.path(name))
+                return True
+        bucket, key = self._bucket_key(name)
+        client = s3_client(self.s3_endpoint)
+        try:
+            with_retries(lambda: client.delete_object(Bucket=bucket, Key=key, IfMatch=version), f"delete {name}")
+        except Exception as err:
+            if any(code in str(err) for code in _REFUSED):
+                return False
+            if "NotImplemented" not in str(err):
+                raise
+            # a store without conditional deletes: check, then delete (a lease taken over in between is rewritten
+            # by its new holder's next renewal... or lost, which the manifest's compare-and-swap still fences)
+            if self.get(name).version != version:
+                return False
+            with_retries(lambda: client.delete_object(Bucket=bucket, Key=key), f"delete {name}")
+        return True
+
+
+def _parse(data: bytes) -> dict | None:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 @dataclass
 class Lease:
-    """A held lease; a daemon thread renews it every ttl/3 while the run works."""
+    """A held lease; a daemon thread renews it every ttl/3 while the run works. Every renewal is a conditional
+    write on the version this holder last wrote, so a holder that was paused past its TTL and taken over finds
+    out at its next renewal and can no longer publish."""
 
-    filesystem: object
-    out_path: str
-    s3_endpoint: str | None
+    store: Store
     body: dict
-    etag: str | None = None
+    version: str
     lost: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
 
     @property
-    def path(self) -> str:
-        return join(self.out_path, LEASE)
+    def run_id(self) -> str:
+        return self.body["run_id"]
 
-    def _body(self, ttl: float) -> dict:
-        now = _now()
-        return {**self.body, "renewed_at": now.isoformat(), "expires_at": (now + dt.timedelta(seconds=ttl)).isoformat()}
+    @property
+    def attempt(self) -> str:
+        return self.body["attempt"]
 
-    def renew(self) -> None:
-        body = self._body(self.body["ttl_seconds"])
-        if _is_s3(self.filesystem):
-            etag = _create_exclusive(
-                self.filesystem, self.path, json.dumps(body).encode(), self.s3_endpoint, if_match=self.etag
-            )
-            if etag is None:  # the version we wrote is gone: somebody broke our lease
-                self.lost = "the lease was taken over"
-                return
-            self.etag = etag
-        else:
-            current = read_json(self.filesystem, self.path)
-            if not current or current.get("run_id") != self.body["run_id"]:
-                self.lost = f"the lease now names run {current and current.get('run_id')}"
-                return
-            write_json(self.filesystem, self.path, body)
-        self.body = body
+    def renew(self) -> bool:
+        with self._lock:
+            if self.lost:
+                return False
+            body = {**self.body, "nonce": uuid.uuid4().hex, "renewed_at": _now().isoformat()}
+            version = self.store.put_if(LEASE, body, self.version)
+            if version is None:
+                holder = self.store.get(LEASE).body
+                self.lost = f"run {holder.get('run_id')}" if holder else "nobody (the lease was deleted)"
+                return False
+            self.body, self.version = body, version
+            return True
 
     def start_heartbeat(self) -> None:
         def beat() -> None:
             while not self._stop.wait(self.body["ttl_seconds"] / 3):
                 try:
-                    self.renew()
-                except Exception as err:  # keep trying: the lease is only lost once it has expired
+                    if not self.renew():
+                        say(f"run {self.run_id} lost its lease to {self.lost}")
+                        return
+                except Exception as err:  # keep trying: the lease is only lost once it has been taken over
                     say(f"lease renewal failed: {err}")
-                if self.lost:
-                    return
 
-        threading.Thread(target=beat, name="nlpbatch-lease", daemon=True).start()
+        self._thread = threading.Thread(target=beat, name="nlpbatch-lease", daemon=True)
+        self._thread.start()
 
     def check(self) -> None:
-        """Raise unless this run still holds the lease (checked right before publishing)."""
-        current = read_json(self.filesystem, self.path)
-        if self.lost or not current or current.get("run_id") != self.body["run_id"]:
-            holder = current.get("run_id") if current else None
+        """Renew once more, conditionally, right before publishing; raise unless this attempt still holds the lease."""
+        if not self.renew():
             raise LeaseHeldError(
-                f"{self.body['output']}: run {self.body['run_id']} lost its lease"
-                + (f" to run {holder}" if holder else "")
-                + "; nothing was published, the previous output is untouched"
+                f"{self.body['output']}: run {self.run_id} lost its lease to {self.lost}; nothing was published, "
+                "the previous output is untouched"
             )
 
     def release(self) -> None:
+        """Stop renewing (waiting for a renewal in flight), then delete the lease if it is still this attempt's."""
         self._stop.set()
-        current = read_json(self.filesystem, self.path)
-        if current and current.get("run_id") == self.body["run_id"]:
-            with_retries(lambda: self.filesystem.delete_file(self.path), f"delete {self.path}")
-
-
-def _create_exclusive(filesystem, path: str, data: bytes, s3_endpoint: str | None, if_match: str | None = None):
-    """Create `path` only if it does not exist (or, with `if_match`, replace exactly that version). Returns the
-    new ETag on S3, True locally, or None when another writer got there first."""
-    if _is_s3(filesystem):
-        bucket, key = path.split("/", 1)
-        condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
-        try:
-            return s3_client(s3_endpoint).put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
-        except Exception as err:
-            if any(code in str(err) for code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")):
-                return None
-            raise
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    put_bytes(filesystem, tmp, data)
-    try:
-        if if_match:
-            os.replace(tmp, path)  # local break: one machine, the caller re-reads to confirm
-            return True
-        os.link(tmp, path)  # atomic and exclusive: fails if the lease exists
-        return True
-    except FileExistsError:
-        return None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _etag(filesystem, path: str, s3_endpoint: str | None) -> str | None:
-    if not _is_s3(filesystem):
-        return "local"
-    bucket, key = path.split("/", 1)
-    try:
-        return s3_client(s3_endpoint).head_object(Bucket=bucket, Key=key)["ETag"]
-    except Exception:
-        return None
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            current = self.store.get(LEASE)
+            if current.body and current.body.get("attempt") == self.attempt and current.version:
+                self.store.delete_if(LEASE, current.version)
 
 
 def acquire_lease(
-    filesystem,
-    out_path: str,
-    output_uri: str,
-    run_id: str,
-    ttl_seconds: float,
-    break_lease: bool,
-    s3_endpoint: str | None = None,
+    store: Store, output_uri: str, run_id: str, ttl_seconds: float, break_lease: bool, heartbeat: bool = True
 ) -> Lease:
-    """Take the output's lease or raise LeaseHeldError naming the holder. An expired lease (its run crashed) is
-    taken over; `break_lease` takes over a live-looking one (the user knows that run is dead)."""
-    lease = Lease(
-        filesystem,
-        out_path,
-        s3_endpoint,
-        {
-            "run_id": run_id,
-            "output": output_uri,
-            "started_at": _now().isoformat(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "ttl_seconds": ttl_seconds,
-        },
-    )
-    body = lease._body(ttl_seconds)
-    data = json.dumps(body).encode()
-    for _ in range(3):
-        created = with_retries(lambda: _create_exclusive(filesystem, lease.path, data, s3_endpoint), "take lease")
-        if created:
+    """Take the output's lease or raise LeaseHeldError naming the holder. A lease not renewed for its TTL (by the
+    store's clock: its holder crashed or was paused) is taken over; `break_lease` takes over a live-looking one
+    (the user knows that run is dead)."""
+    now = _now().isoformat()
+    body = {
+        "run_id": run_id,
+        "attempt": uuid.uuid4().hex[:8],
+        "output": output_uri,
+        "started_at": now,
+        "renewed_at": now,  # informational: the holder's clock
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "ttl_seconds": ttl_seconds,
+        "nonce": uuid.uuid4().hex,
+    }
+    for _ in range(5):
+        version = store.put_if(LEASE, body, None)
+        if version:
             break
-        etag = _etag(filesystem, lease.path, s3_endpoint)
-        holder = read_json(filesystem, lease.path)
-        if holder is None:
-            continue  # released (or half-written) meanwhile: try again
-        expired = dt.datetime.fromisoformat(holder["expires_at"]) < _now()
+        held = store.get(LEASE)
+        if held.version is None:
+            continue  # released meanwhile: try again
+        holder = held.body or {}
+        ttl = float(holder.get("ttl_seconds", ttl_seconds))
+        age = held.age if held.age is not None else 0.0
+        expired = age > ttl + (S3_CLOCK_SLACK if store.s3 else 0.0)
         if not (expired or break_lease):
             raise LeaseHeldError(
-                f"{output_uri} is being written by run {holder['run_id']} (started {holder['started_at']} on "
-                f"{holder.get('host')} pid {holder.get('pid')}; its lease runs until {holder['expires_at']}). "
-                "Nothing was changed. Wait for that run, or if it is dead pass --break-lease"
+                f"{output_uri} is being written by run {holder.get('run_id')} (started {holder.get('started_at')} on "
+                f"{holder.get('host')} pid {holder.get('pid')}; its lease was renewed {age:.0f} s ago and lapses "
+                f"{ttl:.0f} s after its last renewal). Nothing was changed. Wait for that run, or if it is dead pass "
+                "--break-lease"
             )
-        why = "expired" if expired else "broken with --break-lease"
-        say(f"taking over the lease of run {holder['run_id']} ({why})")
-        created = etag and _create_exclusive(filesystem, lease.path, data, s3_endpoint, if_match=etag)
-        if created and (read_json(filesystem, lease.path) or {}).get("run_id") == run_id:
+        why = f"not renewed for {age:.0f} s" if expired else "broken with --break-lease"
+        say(f"taking over the lease of run {holder.get('run_id')} ({why})")
+        body = {**body, "nonce": uuid.uuid4().hex}
+        version = store.put_if(LEASE, body, held.version)
+        if version:
             break
     else:
-        raise LeaseHeldError(f"{output_uri}: could not take the lease (another run keeps taking it)")
-    lease.body = body
-    lease.etag = created if isinstance(created, str) else None
-    lease.start_heartbeat()
+        raise LeaseHeldError(f"{output_uri}: could not take the lease (other runs keep taking it)")
+    lease = Lease(store, body, version)
+    if heartbeat:
+        lease.start_heartbeat()
     return lease
-
-
-def staging_dir(out_path: str, run_id: str) -> str:
-    return join(out_path, STAGING, run_id)
 
 
 def _parallel(fn, items: list, what: str) -> list:
@@ -214,34 +325,231 @@ def _parallel(fn, items: list, what: str) -> list:
         return list(pool.map(lambda item: with_retries(lambda: fn(item), what), items))
 
 
-def publish(filesystem, out_path: str, lease: Lease, staged: list[str], manifest: dict) -> dict:
-    """Move the staged files into place, write the manifest naming them, then remove what the replaced manifest
-    named and any orphans (files of this output's earlier failed runs). Returns the manifest as written."""
-    from pyarrow import fs
+def _missing_ok(fn):
+    def call(path):
+        try:
+            fn(path)
+        except FileNotFoundError:
+            pass  # already gone (an S3 lifecycle rule, a user): what we wanted
 
-    lease.check()
-    staging = staging_dir(out_path, lease.body["run_id"]) + "/"
-    final = [join(out_path, path[len(staging) :]) for path in staged]
-    for kind in KINDS:
-        with_retries(lambda k=kind: filesystem.create_dir(join(out_path, k), recursive=True), "create output dir")
-    _parallel(lambda pair: filesystem.move(*pair), list(zip(staged, final)), "move staged file")
-    previous = read_json(filesystem, join(out_path, MANIFEST)) or {}
-    keep = set(final)
-    doomed = {f for f in previous.get("output_files", []) if f not in keep}
-    for kind in KINDS:  # orphans: only the lease holder writes here, so any unlisted part file is one
-        selector = fs.FileSelector(join(out_path, kind), allow_not_found=True)
-        infos = with_retries(lambda s=selector: filesystem.get_file_info(s), "list output")
-        doomed |= {i.path for i in infos if i.type == fs.FileType.File and i.path not in keep}
-    lease.check()
-    manifest = {**manifest, "output_files": sorted(final), "removed_files_of_earlier_runs": len(doomed)}
-    write_json(filesystem, join(out_path, MANIFEST), manifest)
-    _parallel(filesystem.delete_file, sorted(doomed), "delete replaced file")
-    with_retries(lambda: _delete_tree(filesystem, join(out_path, STAGING)), "delete staging")
-    return manifest
+    return call
 
 
-def _delete_tree(filesystem, path: str) -> None:
-    from pyarrow import fs
+def relative_file(out_path: str, path: str) -> str | None:
+    """A manifest's file as `data/<name>` or `rejects/<name>` under the output, or None when it lies anywhere
+    else. Absolute paths (manifests of earlier versions) count only when they are inside this output."""
+    if path.startswith(out_path.rstrip("/") + "/"):
+        path = path[len(out_path.rstrip("/")) + 1 :]
+    parts = path.split("/")
+    if len(parts) != 2 or parts[0] not in KINDS or parts[1] in ("", ".", "..") or "\\" in path:
+        return None
+    return path
 
-    if filesystem.get_file_info(path).type != fs.FileType.NotFound:
-        filesystem.delete_dir(path)
+
+def _owned(rel: str | None, run_id: str | None, attempt: str | None) -> bool:
+    """A file name that proves it was written by that attempt (or, for manifests written before attempt tokens,
+    by that run)."""
+    if rel is None or not run_id:
+        return False
+    name = rel.split("/", 1)[1]
+    prefix = f"part-{run_id}-{attempt}-" if attempt else f"part-{run_id}-"
+    return name.startswith(prefix) and re.fullmatch(r"\d{6}\.(parquet|jsonl)", name[len(prefix) :]) is not None
+
+
+class Commit:
+    """One attempt's way from its staging prefix to the published manifest. `prepare` moves the files in (after a
+    last conditional lease renewal), `finish` publishes them with the manifest's compare-and-swap and cleans up;
+    `abort` removes what this attempt wrote. Nothing here deletes a file of another attempt, except the winner of
+    a version cleaning up after dead ones."""
+
+    def __init__(self, filesystem, out_path: str, lease: Lease):
+        self.filesystem, self.out_path, self.lease = filesystem, out_path, lease
+        self.store = lease.store
+        self.previous = self.store.get(MANIFEST)  # the only version this attempt may replace
+        self.base = int((self.previous.body or {}).get("version", 0)) if self.previous.version else 0
+        self.name = f"{lease.run_id}-{lease.attempt}"
+        self.staging = join(out_path, STAGING, self.name)
+        self.file_prefix = f"part-{self.name}-"
+        self.files: list[str] = []
+        self.moved = False
+        self.published = False
+        self.uncertain = False
+        self.record = {
+            "run_id": lease.run_id,
+            "attempt": lease.attempt,
+            "base_version": self.base,
+            "started_at": lease.body["started_at"],
+            "files": [],
+        }
+        self._write_record()
+
+    @property
+    def record_path(self) -> str:
+        return join(self.out_path, ATTEMPTS, f"{self.name}.json")
+
+    def _write_record(self) -> None:
+        with_retries(
+            lambda: self.filesystem.create_dir(join(self.out_path, ATTEMPTS), recursive=True), "create output dir"
+        )
+        write_json(self.filesystem, self.record_path, self.record)
+
+    def prepare(self, staged: list[str]) -> None:
+        """Record the files, renew the lease conditionally (raises if it was taken over), move the files in."""
+        prefix = self.staging + "/"
+        for path in staged:
+            if not path.startswith(prefix) or not _owned(path[len(prefix) :], self.lease.run_id, self.lease.attempt):
+                raise StorageError(f"{path}: not a staged file of run {self.name}")
+        self.files = sorted(path[len(prefix) :] for path in staged)
+        self.record["files"] = self.files
+        self._write_record()  # before any move: whoever cleans up after this attempt knows what it moved
+        self.lease.check()
+        for kind in KINDS:
+            with_retries(
+                lambda k=kind: self.filesystem.create_dir(join(self.out_path, k), recursive=True), "create output dir"
+            )
+        self.moved = True
+        pairs = [(join(prefix.rstrip("/"), f), join(self.out_path, f)) for f in self.files]
+        _parallel(lambda pair: self.filesystem.move(*pair), pairs, "move staged file")
+
+    def finish(self, manifest: dict) -> dict:
+        """Publish: replace the manifest if it is still the version this attempt started from, then delete what
+        the dead attempts left. Returns the manifest as written; raises PublishConflictError (after removing this
+        attempt's files) when another attempt published first."""
+        version = self.base + 1
+        doomed, dead = self._dead_files(version)
+        foreign = self._foreign(doomed)
+        previous = self.previous.body or {}
+        manifest = {
+            **manifest,
+            "version": version,
+            "run_id": self.lease.run_id,
+            "attempt": self.lease.attempt,
+            "replaces": {"version": self.base, "run_id": previous.get("run_id")} if self.previous.version else None,
+            "output_files": self.files,
+            "removed_files_of_earlier_runs": len(doomed),
+            "foreign_files": foreign[:20],
+            "foreign_file_count": len(foreign),
+            "nonce": uuid.uuid4().hex,
+        }
+        try:
+            written = self.store.put_if(MANIFEST, manifest, self.previous.version)
+        except Exception:
+            # the outcome is unknown (the write may still land): keep the moved files and the record that lets the
+            # next winner remove them if they were not published
+            self.uncertain = True
+            if (self.store.get(MANIFEST).body or {}).get("nonce") != manifest["nonce"]:
+                raise
+            written = "ours"
+        if written is None:
+            now = self.store.get(MANIFEST).body or {}
+            self.abort()
+            raise PublishConflictError(
+                f"{self.lease.body['output']}: run {now.get('run_id')} published version {now.get('version')} while "
+                f"run {self.lease.run_id} worked from version {self.base}; nothing of run {self.lease.run_id} was "
+                "published. Run it again"
+            )
+        self.published = True
+        if foreign:
+            say(
+                f"{self.lease.body['output']}: {len(foreign)} file(s) in data/ or rejects/ are not this output's own "
+                f"and were left alone: {', '.join(foreign[:5])}" + (" ..." if len(foreign) > 5 else "")
+            )
+        self._cleanup(doomed, dead)
+        return manifest
+
+    def _records(self) -> list[tuple[str, dict]]:
+        from pyarrow import fs
+
+        selector = fs.FileSelector(join(self.out_path, ATTEMPTS), allow_not_found=True)
+        infos = with_retries(lambda: self.filesystem.get_file_info(selector), "list attempts")
+        records = []
+        for info in infos:
+            if info.type == fs.FileType.File and info.base_name.endswith(".json"):
+                record = read_json(self.filesystem, info.path)
+                if record is not None and info.base_name == f"{record.get('run_id')}-{record.get('attempt')}.json":
+                    records.append((info.path, record))
+        return records
+
+    def _dead_files(self, version: int) -> tuple[set[str], list[tuple[str, dict]]]:
+        """(files to delete once `version` is published, dead attempt records). Dead: attempts that started from a
+        version below it (they can never publish). Their files, and the replaced manifest's, count only when their
+        names prove they belong to that attempt."""
+        doomed: set[str] = set()
+        previous = self.previous.body or {}
+        for path in previous.get("output_files", []):
+            rel = relative_file(self.out_path, path)
+            if _owned(rel, previous.get("run_id"), previous.get("attempt")):
+                doomed.add(rel)
+            else:
+                say(f"{self.lease.body['output']}: the replaced manifest names {path}, not a file of its own run: left")
+        dead = []
+        for path, record in self._records():
+            if record.get("attempt") == self.lease.attempt or int(record.get("base_version", version)) >= version:
+                continue
+            dead.append((path, record))
+            for f in record.get("files", []):
+                rel = relative_file(self.out_path, f)
+                if _owned(rel, record.get("run_id"), record.get("attempt")):
+                    doomed.add(rel)
+        return doomed - set(self.files), dead
+
+    def _foreign(self, doomed: set[str]) -> list[str]:
+        from pyarrow import fs
+
+        found = []
+        for kind in KINDS:
+            selector = fs.FileSelector(join(self.out_path, kind), allow_not_found=True, recursive=True)
+            infos = with_retries(lambda s=selector: self.filesystem.get_file_info(s), "list output")
+            prefix = self.out_path.rstrip("/") + "/"
+            found += [i.path[len(prefix) :] for i in infos if i.type == fs.FileType.File]
+        ours = set(self.files) | doomed
+        return sorted(f for f in found if f not in ours)
+
+    def _cleanup(self, doomed: set[str], dead: list[tuple[str, dict]]) -> None:
+        """After publishing: a failure here leaves leftovers for the next winner (their records stay), never an
+        error for a run that published."""
+        try:
+            paths = [join(self.out_path, f) for f in sorted(doomed)]
+            _parallel(_missing_ok(self.filesystem.delete_file), paths, "delete replaced file")
+            for path, record in dead:
+                self._delete_tree(join(self.out_path, STAGING, f"{record['run_id']}-{record['attempt']}"))
+                with_retries(lambda p=path: _missing_ok(self.filesystem.delete_file)(p), "delete attempt record")
+            self._delete_tree(self.staging)
+        except Exception as err:  # published already: the next run's winner cleans up what is left
+            say(f"cleanup after publishing left files behind ({err}); the next run removes them")
+
+    def _delete_tree(self, path: str) -> None:
+        from pyarrow import fs
+
+        if with_retries(lambda: self.filesystem.get_file_info(path), "stat").type != fs.FileType.NotFound:
+            with_retries(lambda: self.filesystem.delete_dir(path), f"delete {path}")
+        parent = join(self.out_path, STAGING)
+        if not _is_s3(self.filesystem):
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)  # only when no other attempt's folder is left in it
+            return
+        # pyarrow leaves an empty marker object for the parent folder: remove that one key (other attempts' objects
+        # are keys of their own, untouched)
+        bucket, key = parent.split("/", 1)
+        client = s3_client(self.store.s3_endpoint)
+        with_retries(lambda: client.delete_object(Bucket=bucket, Key=key + "/"), "delete staging marker")
+
+    def abort(self) -> None:
+        """Remove what this attempt wrote (its staged and moved files, its record) unless it published. Best
+        effort: what is left, its record names, and the next winner removes."""
+        if self.published or self.uncertain:
+            return
+        try:
+            if self.moved:
+                paths = [join(self.out_path, f) for f in self.files]
+                _parallel(_missing_ok(self.filesystem.delete_file), paths, "delete own file")
+            self._delete_tree(self.staging)
+            _missing_ok(self.filesystem.delete_file)(self.record_path)
+        except Exception as err:
+            say(f"could not remove the files of run {self.lease.run_id} ({err}); the next run removes them")
+
+
+def publish(filesystem, out_path: str, commit: Commit, staged: list[str], manifest: dict) -> dict:
+    """Move the staged files into place and publish the manifest naming them (see the module docstring)."""
+    commit.prepare(staged)
+    return commit.finish(manifest)

@@ -14,12 +14,20 @@ import uuid
 from pathlib import Path
 
 from nlpbatch import __version__
-from nlpbatch.annotate.commit import MANIFEST, acquire_lease, publish, read_json, staging_dir
+from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease, publish
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
 from nlpbatch.engines import model_task
 from nlpbatch.progress import Progress, progress_mode, say
-from nlpbatch.storage import StorageError, file_signature, filesystem_for, format_of, join, list_input_infos
+from nlpbatch.storage import (
+    StorageError,
+    file_signature,
+    filesystem_for,
+    format_of,
+    input_root,
+    list_input_infos,
+    overlap,
+)
 
 __all__ = ["MANIFEST", "annotate_texts", "run_annotation"]
 
@@ -63,29 +71,46 @@ def check_inputs(
         if fmt == "parquet":
             rows += check_parquet(filesystem, path, columns, optional=(id_column,), present=kept, hints=hints)
             continue
-        checked = False
-        with filesystem.open_input_stream(path, compression="detect") as fh:
-            for _, line in iter_lines(fh):
-                rows += 1
-                if not checked:
-                    checked = _check_first_record(path, line, list(dict.fromkeys([*columns, *kept])), hints or {})
+        wanted = list(dict.fromkeys([*columns, *kept]))
+        sample: list[dict] = []
+        try:
+            with filesystem.open_input_stream(path, compression="detect") as fh:
+                for _, line in iter_lines(fh):
+                    rows += 1
+                    if len(sample) < SAMPLE_RECORDS:
+                        record = _record(line)
+                        if record is not None:
+                            sample.append(record)
+        except ConfigError:
+            raise
+        except Exception as err:  # a truncated .gz, a file deleted meanwhile: name the file
+            raise ConfigError(f"{path}: cannot be read ({type(err).__name__}: {err}); fix or remove the file") from err
+        _check_keys(path, sample, wanted, hints or {})
     return rows
 
 
-def _check_first_record(path: str, line: bytes, columns: list[str], hints: dict[str, str]) -> bool:
-    """True once a JSON object has been seen (and has every column): a file whose first object lacks a required
-    key is a config error (wrong --text-column), not 10^6 rejects; bad lines before it are rejects like any other."""
+SAMPLE_RECORDS = 1000  # JSON objects per file looked at for the columns
+
+
+def _record(line: bytes) -> dict | None:
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):
-        return False
-    if not isinstance(record, dict):
-        return False
-    missing = [c for c in columns if c not in record]
-    if missing:
-        hint = hints.get(missing[0], "check --keep-columns")
-        raise ConfigError(f"{path}: first record has no {missing[0]!r} key (keys: {', '.join(record)}); {hint}")
-    return True
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _check_keys(path: str, sample: list[dict], columns: list[str], hints: dict[str, str]) -> None:
+    """A column that none of the file's first records has is a config error (a wrong --text-column), not 10^6
+    rejects; a record that lacks it while others have it is a reject (or, for a kept column, a null), wherever it
+    stands in the file."""
+    for column in columns:
+        if sample and not any(column in record for record in sample):
+            hint = hints.get(column, "check --keep-columns")
+            raise ConfigError(
+                f"{path}: none of its first {len(sample)} records has a {column!r} key (keys of the first: "
+                f"{', '.join(sample[0])}); {hint}"
+            )
 
 
 def _read_questions(path: str | None) -> list[str] | None:
@@ -117,11 +142,34 @@ def _prepare_output(cfg: AnnotateConfig):
     return out_fs, out_path
 
 
+def _same_input(a: str | None, b: str) -> bool:
+    """`in/`, `in` and `./in` name one input."""
+    if a is None:
+        return False
+    if a.startswith("s3://") or b.startswith("s3://"):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.normpath(a) == os.path.normpath(b)
+
+
+def _check_overlap(cfg: AnnotateConfig, in_fs, in_path: str, out_fs, out_path: str) -> None:
+    """An output inside the input is read back by the next run; an input inside the output is published over."""
+    if type(in_fs) is not type(out_fs):
+        return
+    inputs, output = input_root(in_fs, in_path), out_path
+    if not cfg.input.startswith("s3://"):
+        inputs, output = os.path.realpath(inputs), os.path.realpath(output)
+    if overlap(inputs, output):
+        raise ConfigError(
+            f"--output {cfg.output} and --input {cfg.input} overlap (one lies inside the other): a run would read its "
+            "own output, or publish over its input. Write the output to a folder outside the input"
+        )
+
+
 def _check_replaces(cfg: AnnotateConfig, previous: dict | None) -> None:
     """A run replaces the published output of the same task and input; anything else needs --overwrite."""
     if previous is None or cfg.overwrite:
         return
-    if (previous.get("task"), previous.get("input")) != (cfg.task, cfg.input):
+    if previous.get("task") != cfg.task or not _same_input(previous.get("input"), cfg.input):
         raise ConfigError(
             f"{cfg.output} holds the published {previous.get('task')} output of {previous.get('input')} "
             f"(run {previous.get('run_id')}); pass --overwrite to replace it with {cfg.task} of {cfg.input}"
@@ -136,7 +184,8 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
 
     t0 = time.perf_counter()
     in_fs, in_path = filesystem_for(cfg.input, cfg.s3_endpoint)
-    infos = list_input_infos(cfg.input, in_fs, in_path, cfg.input_format)
+    _check_overlap(cfg, in_fs, in_path, *filesystem_for(cfg.output, cfg.s3_endpoint))
+    infos = list_input_infos(cfg.input, in_fs, in_path, cfg.input_format, cfg.follow_symlinks)
     files = [info.path for info in infos]
     formats = {cfg.input_format or format_of(f) for f in files}
     if len(formats) != 1:
@@ -159,9 +208,12 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
     out_fs, out_path = _prepare_output(cfg)
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    lease = acquire_lease(out_fs, out_path, cfg.output, run_id, cfg.lease_ttl_seconds, cfg.break_lease, cfg.s3_endpoint)
+    store = Store(out_fs, out_path, cfg.s3_endpoint)
+    lease = acquire_lease(store, cfg.output, run_id, cfg.lease_ttl_seconds, cfg.break_lease)
+    commit = None
     try:
-        _check_replaces(cfg, read_json(out_fs, join(out_path, MANIFEST)))
+        commit = Commit(out_fs, out_path, lease)
+        _check_replaces(cfg, commit.previous.body)
         provenance = {
             "model": cfg.model,
             "model_uri": model_path,  # what --model resolved to: the local dir or the hub snapshot read
@@ -171,7 +223,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         }
         t_prepare = time.perf_counter() - t0
         sink = AnnotationSink(
-            out_fs, staging_dir(out_path, run_id), cfg.output_format, run_id, provenance, cfg.rows_per_file
+            out_fs, commit.staging, cfg.output_format, run_id, provenance, cfg.rows_per_file, commit.file_prefix
         )
         ds = _build_dataset(
             cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config, rows_in
@@ -213,7 +265,11 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         staged = sorted(f for r in sink.results for f in r["files"])
-        manifest = publish(out_fs, out_path, lease, staged, manifest)
+        manifest = publish(out_fs, out_path, commit, staged, manifest)
+    except BaseException:  # also Ctrl-C: this attempt's own files go, the published output stays as it was
+        if commit is not None:
+            commit.abort()
+        raise
     finally:
         lease.release()
     say(

@@ -146,6 +146,8 @@ class Annotator:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from nlpbatch.annotate import stages
 
-        table = stages.tokenize(stages.parse_rows(batch, **self.parse), **self.tokenize)
-        table = self.predict(table)
-        return (stages.decode_qa if self.task == "qa" else stages.decode_ner)(table, **self.decode)
+        decode = stages.decode_qa if self.task == "qa" else stages.decode_ner
+        parts = []
+        for part in stages.char_slices(stages.parse_rows(batch, **self.parse)):  # memory bounded per slice
+            parts.append(decode(self.predict(stages.tokenize_slice(part, **self.tokenize)), **self.decode))
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)

@@ -46,6 +46,12 @@ class JsonlLines(FileBasedDatasource):
     """Blocks of (raw line bytes, line number); `include_paths` adds the file."""
 
     def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
+        try:
+            yield from self._blocks(f)
+        except Exception as err:  # checked on the driver first; a file damaged since is still named
+            raise OSError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
+
+    def _blocks(self, f) -> Iterator[pa.Table]:
         raws, numbers = [], []
         for number, line in iter_lines(f):
             raws.append(line)
@@ -75,18 +81,36 @@ class ParquetRowGroups(FileBasedDatasource):
         first_row = 1
         for group in range(parquet.num_row_groups):
             n = parquet.metadata.row_group(group).num_rows
-            error = None
+            errors: list[str | None] = [None] * n
             try:
                 table = parquet.read_row_group(group, columns=self.columns)
-                columns = [_as_strings(table[c]) for c in self.columns]
+                columns = [_valid_utf8(name, _as_strings(table[name]), errors) for name in self.columns]
             except Exception as err:  # a corrupt block: its rows become rejects, the rest of the file is read
-                error = f"unreadable Parquet row group {group}: {type(err).__name__}: {err}"[:1000]
+                errors = [f"unreadable Parquet row group {group}: {type(err).__name__}: {err}"[:1000]] * n
                 columns = [pa.nulls(n, pa.string()) for _ in self.columns]
             yield pa.table(
-                [*columns, pa.array(range(first_row, first_row + n), pa.int64()), pa.array([error] * n, pa.string())],
+                [*columns, pa.array(range(first_row, first_row + n), pa.int64()), pa.array(errors, pa.string())],
                 names=[*self.columns, "line", "_error"],
             )
             first_row += n
+
+
+def _valid_utf8(name: str, column: pa.ChunkedArray, errors: list[str | None]) -> pa.ChunkedArray:
+    """The column with every value that is not valid UTF-8 (Parquet does not check) made null, and the reason put
+    in `errors` for that row: one bad value is one reject, not a failed job."""
+    try:
+        column.validate(full=True)
+        return column
+    except pa.ArrowInvalid:
+        pass
+    values = []
+    for i, raw in enumerate(column.cast(pa.binary()).to_pylist()):
+        try:
+            values.append(None if raw is None else raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            values.append(None)
+            errors[i] = errors[i] or f"column {name!r} is not valid UTF-8 ({err.reason} at byte {err.start})"
+    return pa.chunked_array([pa.array(values, pa.string())])
 
 
 def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -127,7 +151,10 @@ def check_parquet(
             hint = f"; {hints[column]}" if hints and column in hints else ""
             raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(names)}){hint}")
         kind = schema.field(column).type
+        if pa.types.is_dictionary(kind):  # dictionary-encoded text (pandas categoricals, Spark): its values count
+            kind = kind.value_type
         allowed = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+        allowed = allowed or pa.types.is_string_view(kind)
         if column in optional:  # ids may be integers
             allowed = allowed or pa.types.is_integer(kind)
         if not allowed:

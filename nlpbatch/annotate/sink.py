@@ -27,11 +27,14 @@ def write_table(table: pa.Table, filesystem, path: str, fmt: str) -> None:
 
 
 class AnnotationSink(Datasink):
-    def __init__(self, filesystem, out_path: str, fmt: str, run_id: str, provenance: dict, rows_per_file: int):
+    def __init__(
+        self, filesystem, out_path: str, fmt: str, run_id: str, provenance: dict, rows_per_file: int, file_prefix: str
+    ):
         self.filesystem = filesystem
-        self.out_path = out_path  # the run's staging prefix
+        self.out_path = out_path  # the attempt's staging prefix
         self.fmt = fmt
         self.run_id = run_id
+        self.file_prefix = file_prefix  # part-<run id>-<attempt>-: the name proves whose file it is
         self.provenance = provenance
         self.rows_per_file = rows_per_file
         self.results: list[dict] = []
@@ -76,7 +79,7 @@ class AnnotationSink(Datasink):
         ext = "parquet" if self.fmt == "parquet" else "jsonl"
         for name, part in (("data", good), ("rejects", bad)):
             if part.num_rows:
-                path = f"{self.out_path}/{name}/part-{self.run_id}-{ctx.task_idx:06d}.{ext}"
+                path = f"{self.out_path}/{name}/{self.file_prefix}{ctx.task_idx:06d}.{ext}"
                 with_retries(lambda p=part, f=path: write_table(p, self.filesystem, f, self.fmt), f"write {path}")
                 result["files"].append(path)
         result["rows_out"], result["rows_rejected"] = good.num_rows, bad.num_rows

@@ -31,6 +31,7 @@ ROW_SCHEMA = pa.schema(
 MAX_ID_CHARS = 1024
 MAX_QUESTION_CHARS = 10_000
 MAX_RAW_CHARS = 65_536  # of a rejected row's raw input kept in the rejects output
+CALL_CHARS = 2_000_000  # characters tokenized (and run through the model, fused) at a time: memory stays bounded
 INT_LISTS = pa.list_(pa.list_(pa.int32()))
 ENTITY = pa.struct(
     [("label", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]
@@ -65,6 +66,9 @@ def _check_row(doc_id, text, question, needs_question: bool, max_chars: int) -> 
         return "text is null"
     if not isinstance(text, str):
         return f"text is not a string ({type(text).__name__})"
+    for name, value in (("id", doc_id), ("text", text), ("question", question)):
+        if (problem := not_unicode(name, value)) is not None:
+            return problem
     if not text.strip():
         return "text is empty"
     if len(text) > max_chars:
@@ -79,6 +83,22 @@ def _check_row(doc_id, text, question, needs_question: bool, max_chars: int) -> 
         if len(question) > MAX_QUESTION_CHARS:
             return f"question has {len(question)} characters, over {MAX_QUESTION_CHARS}"
     return None
+
+
+def not_unicode(name: str, value) -> str | None:
+    """Why a string cannot be written as UTF-8 (JSON's "\\ud800" decodes to a lone surrogate), or None."""
+    if not isinstance(value, str) or value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"{name} is not valid Unicode (a lone surrogate at character {err.start})"
+    return None
+
+
+def _writable(value: str | None) -> str | None:
+    """A string that can be written as UTF-8 (a rejected row's id, for the rejects output)."""
+    return value if not_unicode("", value) is None else value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _parse_line(raw: bytes) -> tuple[dict, str | None, str]:
@@ -135,14 +155,17 @@ def parse_rows(
         text = record.get(text_column)
         asked = [record.get(question_column)] if question_column else (questions or [None])
         kept = {f"_keep_{name}": _as_text(record.get(name)) for name in keep}
+        bad_kept = next((p for k, v in kept.items() if (p := not_unicode(f"column {k[6:]!r}", v))), None)
         for question in asked:
-            reason = error or _check_row(doc_id, text, question, needs_question, max_chars)
+            reason = error or _check_row(doc_id, text, question, needs_question, max_chars) or bad_kept
             rows.append(
                 {
-                    **kept,
-                    "id": str(doc_id) if isinstance(doc_id, str | int) and not isinstance(doc_id, bool) else None,
+                    **({k: None for k in kept} if reason else kept),
+                    "id": _writable(str(doc_id))
+                    if isinstance(doc_id, str | int) and not isinstance(doc_id, bool)
+                    else None,
                     "text": None if reason else text,
-                    "question": question if isinstance(question, str) else None,
+                    "question": question if isinstance(question, str) and not reason else None,
                     "source": path,
                     "line": line,
                     "_reject": reason,
@@ -211,7 +234,30 @@ def _offsets(lengths: np.ndarray) -> pa.Array:
     return pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
 
 
+def char_slices(batch: pa.Table, limit: int = CALL_CHARS) -> list[pa.Table]:
+    """The batch cut into consecutive slices of at most `limit` characters of text (a slice holds at least one
+    row): a call of 256 documents at the max_chars limit is tokenized a few megabytes at a time, not all at once."""
+    import pyarrow.compute as pc
+
+    lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_numpy(zero_copy_only=False)
+    if batch.num_rows == 0 or lengths.sum() <= limit:
+        return [batch]
+    slices, start, total = [], 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if total and total + n > limit:
+            slices.append(batch.slice(start, i - start))
+            start, total = i, 0
+        total += n
+    return [*slices, batch.slice(start)]
+
+
 def tokenize(batch: pa.Table, task: str, model_path: str, max_length: int, stride: int) -> pa.Table:
+    """`tokenize_slice` over slices of at most CALL_CHARS characters (bounded memory for any --batch-rows)."""
+    parts = [tokenize_slice(part, task, model_path, max_length, stride) for part in char_slices(batch)]
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def tokenize_slice(batch: pa.Table, task: str, model_path: str, max_length: int, stride: int) -> pa.Table:
     """Overlapping windows with character offsets for every good row (tokenization in CPU tasks). A QA question
     too long for the window, or any row the tokenizer fails on, becomes a reject with the reason. Columns built
     from flat arrays: no Python loop per token."""

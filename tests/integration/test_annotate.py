@@ -38,9 +38,9 @@ def _read_rows(fs, path, fmt):
 def _output(manifest, kind="data"):
     from nlpbatch.storage import filesystem_for
 
-    fs, _ = filesystem_for(manifest["config"]["output"], manifest["config"]["s3_endpoint"])
+    fs, out = filesystem_for(manifest["config"]["output"], manifest["config"]["s3_endpoint"])
     fmt = manifest["config"]["output_format"]
-    return [r for f in manifest["output_files"] if f"/{kind}/" in f for r in _read_rows(fs, f, fmt)]
+    return [r for f in manifest["output_files"] if f.startswith(f"{kind}/") for r in _read_rows(fs, f"{out}/{f}", fmt)]
 
 
 @pytest.mark.parametrize("layout", ["fused", "split"])

@@ -104,5 +104,5 @@ def test_actor_pool_scales_worker_nodes_up_and_down(tiny_ner_model, tmp_path):
     assert result["peak_nodes"] >= 2, "the actor pool (2 x 1 CPU) does not fit the 1-CPU head: a worker node joins"
     assert result["final_nodes"] == 1, "the idle worker node is removed after the run"
     manifest = json.loads((tmp_path / "out" / "_SUCCESS.json").read_text())
-    rows = [r for f in manifest["output_files"] for r in pq.read_table(f).to_pylist()]
+    rows = [r for f in manifest["output_files"] for r in pq.read_table(tmp_path / "out" / f).to_pylist()]
     assert manifest["run_id"] == result["run_id"] and sorted(r["id"] for r in rows) == sorted(f"a{i}" for i in range(n))

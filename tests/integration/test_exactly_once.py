@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nlpbatch.annotate.commit import LEASE, MANIFEST, STAGING, LeaseHeldError, acquire_lease
+from nlpbatch.annotate.commit import LEASE, MANIFEST, STAGING, LeaseHeldError, Store, acquire_lease
 from nlpbatch.annotate.pipeline import run_annotation
 from nlpbatch.config import load_annotate_config
 from nlpbatch.storage import filesystem_for
@@ -47,15 +47,15 @@ def _published(output_uri, s3_endpoint=None):
     with filesystem.open_input_stream(f"{path}/{MANIFEST}") as fh:
         manifest = json.loads(fh.read())
     rows = {"data": [], "rejects": []}
-    for f in manifest["output_files"]:
-        kind = "data" if "/data/" in f else "rejects"
+    for f in manifest["output_files"]:  # relative to the output
+        kind = f.split("/")[0]
         if f.endswith(".parquet"):
-            rows[kind] += pq.read_table(f, filesystem=filesystem).to_pylist()
+            rows[kind] += pq.read_table(f"{path}/{f}", filesystem=filesystem).to_pylist()
         else:
-            with filesystem.open_input_stream(f) as fh:
-                rows[kind] += [json.loads(line) for line in fh.read().decode().splitlines()]
+            with filesystem.open_input_stream(f"{path}/{f}") as fh:
+                rows[kind] += [json.loads(line) for line in fh.read().split(b"\n") if line]
     present = [
-        i.path
+        i.path[len(path) + 1 :]
         for kind in ("data", "rejects")
         for i in filesystem.get_file_info(fs.FileSelector(f"{path}/{kind}", allow_not_found=True))
     ]
@@ -104,13 +104,14 @@ def test_lease_is_exclusive_under_a_race(store, s3_server, s3_bucket, tmp_path):
         output, endpoint = f"s3://{s3_bucket[1]}/race", s3_server
     filesystem, path = filesystem_for(output, endpoint)
     filesystem.create_dir(path, recursive=True)
+    store = Store(filesystem, path, endpoint)
     won, refused = [], []
     barrier = threading.Barrier(6)
 
     def contend(k: int) -> None:
         barrier.wait()
         try:
-            won.append(acquire_lease(filesystem, path, output, f"run{k}", 60, False, endpoint))
+            won.append(acquire_lease(store, output, f"run{k}", 60, False))
         except LeaseHeldError as err:
             refused.append(str(err))
 
@@ -121,15 +122,15 @@ def test_lease_is_exclusive_under_a_race(store, s3_server, s3_bucket, tmp_path):
     assert all(won[0].body["run_id"] in message for message in refused)
     won[0].release()
     # a crashed run's lease expires; a live one is only taken with break_lease
-    dead = acquire_lease(filesystem, path, output, "dead", 1, False, endpoint)
+    dead = acquire_lease(store, output, "dead", 1, False)
     dead._stop.set()  # the run "crashes": no more renewals
-    time.sleep(1.5)
-    taker = acquire_lease(filesystem, path, output, "next", 60, False, endpoint)
+    time.sleep(3.2)  # its TTL, plus the second S3 times are rounded to
+    taker = acquire_lease(store, output, "next", 60, False)
     with pytest.raises(LeaseHeldError, match="run next"):
-        acquire_lease(filesystem, path, output, "other", 60, False, endpoint)
+        acquire_lease(store, output, "other", 60, False)
     taker.renew()  # the heartbeat's renewal keeps a held lease
     assert taker.lost is None
-    breaker = acquire_lease(filesystem, path, output, "breaker", 60, True, endpoint)
+    breaker = acquire_lease(store, output, "breaker", 60, True)
     taker.renew()  # ... and notices when it has been broken
     assert taker.lost
     with pytest.raises(LeaseHeldError, match="lost its lease to run breaker"):

@@ -61,7 +61,7 @@ def test_onnx_fp32_spans_equal_torch_through_ray(ray_cluster, exported_ner, tmp_
             input=str(tmp_path / "in.parquet"), output=str(tmp_path / "out"), backend="onnx-fp32", **common
         )
     )
-    got = {r["id"]: r for f in manifest["output_files"] for r in pq.read_table(f).to_pylist()}
+    got = {r["id"]: r for f in manifest["output_files"] for r in pq.read_table(tmp_path / "out" / f).to_pylist()}
     reference = annotate_texts(load_annotate_config(input="-", output="-", backend="torch", **common), TEXTS)
     assert _spans([got[f"d{i}"] for i in range(len(TEXTS))]) == _spans(reference)
     assert sum(len(r["entities"]) for r in reference) > 20  # not vacuous

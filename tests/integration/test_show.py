@@ -25,8 +25,8 @@ def published(ray_cluster, tiny_ner_model, tmp_path_factory):
     rows = {}
     import pyarrow.parquet as pq
 
-    for path in manifest["output_files"]:
-        rows.update({r["id"]: r for r in pq.read_table(path).to_pylist()})
+    for path in manifest["output_files"]:  # relative to the output
+        rows.update({r["id"]: r for r in pq.read_table(tmp / "out" / path).to_pylist()})
     assert sum(len(r["entities"]) for r in rows.values()) > 5  # the random tiny model tags plenty
     return tmp / "out", rows
 
