@@ -403,6 +403,8 @@ class Commit:
         self.record["files"] = self.files
         self._write_record()  # before any move: whoever cleans up after this attempt knows what it moved
         self.lease.check()
+        if self.store.get(MANIFEST).version != self.previous.version:
+            self._conflict()
         for kind in KINDS:
             with_retries(
                 lambda k=kind: self.filesystem.create_dir(join(self.out_path, k), recursive=True), "create output dir"
@@ -441,13 +443,7 @@ class Commit:
                 raise
             written = "ours"
         if written is None:
-            now = self.store.get(MANIFEST).body or {}
-            self.abort()
-            raise PublishConflictError(
-                f"{self.lease.body['output']}: run {now.get('run_id')} published version {now.get('version')} while "
-                f"run {self.lease.run_id} worked from version {self.base}; nothing of run {self.lease.run_id} was "
-                "published. Run it again"
-            )
+            self._conflict()
         self.published = True
         if foreign:
             say(
@@ -456,6 +452,15 @@ class Commit:
             )
         self._cleanup(doomed, dead)
         return manifest
+
+    def _conflict(self) -> None:
+        now = self.store.get(MANIFEST).body or {}
+        self.abort()
+        raise PublishConflictError(
+            f"{self.lease.body['output']}: run {now.get('run_id')} published version {now.get('version')} while "
+            f"run {self.lease.run_id} worked from version {self.base}; nothing of run {self.lease.run_id} was "
+            "published. Run it again"
+        )
 
     def _records(self) -> list[tuple[str, dict]]:
         from pyarrow import fs

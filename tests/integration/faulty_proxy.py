@@ -1,8 +1,10 @@
 """A loopback TCP proxy in front of the S3 test server that misbehaves like a throttled object store.
 
 Each client connection carries one request (the proxy asks the server to close after its response). A seeded share
-of requests is answered `503 SlowDown` without reaching the server, and another share has its connection dropped
-before any reply: the S3 clients must retry both. Everything else is piped through byte for byte.
+of requests is answered `503 SlowDown` without reaching the server, another share has its connection dropped
+before any reply, and another (`lose_reply`) is carried out by the server and then has its reply dropped: the
+client sees a dropped connection for a write that did happen. `script` gives the faults of the requests that
+`only` selects, in order (then the seeded shares apply again). Everything else is piped through byte for byte.
 """
 
 from __future__ import annotations
@@ -22,13 +24,24 @@ SLOW_DOWN = (
 
 
 class FaultyProxy:
-    def __init__(self, upstream: str, slow_down: float = 0.15, drop: float = 0.05, seed: int = 0):
+    def __init__(
+        self,
+        upstream: str,
+        slow_down: float = 0.15,
+        drop: float = 0.05,
+        seed: int = 0,
+        lose_reply: float = 0.0,
+        only=None,
+        script: list[str | None] | None = None,
+    ):
         host, port = upstream.removeprefix("http://").rsplit(":", 1)
         self.upstream = (host, int(port))
-        self.slow_down, self.drop = slow_down, drop
+        self.slow_down, self.drop, self.lose_reply = slow_down, drop, lose_reply
+        self.only = only or (lambda head: True)  # which requests may be faulted, from their request head
+        self.script = list(script or [])
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.counts = {"forwarded": 0, "slow_down": 0, "dropped": 0}
+        self.counts = {"forwarded": 0, "slow_down": 0, "dropped": 0, "lost_reply": 0}
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self.closed = False
@@ -55,25 +68,59 @@ class FaultyProxy:
                     return
                 head += chunk
             with self.lock:
-                roll = self.random.random()
-                fault = (
-                    "slow_down" if roll < self.slow_down else "dropped" if roll < self.slow_down + self.drop else None
-                )
+                fault = None
+                if self.only(head):
+                    if self.script:
+                        fault = self.script.pop(0)
+                    else:
+                        roll = self.random.random()
+                        edges = [("slow_down", self.slow_down), ("dropped", self.drop), ("lost_reply", self.lose_reply)]
+                        for name, share in edges:
+                            if roll < share:
+                                fault = name
+                                break
+                            roll -= share
                 self.counts[fault or "forwarded"] += 1
             if fault == "slow_down":
                 client.sendall(SLOW_DOWN)
                 return
             if fault == "dropped":
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                _reset(client)
                 return  # closed with RST, no reply
             header, _, rest = head.partition(b"\r\n\r\n")
             lines = [h for h in header.split(b"\r\n") if not h.lower().startswith(b"connection:")]
             request = b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n" + rest
             with socket.create_connection(self.upstream) as server:
+                if fault == "lost_reply":  # the whole request reaches the server, its whole reply is dropped
+                    server.sendall(request + _body_rest(client, header, rest))
+                    server.shutdown(socket.SHUT_WR)
+                    while server.recv(65536):
+                        pass
+                    _reset(client)
+                    return
                 server.sendall(request)
                 pump = threading.Thread(target=_pipe, args=(client, server), daemon=True)
                 pump.start()
                 _pipe(server, client)
+
+
+def _reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+def _body_rest(client: socket.socket, header: bytes, received: bytes) -> bytes:
+    """The rest of the request body after the head (by Content-Length)."""
+    length = 0
+    for line in header.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    rest = b""
+    while len(received) + len(rest) < length:
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return rest
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
