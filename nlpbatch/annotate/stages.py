@@ -234,11 +234,12 @@ def _offsets(lengths: np.ndarray) -> pa.Array:
     return pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
 
 
-def char_slices(batch: pa.Table, limit: int = CALL_CHARS) -> list[pa.Table]:
+def char_slices(batch: pa.Table, limit: int | None = None) -> list[pa.Table]:
     """The batch cut into consecutive slices of at most `limit` characters of text (a slice holds at least one
     row): a call of 256 documents at the max_chars limit is tokenized a few megabytes at a time, not all at once."""
     import pyarrow.compute as pc
 
+    limit = limit or CALL_CHARS
     lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_numpy(zero_copy_only=False)
     if batch.num_rows == 0 or lengths.sum() <= limit:
         return [batch]
