@@ -78,7 +78,7 @@ def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, 
     elif not is_settled(date, now, settle_hours):
         return "waiting"
     try:
-        current = list_input_infos(cfg.input, in_fs, partition, cfg.input_format)
+        current = list_input_infos(cfg.input, in_fs, partition, cfg.input_format, cfg.follow_symlinks)
     except NoInputError:
         return "empty"
     out_fs, out_path = filesystem_for(cfg.output, cfg.s3_endpoint)

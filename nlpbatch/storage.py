@@ -250,7 +250,7 @@ def list_input_infos(
         elif info.type == fs.FileType.Directory:
             if local:
                 candidates = [
-                    fs.FileInfo(p, fs.FileType.File, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
+                    fs.FileInfo(p, fs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns)
                     for p, st in _walk_local(base, follow_symlinks)
                 ]
             else:
@@ -303,10 +303,6 @@ def overlap(a: str, b: str) -> bool:
     """Two locations of one store where either lies inside the other (or they are the same)."""
     a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
     return a.startswith(b) or b.startswith(a)
-
-
-def list_inputs(uri: str, filesystem, path: str, input_format: str | None = None) -> list[str]:
-    return [f.path for f in list_input_infos(uri, filesystem, path, input_format)]
 
 
 def file_signature(info) -> dict:

@@ -97,7 +97,8 @@ def test_missing_column_errors_name_the_option_to_set(tmp_path, tiny_ner_model):
     pq.write_table(pa.table({"id": ["a"], "body": ["x"]}), tmp_path / "in.parquet")
     out = ["--model", str(tiny_ner_model), "--output", str(tmp_path / "out")]
     err = _run(None, "annotate", "qa", "--input", str(tmp_path / "in.jsonl"), "--question-column", "q", *out)
-    assert "in.jsonl: first record has no 'q' key (keys: id, text, question); set --question-column, or ask" in err
+    assert "in.jsonl: none of its first 1 records has a 'q' key (keys of the first: id, text, question); set " in err
+    assert "set --question-column, or ask" in err
     assert "--questions FILE" in err
     err = _run(None, "annotate", "ner", "--input", str(tmp_path / "in.parquet"), *out)
     assert "in.parquet: no column 'text' (columns: id, body); set --text-column" in err

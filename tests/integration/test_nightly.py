@@ -22,8 +22,12 @@ def _put_parquet(client, bucket, key, rows):
     client.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
 
 
-def _ids_in(client, bucket, prefix):
+def _ids_in(client, bucket, prefix, manifest_only=False):
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    if manifest_only:  # what a reader following the manifest reads
+        output = prefix.rsplit("data/", 1)[0]
+        manifest = json.loads(client.get_object(Bucket=bucket, Key=output + "_SUCCESS.json")["Body"].read())
+        keys = [output + rel for rel in manifest["output_files"] if rel.startswith("data/")]
     ids = []
     for key in keys:
         if key.endswith(".parquet"):
@@ -54,22 +58,21 @@ def test_nightly_backfill_noop_and_crash_recovery(ray_cluster, tiny_ner_model, s
     assert list(nightly["annotated"]) == [DATES[0]] and nightly["skipped"] == DATES[1:]
     assert run_nightly(base)["annotated"] == {}  # a finished night is a no-op
 
-    # a crash half way leaves part files and no manifest: the next run finishes it, each row exactly once
+    # a crash half way: the run's files moved in, its manifest never written (deleted here, its attempt record
+    # kept), and a file of unknown origin beside them. The next run finishes it, each row exactly once, removes
+    # the crashed run's files (its record proves them its own) and leaves the stranger alone
     crashed = f"annotations/dt={DATES[2]}/"
     client.delete_object(Bucket=bucket, Key=crashed + "_SUCCESS.json")
-    _put_parquet(
-        client,
-        bucket,
-        crashed + "data/part-crashedrun-000000.parquet",
-        [{"id": f"{DATES[2]}-0", "entities": []}, {"id": f"{DATES[2]}-1", "entities": []}],
-    )
+    stranger = [{"id": f"{DATES[2]}-0", "entities": []}, {"id": f"{DATES[2]}-1", "entities": []}]
+    _put_parquet(client, bucket, crashed + "data/part-crashedrun-000000.parquet", stranger)
     recovered = run_nightly(base)
     assert list(recovered["annotated"]) == [DATES[2]]
-    assert _ids_in(client, bucket, crashed + "data/") == [f"{DATES[2]}-{i}" for i in range(3)]
     manifest = json.loads(client.get_object(Bucket=bucket, Key=crashed + "_SUCCESS.json")["Body"].read())
-    assert manifest["removed_files_of_earlier_runs"] == 2 and manifest["rows_in"] == 3  # crashed + earlier run
+    assert manifest["removed_files_of_earlier_runs"] == 1 and manifest["rows_in"] == 3  # the crashed run's file
+    assert manifest["foreign_files"] == ["data/part-crashedrun-000000.parquet"]
+    assert _ids_in(client, bucket, crashed + "data/") == sorted([f"{DATES[2]}-{i}" for i in (0, 0, 1, 1, 2)])
     for day in DATES:  # every input row annotated or rejected exactly once, across all nights
-        got = _ids_in(client, bucket, f"annotations/dt={day}/data/")
+        got = _ids_in(client, bucket, f"annotations/dt={day}/data/", manifest_only=True)
         assert got == [f"{day}-{i}" for i in range(3)]
 
 

@@ -70,6 +70,15 @@ class Output:
             staged.append(path)
         return staged
 
+    def lapse(self) -> None:
+        """Let the lease's TTL (1 s in these tests) pass by the store's clock: locally its last write is made old;
+        S3 keeps its own times (whole seconds), so wait: 1 s TTL + 1 s slack + 1 s rounding."""
+        if self.endpoint is None:
+            old = time.time() - 60
+            os.utime(self.store.path(LEASE), (old, old))
+        else:
+            time.sleep(3.2)
+
     def manifest(self) -> dict | None:
         return read_json(self.fs, f"{self.path}/{MANIFEST}")
 
@@ -158,7 +167,7 @@ def test_a_paused_attempt_cannot_publish_over_the_one_that_took_over(output):
     # paused before its last lease check: the check fails, nothing moves
     a = output.start("a", ttl=1)
     staged = output.stage(a)
-    time.sleep(2.6)  # past a's TTL by the store's clock (S3 times are whole seconds)
+    output.lapse()  # a is paused past its TTL
     b = output.start("b")
     publish(output.fs, output.path, b, output.stage(b), {"task": "ner"})
     with pytest.raises(LeaseHeldError, match="run a lost its lease to run b"):
@@ -170,7 +179,7 @@ def test_a_paused_attempt_cannot_publish_over_the_one_that_took_over(output):
     # paused after its last lease check, files already moved in: its compare-and-swap fails, its files go
     c = output.start("c", ttl=1)
     c.prepare(output.stage(c))
-    time.sleep(2.6)
+    output.lapse()
     d = output.start("d")
     d_staged = output.stage(d)
     publish(output.fs, output.path, d, d_staged, {"task": "ner"})
@@ -183,7 +192,7 @@ def test_a_paused_attempt_cannot_publish_over_the_one_that_took_over(output):
     # the paused one resumes first: it publishes (its version is still current), the one that took over cannot
     e = output.start("e", ttl=1)
     e.prepare(output.stage(e))
-    time.sleep(2.6)
+    output.lapse()
     f = output.start("f")
     f_staged = output.stage(f)
     e.finish({"task": "ner"})
@@ -198,7 +207,7 @@ def test_staging_of_other_attempts_survives_a_publish(output):
     output.write(f"{STAGING}/legacy-run/data/part-legacy-run-000000.parquet", b"x")  # an older version's leftover
     live = output.start("live", ttl=1)
     live_staged = output.stage(live)
-    time.sleep(2.6)
+    output.lapse()
     other = output.start("other", break_lease=True)
     other_staged = output.stage(other)  # both started from the same version: whoever publishes first wins
     publish(output.fs, output.path, other, other_staged, {"task": "ner"})
@@ -219,7 +228,7 @@ def test_a_reused_run_id_never_overwrites_published_rows(output):
     assert set(again.files).isdisjoint(first["output_files"])
     assert output.check()["run_id"] == "nightly" and output.manifest()["attempt"] == first["attempt"]
     assert {rel: output.read(rel) for rel in first["output_files"]} == before  # not one row replaced
-    time.sleep(2.6)
+    output.lapse()
     third = run(output, "nightly")
     assert output.check()["attempt"] == third["attempt"]
     assert not any(output.exists(rel) for rel in again.files + first["output_files"])  # the crashed one cleaned up
