@@ -88,9 +88,9 @@ def ner_model(base: str, folder: str) -> str:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from nlpbatch.data.conll import NER_LABELS
-    from nlpbatch.engines import model_task
+    from nlpbatch.tasks import task_of_model
 
-    if model_task(base) == "ner":
+    if task_of_model(base) == "ner":
         return base
     labels = dict(enumerate(NER_LABELS))
     model = AutoModelForTokenClassification.from_pretrained(
@@ -133,7 +133,7 @@ def inference_step(model: str, texts: list[str], tokens: int, batch_tokens: int,
     import pyarrow as pa
 
     from nlpbatch.annotate import stages
-    from nlpbatch.annotate.predictors import NerPredictor
+    from nlpbatch.annotate.predictors import Predictor
 
     raw = pa.table({"raw": pa.array([json.dumps({"id": str(i), "text": t}).encode() for i, t in enumerate(texts)])})
     table = stages.parse_rows(raw, "jsonl", "id", "text", None, None, 10_000_000).drop_columns(["_sec_parse"])
@@ -142,7 +142,7 @@ def inference_step(model: str, texts: list[str], tokens: int, batch_tokens: int,
     out = {"window_tokens": window_tokens}
     predicted = {}
     for packing in ("on", "off"):
-        predictor = NerPredictor(model, batch_tokens, use_gpu, "torch", packing=packing)
+        predictor = Predictor("ner", model, batch_tokens, use_gpu, "torch", packing=packing)
         predictor(table.slice(0, 64))  # warm-up: CUDA context, kernels
         t0 = time.perf_counter()
         predicted[packing] = predictor(table)

@@ -14,6 +14,7 @@ from pathlib import Path
 from nlpbatch.config import AnnotateConfig, ConfigError, TrainConfig, load_annotate_config, load_train_config
 from nlpbatch.data import DataError
 from nlpbatch.storage import StorageError
+from nlpbatch.tasks import task_names
 
 DATA_ENV = "NLPBATCH_DATA_DIR"
 TRAIN_HELP = {
@@ -174,14 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", allow_abbrev=False, help="fine-tune with Ray Train (data-parallel, DDP)")
-    train.add_argument("task", choices=["ner", "qa"])
+    train.add_argument("task", choices=task_names())
     train.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(train)
 
     ann = sub.add_parser(
         "annotate", allow_abbrev=False, help="stream a corpus through a model with Ray Data; spans to storage"
     )
-    ann.add_argument("task", choices=["ner", "qa"])
+    ann.add_argument("task", choices=task_names())
     ann.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(ann, AnnotateConfig)
 
@@ -190,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         help="annotate complete dt=YYYY-MM-DD partitions whose output is missing or stale",
     )
-    night.add_argument("task", choices=["ner", "qa"])
+    night.add_argument("task", choices=task_names())
     night.add_argument("--config", help="YAML file with the annotate keys (flags win)")
     night.add_argument("--date", help="only this partition (YYYY-MM-DD)")
     night.add_argument("--since", help="backfill: partitions on or after this date")
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate", allow_abbrev=False, help="score a saved model on a CoNLL/SQuAD file, data dir or hub dataset"
     )
-    ev.add_argument("task", choices=["ner", "qa"])
+    ev.add_argument("task", choices=task_names())
     ev.add_argument("--model", required=True, help="fine-tuned model dir (or hub id)")
     ev.add_argument("--data", help=f"file, data dir or hub dataset name (default ${DATA_ENV}, else the hub)")
     ev.add_argument("--split", default="validation", help="split to read from a data dir or hub dataset")
@@ -331,12 +332,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg, data, args.split, args.num_workers, args.max_examples, args.skip_invalid, args.backend
     )
     if args.predictions:
-        if args.task == "ner":
-            from nlpbatch.tasks.ner import conll_lines
+        from nlpbatch.tasks import get_task
 
-            Path(args.predictions).write_text(conll_lines(predictions), encoding="utf-8")
-        else:
-            Path(args.predictions).write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
+        get_task(args.task).write_predictions(predictions, args.predictions)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nlpbatch.tasks import get_task, reserved_columns, task_names
+
 
 class ConfigError(ValueError):
     """Invalid configuration; the message lists every offending key."""
@@ -60,7 +62,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # The effective window is part of the recipe: store it, so configs, checkpoints and JSON all say it.
         if self.max_length is None:
-            object.__setattr__(self, "max_length", 384 if self.task == "qa" else 512)
+            object.__setattr__(self, "max_length", _default_window(self.task))
 
     @property
     def seq_length(self) -> int:
@@ -68,8 +70,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         errors = []
-        if self.task not in ("ner", "qa"):
-            errors.append(f"task: {self.task!r} is not 'ner' or 'qa'")
+        if self.task not in task_names():
+            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())}")
+        else:
+            errors += get_task(self.task).check_train(self)
         for key in (
             "epochs",
             "batch_size",
@@ -108,8 +112,6 @@ class TrainConfig:
                 )
         if self.subtoken_labels not in ("all", "first"):
             errors.append(f"subtoken_labels: {self.subtoken_labels!r} is not 'all' or 'first'")
-        if self.task == "qa" and not 0 <= self.doc_stride < self.seq_length // 2:
-            errors.append(f"doc_stride: {self.doc_stride} must be in [0, half of max_length {self.seq_length})")
         if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:
             errors.append(f"min_workers: need 1 <= {self.min_workers} <= num_workers {self.num_workers}")
         if self.batch_size < self.num_workers:
@@ -120,13 +122,17 @@ class TrainConfig:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
-# columns nlpbatch writes into each output row (a kept input column must not shadow one)
-RESERVED_COLUMNS = {"id", "entities", "answer", "no_answer", "question", "source", "line", "run_id"} | {
+# columns nlpbatch writes into each output row (a kept input column must not shadow one), beside each task's own
+RESERVED_COLUMNS = {"id", "source", "line", "run_id"} | {
     "model",
     "model_uri",
     "model_sha256",
     "nlpbatch_version",
 }
+
+
+def _default_window(task: str) -> int:
+    return get_task(task).default_window if task in task_names() else 512  # an unknown task is reported by validate
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,7 @@ class AnnotateConfig:
 
     @property
     def window(self) -> int:
-        return self.max_length or (384 if self.task == "qa" else 512)
+        return self.max_length or _default_window(self.task)
 
     @property
     def kept(self) -> list[str]:
@@ -217,8 +223,8 @@ class AnnotateConfig:
 
     def validate(self) -> None:
         errors = []
-        if self.task not in ("ner", "qa"):
-            errors.append(f"task: {self.task!r} is not 'ner' or 'qa'")
+        if self.task not in task_names():
+            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())}")
         if self.input_format not in (None, "parquet", "jsonl"):
             errors.append(f"input_format: {self.input_format!r} is not parquet or jsonl")
         if self.output_format not in ("parquet", "jsonl"):
@@ -239,7 +245,7 @@ class AnnotateConfig:
             errors.append(f"min_actors: must be >= 1, got {self.min_actors}")
         if self.max_actors is not None and self.max_actors < max(1, self.min_actors or 1):
             errors.append(f"max_actors: must be >= 1 and >= min_actors ({self.min_actors or 1}), got {self.max_actors}")
-        clash = sorted(set(self.kept) & RESERVED_COLUMNS)
+        clash = sorted(set(self.kept) & (RESERVED_COLUMNS | reserved_columns()))
         if clash:
             errors.append(f"keep_columns: {', '.join(clash)} would clash with an output column; keep others")
         if self.packing not in ("auto", "on", "off"):

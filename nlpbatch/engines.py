@@ -9,7 +9,6 @@ MODEL/onnx/model.int8.onnx   dynamic int8 quantization of the MatMuls and the fu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,19 +18,7 @@ from nlpbatch import packing as packed  # the module; `packing` is the mode argu
 
 ONNX_DIR = "onnx"
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-OUTPUTS = {"ner": ["logits"], "qa": ["start_logits", "end_logits"]}
 BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8")
-
-
-def model_task(model_path: str) -> str | None:
-    """'ner' or 'qa' from the model's architecture (config.json), None when it says neither."""
-    config = json.loads((Path(model_path) / "config.json").read_text())
-    names = " ".join(config.get("architectures") or [])
-    if "TokenClassification" in names:
-        return "ner"
-    if "QuestionAnswering" in names:
-        return "qa"
-    return None
 
 
 def onnx_file(model_path: str, backend: str) -> Path | None:
@@ -51,17 +38,10 @@ def onnx_file(model_path: str, backend: str) -> Path | None:
     return None
 
 
-def label_scores(logits: np.ndarray) -> list[np.ndarray]:
-    """NER logits [..., labels] -> the argmax label (int8) and its softmax probability (float32) per token."""
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    probs = shifted / shifted.sum(-1, keepdims=True)
-    return [probs.argmax(-1).astype(np.int8), probs.max(-1).astype(np.float32)]
-
-
 class TorchEngine:
-    """`labels=True` (NER): argmax and softmax run where the logits are (on the GPU), and one label byte plus one
-    probability per token come back instead of a row of logits. `packing`: "on" runs packed sequences
-    (nlpbatch.packing), "auto" does so on CUDA for BERT-type models when torch has varlen attention."""
+    """`reduce=True`: the task's reduction runs where the outputs are (on the GPU: NER's argmax and softmax, so one
+    label byte and one probability per token come back instead of a row of logits). `packing`: "on" runs packed
+    sequences (nlpbatch.packing), "auto" does so on CUDA for BERT-type models when torch has varlen attention."""
 
     def __init__(
         self,
@@ -70,7 +50,7 @@ class TorchEngine:
         use_gpu: bool = False,
         threads: int | None = None,
         packing: str = "off",
-        labels: bool = False,
+        reduce: bool = False,
     ):
         import torch
 
@@ -81,10 +61,11 @@ class TorchEngine:
         self.torch = torch
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = get_task(task).load_trained(model_path).to(self.device, dtype=dtype).eval()
-        self.outputs = OUTPUTS[task]
+        self.task = get_task(task)
+        self.model = self.task.load_trained(model_path).to(self.device, dtype=dtype).eval()
+        self.outputs = list(self.task.head_outputs)
         self.config = self.model.config
-        self.labels = labels and task == "ner"
+        self.reduce = reduce
         self.packs = packing == "on" or (
             packing == "auto"
             and self.device.type == "cuda"
@@ -103,11 +84,10 @@ class TorchEngine:
         return tensor
 
     def _results(self, out) -> list[np.ndarray]:
-        if self.labels:
-            probs = out.logits.float().softmax(-1)
-            scores, labels = probs.max(-1)
-            return [labels.to(self.torch.int8).cpu().numpy(), scores.cpu().numpy()]
-        return [getattr(out, name).float().cpu().numpy() for name in self.outputs]
+        outputs = [getattr(out, name) for name in self.outputs]
+        if self.reduce:
+            outputs = self.task.reduce_torch(outputs)
+        return [o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in outputs]
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
         """Padded batch [windows, width] -> outputs [windows, width(, labels)]."""
@@ -127,9 +107,11 @@ class TorchEngine:
 class OnnxEngine:
     packs = False
 
-    def __init__(self, task: str, model_path: str, path: Path, threads: int | None = None, labels: bool = False):
+    def __init__(self, task: str, model_path: str, path: Path, threads: int | None = None, reduce: bool = False):
         import onnxruntime as ort
         from transformers import AutoConfig
+
+        from nlpbatch.tasks import get_task
 
         options = ort.SessionOptions()
         if threads:
@@ -137,15 +119,16 @@ class OnnxEngine:
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
-        self.outputs = OUTPUTS[task]
-        self.labels = labels and task == "ner"
+        self.task = get_task(task)
+        self.outputs = list(self.task.head_outputs)
+        self.reduce = reduce
         self.config = AutoConfig.from_pretrained(model_path)
         self.name = f"onnx-{'int8' if path.name == ONNX_FILES['int8'] else 'fp32'}"
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         out = self.session.run(self.outputs, {k: v for k, v in feed.items() if k in self.inputs})
-        return label_scores(out[0]) if self.labels else out
+        return self.task.reduce_numpy(out) if self.reduce else out
 
 
 def load_engine(
@@ -155,14 +138,14 @@ def load_engine(
     use_gpu: bool = False,
     threads: int | None = None,
     packing: str = "off",
-    labels: bool = False,
+    reduce: bool = False,
 ):
     """The engine a backend name asks for; "auto" is ONNX Runtime on CPU when the model has been exported.
     Packing is a torch-engine mode; ONNX engines run padded length buckets."""
     path = None if use_gpu or packing == "on" else onnx_file(model_path, backend)
     if path is None:
-        return TorchEngine(task, model_path, use_gpu, threads, packing, labels)
-    return OnnxEngine(task, model_path, path, threads, labels)
+        return TorchEngine(task, model_path, use_gpu, threads, packing, reduce)
+    return OnnxEngine(task, model_path, path, threads, reduce)
 
 
 class EngineModule:
@@ -196,12 +179,13 @@ def export_onnx(
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from nlpbatch.tasks import get_task
+    from nlpbatch.tasks import get_task, task_of_model
 
-    task = model_task(model_path)
-    if task is None:
-        raise ValueError(f"{model_path}: config.json names neither a token-classification nor a QA model")
-    model = get_task(task).load_trained(model_path).eval()
+    name = task_of_model(model_path)
+    if name is None:
+        raise ValueError(f"{model_path}: config.json names no architecture of a task nlpbatch knows")
+    task = get_task(name)
+    model = task.load_trained(model_path).eval()
     # Traced from the eager attention: ONNX Runtime's BERT optimizer fuses that pattern into one Attention op (and
     # int8 then quantizes its QKV projection too); the SDPA trace stays ~50 unfused ops. Measured in
     # benchmarks/results/onnx_export_cpu.json.
@@ -212,7 +196,7 @@ def export_onnx(
     raw = folder / "model.raw.onnx"
     ids = torch.ones((2, 16), dtype=torch.long)
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {name: {0: "batch", 1: "sequence"} for name in names + OUTPUTS[task]}
+    axes = {name: {0: "batch", 1: "sequence"} for name in names + list(task.head_outputs)}
     import warnings
 
     with torch.inference_mode(), warnings.catch_warnings():
@@ -223,7 +207,7 @@ def export_onnx(
             (ids, torch.ones_like(ids), torch.zeros_like(ids)),
             str(raw),
             input_names=names,
-            output_names=OUTPUTS[task],
+            output_names=list(task.head_outputs),
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,  # the TorchScript exporter needs no onnxscript and handles these encoders

@@ -13,7 +13,9 @@ def plot_training(metrics: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     history = metrics.get("history") or []
-    task = metrics.get("task", "ner")
+    from nlpbatch.tasks import get_task
+
+    task = metrics["task"]
     fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     curve = [point for h in history for point in h.get("loss_curve") or []]
     if curve:
@@ -23,11 +25,8 @@ def plot_training(metrics: dict, path: Path) -> Path:
     loss_ax.plot(steps, [h["train_loss"] for h in history], "o", color="#dd8452", label="epoch mean")
     loss_ax.set(xlabel="optimizer step", ylabel="training loss", title="loss")
     loss_ax.legend()
-    if task == "ner":
-        score_ax.plot(epochs, [h["eval"]["overall_f1"] for h in history], "o-", label="entity F1")
-    else:
-        score_ax.plot(epochs, [h["eval"]["f1"] / 100 for h in history], "o-", label="F1 / 100")
-        score_ax.plot(epochs, [h["eval"]["exact_match"] / 100 for h in history], "s-", label="EM / 100")
+    for label, values, marker in get_task(task).plot_scores(history):
+        score_ax.plot(epochs, values, marker, label=label)
     score_ax.set(xlabel="epoch", ylabel="validation score", title=f"validation ({task})", xticks=epochs)
     score_ax.grid(alpha=0.3)
     score_ax.legend()

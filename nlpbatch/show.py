@@ -53,13 +53,10 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
 
 
 def spans_of(row: dict, task: str) -> list[tuple[int, int, str, float | None]]:
-    """(start, end, label, score) to highlight, in text order."""
-    if task == "qa":
-        answer = row.get("answer")
-        if not answer or row.get("no_answer") or answer.get("start") is None:
-            return []
-        return [(answer["start"], answer["end"], "ANSWER", answer.get("score"))]
-    return [(e["start"], e["end"], e["label"], e.get("score")) for e in row.get("entities") or []]
+    """(start, end, label, score) to highlight, in text order: what the task says its output row marks."""
+    from nlpbatch.tasks import get_task
+
+    return get_task(task).spans(row)
 
 
 def _pieces(text: str, spans):
@@ -105,7 +102,7 @@ def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, str
     task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
     stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows\n\n")
     for row in rows:
-        header = safe(f"{row['id']}" + (f"  Q: {row['question']}" if task == "qa" and row.get("question") else ""))
+        header = safe(f"{row['id']}" + (f"  Q: {row['question']}" if row.get("question") else ""))
         stream.write(f"\x1b[1m{header}\x1b[0m\n" if colour else f"{header}\n")
         stream.write(terminal(row[text_column] or "", spans_of(row, task), colour) + "\n\n")
 
@@ -127,7 +124,7 @@ def html_page(manifest: dict, rows: list[dict]) -> str:
                 f'title="{html.escape(title)}">{html.escape(piece)}<span class="label">{html.escape(label)}</span>'
                 "</mark>"
             )
-        question = row.get("question") if task == "qa" else None
+        question = row.get("question")
         docs.append(
             f'<section class="doc" id="{html.escape(str(row["id"]))}"><h2>{html.escape(str(row["id"]))}</h2>'
             + (f'<p class="question">Q: {html.escape(question)}</p>' if question else "")

@@ -17,7 +17,6 @@ from nlpbatch import __version__
 from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease, publish
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
-from nlpbatch.engines import model_task
 from nlpbatch.progress import Progress, progress_mode, say
 from nlpbatch.storage import (
     StorageError,
@@ -28,6 +27,7 @@ from nlpbatch.storage import (
     list_input_infos,
     overlap,
 )
+from nlpbatch.tasks import get_task, task_of_model
 
 __all__ = ["MANIFEST", "annotate_texts", "run_annotation"]
 
@@ -192,7 +192,8 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         raise ConfigError(f"{cfg.input}: mixed input formats {sorted(formats)}; pass --input-format or split them")
     fmt = formats.pop()
     questions = _read_questions(cfg.questions)
-    question_column = cfg.question_column if cfg.task == "qa" and questions is None else None
+    task = get_task(cfg.task)
+    question_column = cfg.question_column if task.pair and questions is None else None
     required = [cfg.id_column, cfg.text_column] + ([question_column] if question_column else [])
     hints = {cfg.id_column: "set --id-column", cfg.text_column: "set --text-column"}
     if question_column:
@@ -202,7 +203,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
 
     model_path = _local_model_path(cfg.model)
     model_config = AutoConfig.from_pretrained(model_path)
-    trained_for = model_task(model_path)
+    trained_for = task_of_model(model_path)
     if trained_for not in (None, cfg.task):
         raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
@@ -361,7 +362,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     import ray
 
     from nlpbatch.annotate import stages
-    from nlpbatch.annotate.predictors import Annotator, NerPredictor, QaPredictor
+    from nlpbatch.annotate.predictors import Annotator, Predictor
     from nlpbatch.annotate.reader import JsonlLines, ParquetRowGroups
     from nlpbatch.raycluster import ensure_ray
 
@@ -386,10 +387,8 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
         "keep": cfg.kept,
     }
     tokenize = {"max_length": cfg.window, "stride": cfg.stride}
-    if cfg.task == "qa":
-        decode = {"n_best": cfg.n_best, "max_answer_length": cfg.max_answer_length}
-    else:
-        decode = {"id2label": {int(k): v for k, v in model_config.id2label.items()}, "aggregation": cfg.aggregation}
+    task = get_task(cfg.task)
+    decode = task.decode_options(cfg, model_config)
     engine = {
         "model_path": model_path,
         "batch_tokens": cfg.tokens_per_batch,
@@ -425,10 +424,9 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     # Streaming split into small blocks: every actor of the pool gets work (a small file is one block), and
     # tokenization stays in CPU tasks instead of being fused into the inference actors.
     ds = ds.repartition(target_num_rows_per_block=batch_rows)
-    predictor = QaPredictor if cfg.task == "qa" else NerPredictor
-    ds = ds.map_batches(predictor, fn_constructor_kwargs={**engine, "use_gpu": cfg.num_gpus > 0}, **pool)
-    decoder = stages.decode_qa if cfg.task == "qa" else stages.decode_ner
-    return ds.map_batches(decoder, batch_format="pyarrow", fn_kwargs=decode)
+    args = {"task": cfg.task, **engine, "use_gpu": cfg.num_gpus > 0}
+    ds = ds.map_batches(Predictor, fn_constructor_kwargs=args, **pool)
+    return ds.map_batches(task.decode, batch_format="pyarrow", fn_kwargs=decode)
 
 
 def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:
@@ -438,8 +436,9 @@ def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] |
     from transformers import AutoConfig
 
     from nlpbatch.annotate import stages
-    from nlpbatch.annotate.predictors import NerPredictor, QaPredictor
+    from nlpbatch.annotate.predictors import Predictor
 
+    task = get_task(cfg.task)
     model_path = _local_model_path(cfg.model)
     rows = [
         json.dumps({"id": str(i), "text": t, **({"question": questions[i]} if questions else {})}).encode()
@@ -450,16 +449,11 @@ def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] |
         "jsonl",
         "id",
         "text",
-        "question" if cfg.task == "qa" else None,
+        "question" if task.pair else None,
         None,
         cfg.max_chars,
     )
     table = stages.tokenize(table.drop_columns(["_sec_parse"]), cfg.task, model_path, cfg.window, cfg.stride)
-    if cfg.task == "qa":
-        table = QaPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend, packing=cfg.packing)(table)
-        table = stages.decode_qa(table, cfg.n_best, cfg.max_answer_length)
-    else:
-        table = NerPredictor(model_path, cfg.tokens_per_batch, backend=cfg.backend, packing=cfg.packing)(table)
-        id2label = {int(k): v for k, v in AutoConfig.from_pretrained(model_path).id2label.items()}
-        table = stages.decode_ner(table, id2label, cfg.aggregation)
+    table = Predictor(cfg.task, model_path, cfg.tokens_per_batch, backend=cfg.backend, packing=cfg.packing)(table)
+    table = task.decode(table, **task.decode_options(cfg, AutoConfig.from_pretrained(model_path)))
     return table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()

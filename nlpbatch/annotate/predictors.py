@@ -3,9 +3,9 @@
 The hot path is array code: the windows' token ids come out of Arrow as one flat int32 buffer plus offsets,
 either packed (consecutive windows, at most `batch_tokens` tokens, as one padding-free sequence: nlpbatch.packing)
 or cut into length buckets (at most `batch_tokens` padded tokens a forward pass, longest first) padded with numpy,
-and the results go back into Arrow the same way. NER keeps one label byte and one float32 probability per token
-(argmax and softmax where the logits are: on the GPU when it runs there); QA keeps the start/end logits. No Python
-loop runs per token.
+and the results go back into Arrow the same way: the task's per-token columns (`Task.token_columns`, after the
+task's reduction where the outputs are: NER keeps one label byte and one float32 probability per token, computed on
+the GPU when it runs there; QA its start/end logits). No Python loop runs per token.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from nlpbatch.annotate.stages import _timed
 from nlpbatch.packing import pack_ranges
+from nlpbatch.rows import timed
 
 
 def length_buckets(lengths: list[int], batch_tokens: int) -> list[list[int]]:
@@ -46,11 +46,12 @@ def _nest(rows: pa.ListArray, window_offsets: np.ndarray, values: np.ndarray, ki
     return pa.ListArray.from_arrays(pa.array(row_offsets, pa.int32()), windows)
 
 
-class _Predictor:
-    task = ""
+class Predictor:
+    """One task's model over tokenized rows: `_input_ids`/`_type_ids` in, the task's per-token columns out."""
 
     def __init__(
         self,
+        task: str,
         model_path: str,
         batch_tokens: int,
         use_gpu: bool = False,
@@ -60,8 +61,10 @@ class _Predictor:
     ):
         from nlpbatch.annotate.stages import get_tokenizer
         from nlpbatch.engines import load_engine
+        from nlpbatch.tasks import get_task
 
-        self.engine = load_engine(self.task, model_path, backend, use_gpu, threads, packing, labels=True)
+        self.task = get_task(task)
+        self.engine = load_engine(task, model_path, backend, use_gpu, threads, packing, reduce=True)
         self.pad_id = get_tokenizer(model_path).pad_token_id
         self.batch_tokens = batch_tokens
 
@@ -96,31 +99,14 @@ class _Predictor:
         out = batch.drop_columns(["_input_ids", "_type_ids"])
         for name, (values, kind) in columns.items():
             out = out.append_column(name, _nest(rows, offsets, values, kind))
-        return _timed(out, "predict", time.perf_counter() - t0)
+        return timed(out, "predict", time.perf_counter() - t0)
 
-
-class NerPredictor(_Predictor):
-    """Per token: the argmax label (one byte) and its softmax probability (all that simple/first/max need)."""
-
-    task = "ner"
-
-    def _predict(self, offsets, tokens, types) -> dict:
-        labels = np.zeros(len(tokens), np.int8)
-        scores = np.zeros(len(tokens), np.float32)
-        for where, (label, score) in self._forward(offsets, tokens, types):
-            labels[where], scores[where] = label, score
-        return {"_labels": (labels, pa.int8()), "_scores": (scores, pa.float32())}
-
-
-class QaPredictor(_Predictor):
-    task = "qa"
-
-    def _predict(self, offsets, tokens, types) -> dict:
-        starts = np.zeros(len(tokens), np.float32)
-        ends = np.zeros(len(tokens), np.float32)
-        for where, (start, end) in self._forward(offsets, tokens, types):
-            starts[where], ends[where] = start, end
-        return {"_start": (starts, pa.float32()), "_end": (ends, pa.float32())}
+    def _predict(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None) -> dict:
+        columns = {name: np.zeros(len(tokens), dtype) for name, dtype in self.task.token_columns}
+        for where, outputs in self._forward(offsets, tokens, types):
+            for values, output in zip(columns.values(), outputs):
+                values[where] = output
+        return {name: (values, pa.from_numpy_dtype(values.dtype)) for name, values in columns.items()}
 
 
 class Annotator:
@@ -139,14 +125,13 @@ class Annotator:
         tokenize: dict,
         decode: dict,
     ):
-        predictor = QaPredictor if task == "qa" else NerPredictor
-        self.task, self.predict = task, predictor(model_path, batch_tokens, False, backend, threads, packing)
+        self.predict = Predictor(task, model_path, batch_tokens, False, backend, threads, packing)
         self.parse, self.tokenize, self.decode = parse, {"task": task, "model_path": model_path, **tokenize}, decode
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from nlpbatch.annotate import stages
 
-        decode = stages.decode_qa if self.task == "qa" else stages.decode_ner
+        decode = self.predict.task.decode
         parts = []
         for part in stages.char_slices(stages.parse_rows(batch, **self.parse)):  # memory bounded per slice
             parts.append(decode(self.predict(stages.tokenize_slice(part, **self.tokenize)), **self.decode))

@@ -1,17 +1,56 @@
-"""Task logic as plain functions; `get_task` gives the runtime (Ray Train loop, evaluate) what it needs."""
+"""The task registry: the one place that knows which tasks exist. Everything outside `tasks/` asks it (CLI choices,
+config checks, reserved output columns, the model's task) and never compares task names.
+
+A task is a module that builds a `tasks.base.Task` named `TASK`; `TASKS` maps each task name to that module, which is
+imported only when the task is used (the CLI starts without importing any task).
+
+Adding a task: write `nlpbatch/tasks/<name>.py` with its functions and `TASK = Task(...)` (see `ner.py`: data,
+model head, features, scoring, and the inference half: head outputs, their reduction, decode, show), and add its
+line here. Or, without touching the package, `register("my.module")` (each process that runs it, Ray workers
+included, must be able to import that module).
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
+from pathlib import Path
+
 from nlpbatch.tasks.base import Task
+
+TASKS: dict[str, str] = {
+    "ner": "nlpbatch.tasks.ner",
+    "qa": "nlpbatch.tasks.qa",
+}
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def register(module: str) -> Task:
+    """Add the task that `module` defines as `TASK` (a task of the user's own) and return it."""
+    task = importlib.import_module(module).TASK
+    TASKS[task.name] = module
+    return task
 
 
 def get_task(name: str) -> Task:
-    if name == "ner":
-        from nlpbatch.tasks.ner import NER_TASK
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r} (expected one of {', '.join(TASKS)})")
+    return importlib.import_module(TASKS[name]).TASK
 
-        return NER_TASK
-    if name == "qa":
-        from nlpbatch.tasks.qa import QA_TASK
 
-        return QA_TASK
-    raise ValueError(f"unknown task {name!r} (expected 'ner' or 'qa')")
+def task_of_model(model_path: str) -> str | None:
+    """The task a saved model was built for, from its architecture in config.json; None when no task claims it."""
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    names = " ".join(config.get("architectures") or [])
+    for name in TASKS:
+        if get_task(name).architecture in names:
+            return name
+    return None
+
+
+def reserved_columns() -> set[str]:
+    """Output columns some task writes: a kept input column must not shadow one."""
+    return {column for name in TASKS for column in get_task(name).output_columns}

@@ -12,7 +12,8 @@ PAD_MULTIPLE = 8  # collators pad a batch to a multiple of this (tensor-core fri
 
 @dataclass(frozen=True)
 class Task:
-    """What the shared training loop needs from a task; every field is a plain function.
+    """Everything that differs between tasks, for the runtimes that train, evaluate, annotate and show them; every
+    field is a plain function or a constant. A task module builds one and registers it in `nlpbatch.tasks.TASKS`.
 
     Features are lists of dicts. Eval features carry an "index" (their position), which the loop uses to gather
     predictions from all workers back into dataset order.
@@ -35,6 +36,33 @@ class Task:
     outputs_to_gather: Callable[..., dict]
     # (gathered arrays in dataset order, eval features, raw, model config, TrainConfig) -> (metrics, predictions)
     score: Callable[..., tuple[dict, Any]]
+    # raw training split -> the label names a run trains (its fingerprint; [] for tasks without labels)
+    label_names: Callable[[Any], list[str]]
+    # TrainConfig -> errors in the task's own settings; and the settings that make a checkpoint incompatible
+    check_train: Callable[[Any], list[str]]
+    fingerprint: Callable[[Any], dict]
+    # eval metrics -> a short line for logs; eval history -> [(label, values, marker)] for training.png
+    headline: Callable[[dict], str]
+    plot_scores: Callable[[list[dict]], list[tuple[str, list[float], str]]]
+    # (predictions from score, path) -> writes `evaluate --predictions` in the task's usual format
+    write_predictions: Callable[[Any, str], None]
+
+    # --- inference: what a forward pass returns, how it is reduced, decoded into output columns and shown
+    architecture: str  # the model class suffix (config.json "architectures") that marks a model of this task
+    head_outputs: tuple[str, ...]  # the model's output names, in order
+    default_window: int  # tokens a window holds unless --max-length says otherwise
+    pair: bool  # inputs are (question, text): only the text is windowed, only its tokens are decoded
+    # per-token columns a forward pass leaves, after `reduce_*`: ((name, numpy dtype name), ...)
+    token_columns: tuple[tuple[str, str], ...]
+    # the head's outputs reduced where they are: torch tensors on the device / numpy arrays (ONNX Runtime)
+    reduce_torch: Callable[[list], list]
+    reduce_numpy: Callable[[list], list]
+    # (table after predict, **decode_options) -> table with `output_columns` (rows.passthrough keeps the rest)
+    decode: Callable[..., Any]
+    decode_options: Callable[[Any, Any], dict]  # (AnnotateConfig, model config) -> decode's keyword arguments
+    output_columns: tuple[str, ...]
+    # an output row -> [(start, end, label, score)] for `show` to highlight
+    spans: Callable[[dict], list[tuple[int, int, str, float | None]]]
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -68,3 +96,19 @@ def locate_split(source: str | None, split: str, folder: str, ext: str, kind: st
     if looks_like_path(source):
         raise FileNotFoundError(f"{source}: no such {kind} file or directory")
     return None
+
+
+def identity(outputs: list) -> list:
+    return outputs
+
+
+def no_labels(raw: Any) -> list[str]:
+    return []
+
+
+def no_errors(cfg: Any) -> list[str]:
+    return []
+
+
+def nothing(cfg: Any) -> dict:
+    return {}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll, load_conll_hub
-from nlpbatch.tasks.base import PAD_MULTIPLE, Task, locate_split, model_inputs
+from nlpbatch.rows import failure, flat_lists, offsets_array, passthrough, timed
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, locate_split, model_inputs, no_errors, nothing
 
 IGNORE = -100
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
@@ -169,21 +173,6 @@ def conll_lines(predictions: list[dict]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-NER_TASK = Task(
-    name="ner",
-    load_split=load_split,
-    build_model=build_model,
-    load_trained=load_trained,
-    train_features=train_features,
-    eval_features=eval_features,
-    collator=collator,
-    outputs_to_gather=outputs_to_gather,
-    score=score,
-)
-
-__all__ = ["NER_LABELS", "NER_TASK", "align_labels", "conll_lines", "continuation_ids", "sentence_tags"]
-
-
 # --- inference: per-token predictions of overlapping windows -> entity spans with character offsets ---
 
 AGGREGATIONS = ("simple", "first", "max")
@@ -276,3 +265,114 @@ def decode_spans(
         "end": end[last_unit][entity],
         "score": means[entity],
     }
+
+
+def label_scores(logits: np.ndarray) -> list[np.ndarray]:
+    """Logits [..., labels] -> the argmax label (int8) and its softmax probability (float32) per token."""
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = shifted / shifted.sum(-1, keepdims=True)
+    return [probs.argmax(-1).astype(np.int8), probs.max(-1).astype(np.float32)]
+
+
+def _reduce_numpy(outputs: list[np.ndarray]) -> list[np.ndarray]:
+    return label_scores(outputs[0])
+
+
+def _reduce_torch(outputs: list) -> list:
+    """On the device: one label byte and one probability per token come back instead of a row of logits."""
+    import torch
+
+    scores, labels = outputs[0].float().softmax(-1).max(-1)
+    return [labels.to(torch.int8), scores]
+
+
+ENTITY = pa.struct(
+    [("label", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]
+)
+
+
+def _ner_entities(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> pa.ListArray:
+    window_rows, token_windows, word_ids = flat_lists(batch.column("_word_ids"))
+    offsets = flat_lists(batch.column("_offsets"))[2].reshape(-1, 2)
+    labels, scores = flat_lists(batch.column("_labels"))[2], flat_lists(batch.column("_scores"))[2]
+    spans = decode_spans(window_rows, token_windows, offsets, word_ids, labels, scores, id2label, aggregation)
+    texts = batch.column("text").to_pylist()
+    cut = [texts[r][a:b] for r, a, b in zip(spans["row"].tolist(), spans["start"].tolist(), spans["end"].tolist())]
+    fields = [spans["label"], spans["start"], spans["end"], cut, spans["score"]]
+    entities = pa.StructArray.from_arrays([pa.array(v, f.type) for v, f in zip(fields, ENTITY)], fields=list(ENTITY))
+    rejected = pa.array([r is not None for r in batch.column("_reject").to_pylist()], pa.bool_())
+    counts = np.bincount(spans["row"], minlength=batch.num_rows)
+    return pa.ListArray.from_arrays(offsets_array(counts), entities, type=pa.list_(ENTITY), mask=rejected)
+
+
+def decode_table(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> pa.Table:
+    """Entity spans per document (`tasks.ner.decode_spans` over the whole batch). A row the decode fails on
+    becomes a reject with the reason, never the job's failure."""
+    t0 = time.perf_counter()
+    reasons = batch.column("_reject").to_pylist()
+    try:
+        entities = _ner_entities(batch, id2label, aggregation)
+    except Exception:  # find the row(s) at fault
+        parts = []
+        for row in range(batch.num_rows):
+            try:
+                parts.append(_ner_entities(batch.slice(row, 1), id2label, aggregation))
+            except Exception as err:
+                reasons[row] = "decode failed: " + failure(err)
+                parts.append(pa.nulls(1, pa.list_(ENTITY)))
+        entities = pa.concat_arrays(parts)
+    out = passthrough(batch, ["id"], reasons).append_column("entities", entities)
+    return timed(out, "decode", time.perf_counter() - t0)
+
+
+def decode_options(cfg: Any, model_config: Any) -> dict:
+    return {"id2label": {int(k): v for k, v in model_config.id2label.items()}, "aggregation": cfg.aggregation}
+
+
+def spans(row: dict) -> list[tuple[int, int, str, float | None]]:
+    return [(e["start"], e["end"], e["label"], e.get("score")) for e in row.get("entities") or []]
+
+
+def headline(ev: dict) -> str:
+    return f"f1 {ev['overall_f1']:.4f}"
+
+
+def plot_scores(history: list[dict]) -> list[tuple[str, list[float], str]]:
+    return [("entity F1", [h["eval"]["overall_f1"] for h in history], "o-")]
+
+
+def write_predictions(predictions: list[dict], path: str) -> None:
+    Path(path).write_text(conll_lines(predictions), encoding="utf-8")
+
+
+NER_TASK = Task(
+    name="ner",
+    load_split=load_split,
+    build_model=build_model,
+    load_trained=load_trained,
+    train_features=train_features,
+    eval_features=eval_features,
+    collator=collator,
+    outputs_to_gather=outputs_to_gather,
+    score=score,
+    label_names=label_names,
+    check_train=no_errors,
+    fingerprint=nothing,
+    headline=headline,
+    plot_scores=plot_scores,
+    write_predictions=write_predictions,
+    architecture="TokenClassification",
+    head_outputs=("logits",),
+    default_window=512,
+    pair=False,
+    token_columns=(("_labels", "int8"), ("_scores", "float32")),
+    reduce_torch=_reduce_torch,
+    reduce_numpy=_reduce_numpy,
+    decode=decode_table,
+    decode_options=decode_options,
+    output_columns=("entities",),
+    spans=spans,
+)
+TASK = NER_TASK
+
+__all__ = ["NER_LABELS", "NER_TASK", "align_labels", "conll_lines", "continuation_ids", "decode_spans", "sentence_tags"]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from nlpbatch.data.squad import HUB_NAME, load_squad, load_squad_hub
-from nlpbatch.tasks.base import PAD_MULTIPLE, Task, locate_split, model_inputs
+from nlpbatch.rows import failure, passthrough, timed, window_pairs
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, identity, locate_split, model_inputs, no_labels
 
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions", "index")
 
@@ -181,6 +186,90 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
     return metrics, predictions
 
 
+# --- inference: start/end logits of overlapping windows -> the best answer span per (document, question) ---
+
+ANSWER = pa.struct([("text", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("score", pa.float64())])
+
+
+def _pad_rows(rows: list[list[float]]):
+    """Ragged per-window logits -> one [windows, max_len] array; the padding is never read (offsets bound it)."""
+    width = max(len(r) for r in rows)
+    return np.array([r + [-1e4] * (width - len(r)) for r in rows], dtype=np.float32)
+
+
+def decode_table(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Table:
+    t0 = time.perf_counter()
+    answers, empty = [], []
+    reasons = batch.column("_reject").to_pylist()
+    rows = zip(
+        batch.column("text").to_pylist(),
+        batch.column("_reject").to_pylist(),
+        batch.column("_offsets").to_pylist(),
+        batch.column("_start").to_pylist(),
+        batch.column("_end").to_pylist(),
+    )
+    for row, (text, reject, offs, starts, ends) in enumerate(rows):
+        if reject is not None:
+            answers.append(None)
+            empty.append(None)
+            continue
+        windows = [
+            {"offsets": [None if s < 0 else (s, e) for s, e in o], "example_idx": 0}
+            for o, _ in window_pairs(offs, [None] * len(offs))
+        ]
+        try:
+            [best] = best_spans(_pad_rows(starts), _pad_rows(ends), windows, [text], n_best, max_answer_length)
+        except Exception as err:  # one row's failure is that row's reject, never the job's
+            reasons[row] = "decode failed: " + failure(err)
+            answers.append(None)
+            empty.append(None)
+            continue
+        answers.append(
+            {k: best[k] for k in ("text", "start", "end")} | {"score": None if best["empty"] else best["probability"]}
+        )
+        empty.append(best["empty"])
+    out = passthrough(batch, ["id", "question"], reasons).append_column("answer", pa.array(answers, ANSWER))
+    out = out.append_column("no_answer", pa.array(empty, pa.bool_()))
+    return timed(out, "decode", time.perf_counter() - t0)
+
+
+def decode_options(cfg: Any, model_config: Any) -> dict:
+    return {"n_best": cfg.n_best, "max_answer_length": cfg.max_answer_length}
+
+
+def spans(row: dict) -> list[tuple[int, int, str, float | None]]:
+    answer = row.get("answer")
+    if not answer or row.get("no_answer") or answer.get("start") is None:
+        return []
+    return [(answer["start"], answer["end"], "ANSWER", answer.get("score"))]
+
+
+def check_train(cfg: Any) -> list[str]:
+    if not 0 <= cfg.doc_stride < cfg.seq_length // 2:
+        return [f"doc_stride: {cfg.doc_stride} must be in [0, half of max_length {cfg.seq_length})"]
+    return []
+
+
+def fingerprint(cfg: Any) -> dict:
+    return {"doc_stride": cfg.doc_stride}
+
+
+def headline(ev: dict) -> str:
+    return f"EM {ev['exact_match']:.2f} F1 {ev['f1']:.2f}"
+
+
+def plot_scores(history: list[dict]) -> list[tuple[str, list[float], str]]:
+    return [
+        ("F1 / 100", [h["eval"]["f1"] / 100 for h in history], "o-"),
+        ("EM / 100", [h["eval"]["exact_match"] / 100 for h in history], "s-"),
+    ]
+
+
+def write_predictions(predictions: dict, path: str) -> None:
+    """{id: answer text}: the official SQuAD script's format."""
+    Path(path).write_text(json.dumps(predictions, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
 QA_TASK = Task(
     name="qa",
     load_split=load_split,
@@ -191,4 +280,22 @@ QA_TASK = Task(
     collator=collator,
     outputs_to_gather=outputs_to_gather,
     score=score,
+    label_names=no_labels,
+    check_train=check_train,
+    fingerprint=fingerprint,
+    headline=headline,
+    plot_scores=plot_scores,
+    write_predictions=write_predictions,
+    architecture="QuestionAnswering",
+    head_outputs=("start_logits", "end_logits"),
+    default_window=384,
+    pair=True,
+    token_columns=(("_start", "float32"), ("_end", "float32")),
+    reduce_torch=identity,
+    reduce_numpy=identity,
+    decode=decode_table,
+    decode_options=decode_options,
+    output_columns=("answer", "no_answer", "question"),
+    spans=spans,
 )
+TASK = QA_TASK

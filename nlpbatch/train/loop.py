@@ -229,8 +229,7 @@ def _mean(losses: list[torch.Tensor]) -> float:
 
 
 def _headline(task: str, metrics: dict) -> str:
-    ev = metrics["eval"]
-    score = f"f1 {ev['overall_f1']:.4f}" if task == "ner" else f"EM {ev['exact_match']:.2f} F1 {ev['f1']:.2f}"
+    score = get_task(task).headline(metrics["eval"])
     return f"train loss {metrics['train_loss']:.4f}, eval {score} ({metrics['train_seconds']:.1f} s train)"
 
 

@@ -43,7 +43,7 @@ def run_identity(cfg: TrainConfig, output: Path, labels: list[str]) -> tuple[str
         "model": cfg.model or "bundled:all-MiniLM-L6-v2",
         "labels": labels,
         "max_length": cfg.max_length,
-        **({"doc_stride": cfg.doc_stride} if cfg.task == "qa" else {}),
+        **get_task(cfg.task).fingerprint(cfg),
     }
     return name, fingerprint
 
@@ -102,7 +102,7 @@ def run_training(cfg: TrainConfig) -> dict:
     raw_train, raw_eval = load_data(cfg, skips, eval_skips)
     AutoConfig.from_pretrained(resolve_model(cfg.model))  # an unreadable model fails here, not in a worker
     output = Path(cfg.output).resolve()
-    labels = list(raw_train.features["ner_tags"].feature.names) if cfg.task == "ner" else []
+    labels = get_task(cfg.task).label_names(raw_train)
     name, fingerprint = run_identity(cfg, output, labels)
     output.mkdir(parents=True, exist_ok=True)
     storage, storage_fs = _prepare_storage(cfg, output, name, fingerprint)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from nlpbatch.annotate import stages
-from nlpbatch.annotate.predictors import NerPredictor, QaPredictor
+from nlpbatch.annotate.predictors import Predictor
 from nlpbatch.packing import pack_ranges, positions
 
 TEXTS = [
@@ -47,8 +47,8 @@ def test_pack_ranges_keep_window_order_within_the_budget():
 @pytest.mark.parametrize("batch_tokens", [64, 512])
 def test_packed_ner_equals_padded_buckets(tiny_ner_model, batch_tokens):
     table = _windows("ner", tiny_ner_model)
-    padded = NerPredictor(str(tiny_ner_model), batch_tokens, backend="torch", packing="off")
-    packed = NerPredictor(str(tiny_ner_model), batch_tokens, backend="torch", packing="on")
+    padded = Predictor("ner", str(tiny_ner_model), batch_tokens, backend="torch", packing="off")
+    packed = Predictor("ner", str(tiny_ner_model), batch_tokens, backend="torch", packing="on")
     assert packed.engine.packs and not padded.engine.packs
     a, b = padded(table), packed(table)
     assert len(_flat(a, "_labels")) > 4 * 64  # several windows, the long text split with overlaps
@@ -58,8 +58,8 @@ def test_packed_ner_equals_padded_buckets(tiny_ner_model, batch_tokens):
 
 def test_packed_qa_equals_padded_buckets(tiny_qa_model):
     table = _windows("qa", tiny_qa_model, questions=["Who met Macron?", "Where is Siemens?"])
-    a = QaPredictor(str(tiny_qa_model), 512, backend="torch", packing="off")(table)
-    b = QaPredictor(str(tiny_qa_model), 512, backend="torch", packing="on")(table)
+    a = Predictor("qa", str(tiny_qa_model), 512, backend="torch", packing="off")(table)
+    b = Predictor("qa", str(tiny_qa_model), 512, backend="torch", packing="on")(table)
     for column in ("_start", "_end"):
         np.testing.assert_allclose(_flat(a, column), _flat(b, column), atol=1e-4)
     assert (_flat(a, "_start") != 0).any()
@@ -67,7 +67,7 @@ def test_packed_qa_equals_padded_buckets(tiny_qa_model):
 
 def test_auto_packing_stays_off_on_cpu(tiny_ner_model):
     # auto packs on CUDA only: the CPU fallback is quadratic in the packed length
-    assert not NerPredictor(str(tiny_ner_model), 512, backend="torch", packing="auto").engine.packs
+    assert not Predictor("ner", str(tiny_ner_model), 512, backend="torch", packing="auto").engine.packs
 
 
 def test_a_model_that_cannot_be_packed_is_refused_with_the_fix(tmp_path, tiny_ner_model):
@@ -77,4 +77,4 @@ def test_a_model_that_cannot_be_packed_is_refused_with_the_fix(tmp_path, tiny_ne
     DistilBertForTokenClassification(config).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(str(tiny_ner_model)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'distilbert' model cannot be packed.*--packing off"):
-        NerPredictor(str(tmp_path), 512, backend="torch", packing="on")
+        Predictor("ner", str(tmp_path), 512, backend="torch", packing="on")
