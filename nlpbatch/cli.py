@@ -14,7 +14,7 @@ from pathlib import Path
 from nlpbatch.config import AnnotateConfig, ConfigError, TrainConfig, load_annotate_config, load_train_config
 from nlpbatch.data import DataError
 from nlpbatch.storage import StorageError
-from nlpbatch.tasks import task_names
+from nlpbatch.tasks import is_task, task_names
 
 DATA_ENV = "NLPBATCH_DATA_DIR"
 TRAIN_HELP = {
@@ -140,6 +140,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) 
             parser.add_argument(flag, type=kind, default=None, help=help_text, choices=choices, metavar=None)
 
 
+def _task(name: str) -> str:
+    """A built-in task or the module of one's own (`my_pkg.my_task`, which defines TASK)."""
+    if not is_task(name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not one of {', '.join(task_names())}, nor a module defining TASK"
+        )
+    return name
+
+
+TASK_ARG = {"type": _task, "metavar": "{" + ",".join(task_names()) + "}|MODULE"}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with a "did you mean" for mistyped flags (abbreviations are refused: `--epoch` is not `--epochs`)."""
 
@@ -175,14 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", allow_abbrev=False, help="fine-tune with Ray Train (data-parallel, DDP)")
-    train.add_argument("task", choices=task_names())
+    train.add_argument("task", **TASK_ARG)
     train.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(train)
 
     ann = sub.add_parser(
         "annotate", allow_abbrev=False, help="stream a corpus through a model with Ray Data; spans to storage"
     )
-    ann.add_argument("task", choices=task_names())
+    ann.add_argument("task", **TASK_ARG)
     ann.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(ann, AnnotateConfig)
 
@@ -191,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         help="annotate complete dt=YYYY-MM-DD partitions whose output is missing or stale",
     )
-    night.add_argument("task", choices=task_names())
+    night.add_argument("task", **TASK_ARG)
     night.add_argument("--config", help="YAML file with the annotate keys (flags win)")
     night.add_argument("--date", help="only this partition (YYYY-MM-DD)")
     night.add_argument("--since", help="backfill: partitions on or after this date")
@@ -223,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate", allow_abbrev=False, help="score a saved model on a CoNLL/SQuAD file, data dir or hub dataset"
     )
-    ev.add_argument("task", choices=task_names())
+    ev.add_argument("task", **TASK_ARG)
     ev.add_argument("--model", required=True, help="fine-tuned model dir (or hub id)")
     ev.add_argument("--data", help=f"file, data dir or hub dataset name (default ${DATA_ENV}, else the hub)")
     ev.add_argument("--split", default="validation", help="split to read from a data dir or hub dataset")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nlpbatch.tasks import get_task, reserved_columns, task_names
+from nlpbatch.tasks import get_task, is_task, reserved_columns, task_names
 
 
 class ConfigError(ValueError):
@@ -70,8 +70,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         errors = []
-        if self.task not in task_names():
-            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())}")
+        if not is_task(self.task):
+            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())} (or a module defining TASK)")
         else:
             errors += get_task(self.task).check_train(self)
         for key in (
@@ -132,7 +132,7 @@ RESERVED_COLUMNS = {"id", "source", "line", "run_id"} | {
 
 
 def _default_window(task: str) -> int:
-    return get_task(task).default_window if task in task_names() else 512  # an unknown task is reported by validate
+    return get_task(task).default_window if is_task(task) else 512  # an unknown task is reported by validate
 
 
 @dataclass(frozen=True)
@@ -223,8 +223,8 @@ class AnnotateConfig:
 
     def validate(self) -> None:
         errors = []
-        if self.task not in task_names():
-            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())}")
+        if not is_task(self.task):
+            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())} (or a module defining TASK)")
         if self.input_format not in (None, "parquet", "jsonl"):
             errors.append(f"input_format: {self.input_format!r} is not parquet or jsonl")
         if self.output_format not in ("parquet", "jsonl"):

@@ -66,8 +66,9 @@ class TorchEngine:
         self.outputs = list(self.task.head_outputs)
         self.config = self.model.config
         self.reduce = reduce
-        self.packs = packing == "on" or (
-            packing == "auto"
+        self.packs = not self.task.window_columns and (
+            packing == "on"
+            or packing == "auto"
             and self.device.type == "cuda"
             and packed.varlen_kernel() is not None
             and self.config.model_type in packed.PACKABLE_MODEL_TYPES

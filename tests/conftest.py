@@ -19,6 +19,9 @@ for key, value in {
     os.environ.setdefault(key, value)
 
 REPO = Path(__file__).resolve().parents[1]
+# Ray workers import what the driver imports by module name: a task defined in the test suite
+# (integration/toy_task.py) must be importable there too, as a user's own task module is on their cluster.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")

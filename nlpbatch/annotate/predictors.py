@@ -69,17 +69,17 @@ class Predictor:
         self.batch_tokens = batch_tokens
 
     def _forward(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None):
-        """Yield (flat token positions, engine outputs for those tokens) per packed batch or length bucket."""
+        """Yield (windows, their flat token positions, per-token outputs, per-window outputs) per packed batch or
+        length bucket."""
         lengths = np.diff(offsets)
+        k = len(self.task.token_columns)
         if types is None:
             types = np.zeros_like(tokens)
         if self.engine.packs:
             for lo, hi in pack_ranges(lengths, self.batch_tokens):
                 start, stop = int(offsets[lo]), int(offsets[hi])
-                yield (
-                    slice(start, stop),
-                    self.engine.packed(tokens[start:stop], types[start:stop], offsets[lo : hi + 1] - start),
-                )
+                outputs = self.engine.packed(tokens[start:stop], types[start:stop], offsets[lo : hi + 1] - start)
+                yield np.arange(lo, hi), slice(start, stop), outputs[:k], outputs[k:]
             return
         for group in length_buckets(lengths.tolist(), self.batch_tokens):
             group = np.asarray(group)
@@ -88,25 +88,32 @@ class Predictor:
             positions = np.where(mask, offsets[group][:, None] + np.arange(width)[None, :], 0)
             ids = np.where(mask, tokens[positions], self.pad_id).astype(np.int64)
             segment = np.where(mask, types[positions], 0).astype(np.int64)
-            yield positions[mask], [out[mask] for out in self.engine(ids, mask.astype(np.int64), segment)]
+            outputs = self.engine(ids, mask.astype(np.int64), segment)
+            yield group, positions[mask], [out[mask] for out in outputs[:k]], outputs[k:]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         t0 = time.perf_counter()
         rows, offsets, tokens = _windows(batch.column("_input_ids"))
         _, type_offsets, types = _windows(batch.column("_type_ids"))
         types = types if len(types) == len(tokens) else None  # NER windows carry no segment ids
-        columns = self._predict(offsets, tokens, types)
+        per_token, per_window = self._predict(offsets, tokens, types)
         out = batch.drop_columns(["_input_ids", "_type_ids"])
-        for name, (values, kind) in columns.items():
-            out = out.append_column(name, _nest(rows, offsets, values, kind))
+        for name, values in per_token.items():
+            out = out.append_column(name, _nest(rows, offsets, values, pa.from_numpy_dtype(values.dtype)))
+        row_offsets = pa.array(rows.offsets.to_numpy() - rows.offsets[0].as_py(), pa.int32())
+        for name, values in per_window.items():  # list<T> per row: one value per window
+            out = out.append_column(name, pa.ListArray.from_arrays(row_offsets, pa.array(values)))
         return timed(out, "predict", time.perf_counter() - t0)
 
-    def _predict(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None) -> dict:
-        columns = {name: np.zeros(len(tokens), dtype) for name, dtype in self.task.token_columns}
-        for where, outputs in self._forward(offsets, tokens, types):
-            for values, output in zip(columns.values(), outputs):
+    def _predict(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None) -> tuple[dict, dict]:
+        per_token = {name: np.zeros(len(tokens), dtype) for name, dtype in self.task.token_columns}
+        per_window = {name: np.zeros(len(offsets) - 1, dtype) for name, dtype in self.task.window_columns}
+        for windows, where, token_outputs, window_outputs in self._forward(offsets, tokens, types):
+            for values, output in zip(per_token.values(), token_outputs):
                 values[where] = output
-        return {name: (values, pa.from_numpy_dtype(values.dtype)) for name, values in columns.items()}
+            for values, output in zip(per_window.values(), window_outputs):
+                values[windows] = output
+        return per_token, per_window
 
 
 class Annotator:

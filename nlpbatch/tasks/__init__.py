@@ -6,8 +6,9 @@ imported only when the task is used (the CLI starts without importing any task).
 
 Adding a task: write `nlpbatch/tasks/<name>.py` with its functions and `TASK = Task(...)` (see `ner.py`: data,
 model head, features, scoring, and the inference half: head outputs, their reduction, decode, show), and add its
-line here. Or, without touching the package, `register("my.module")` (each process that runs it, Ray workers
-included, must be able to import that module).
+line here. A task of the user's own needs no change to the package: name it by its module (`my_pkg.my_task`,
+anything with a dot), and every process that runs it, Ray workers included, imports it from there
+(`tests/integration/toy_task.py` is one).
 """
 
 from __future__ import annotations
@@ -28,17 +29,24 @@ def task_names() -> list[str]:
     return list(TASKS)
 
 
-def register(module: str) -> Task:
-    """Add the task that `module` defines as `TASK` (a task of the user's own) and return it."""
-    task = importlib.import_module(module).TASK
-    TASKS[task.name] = module
-    return task
+def is_task(name: str) -> bool:
+    """A built-in task, or the dotted name of an importable module that defines `TASK`."""
+    try:
+        get_task(name)
+    except ValueError:
+        return False
+    return True
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r} (expected one of {', '.join(TASKS)})")
-    return importlib.import_module(TASKS[name]).TASK
+    module = TASKS.get(name) or (name if "." in name else None)
+    if module is None:
+        raise ValueError(f"unknown task {name!r} (expected one of {', '.join(TASKS)}, or a module defining TASK)")
+    try:
+        task = importlib.import_module(module).TASK
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"task {name!r}: cannot import {module}.TASK ({err})") from err
+    return task
 
 
 def task_of_model(model_path: str) -> str | None:

@@ -52,7 +52,8 @@ class Task:
     head_outputs: tuple[str, ...]  # the model's output names, in order
     default_window: int  # tokens a window holds unless --max-length says otherwise
     pair: bool  # inputs are (question, text): only the text is windowed, only its tokens are decoded
-    # per-token columns a forward pass leaves, after `reduce_*`: ((name, numpy dtype name), ...)
+    # columns a forward pass leaves, after `reduce_*`: ((name, numpy dtype name), ...), one value per token, then
+    # (`window_columns`) one value per window (a document label's per-window scores)
     token_columns: tuple[tuple[str, str], ...]
     # the head's outputs reduced where they are: torch tensors on the device / numpy arrays (ONNX Runtime)
     reduce_torch: Callable[[list], list]
@@ -63,6 +64,7 @@ class Task:
     output_columns: tuple[str, ...]
     # an output row -> [(start, end, label, score)] for `show` to highlight
     spans: Callable[[dict], list[tuple[int, int, str, float | None]]]
+    window_columns: tuple[tuple[str, str], ...] = ()
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
