@@ -28,6 +28,7 @@ from nlpbatch.annotate.commit import (
 )
 from nlpbatch.storage import filesystem_for, put_bytes, read_json, write_json
 
+pytestmark = pytest.mark.integration
 STORES = ["local", "s3"]
 
 
