@@ -19,6 +19,11 @@ from nlpbatch.tasks import is_task, task_names
 DATA_ENV = "NLPBATCH_DATA_DIR"
 TRAIN_HELP = {
     "output": "dir for the exported model, metrics.json and (by default) the checkpoints",
+    "train": "training file of your own: a column file (word ... TAG per line, IOB2, any entity types; e.g. WNUT-17) "
+    "for NER, SQuAD JSON for QA; overrides --data-dir's train split",
+    "validation": "validation file of your own (same formats); overrides --data-dir's validation split",
+    "labels": "NER label list: comma list of tags or types (PER,ORG means O, B-PER, I-PER, B-ORG, I-ORG) or a file, "
+    "to fix the order or add types the data lacks (default: from the training data)",
     "data_dir": f"data root (DIR/conll2003/*.txt, DIR/squad/*.json); default ${DATA_ENV}, else the HF hub",
     "model": "base model: HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
     "epochs": "passes over the training data; evaluation and a checkpoint after each",

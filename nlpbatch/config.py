@@ -25,6 +25,9 @@ class TrainConfig:
     task: str
     output: str
     data_dir: str | None = None  # None: the Hugging Face hub dataset
+    train: str | None = None  # a training file of one's own (beside or instead of data_dir's layout)
+    validation: str | None = None  # its validation file
+    labels: str | None = None  # NER: the label list (comma list of tags or types, or a file); None: from the data
     model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     epochs: int = 5
     learning_rate: float = 2e-4
@@ -116,6 +119,8 @@ class TrainConfig:
             errors.append(f"min_workers: need 1 <= {self.min_workers} <= num_workers {self.num_workers}")
         if self.batch_size < self.num_workers:
             errors.append(f"batch_size: global batch {self.batch_size} is under num_workers {self.num_workers}")
+        if (self.train is None) != (self.validation is None) and self.data_dir is None:
+            errors.append("train and validation: give both files (or --data-dir for the other split)")
         if self.resume and self.overwrite:
             errors.append("resume and overwrite: choose one")
         if errors:

@@ -12,9 +12,13 @@ def load_hub_dataset(name: str, split: str, local_layout: str):
 
     try:
         return load_dataset(name, split=split)
-    except (ConnectionError, OSError, ValueError) as err:
+    except (ConnectionError, OSError, ValueError, RuntimeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        hint = "Offline? "
+        if "scripts are no longer supported" in str(err):  # datasets >= 4 runs no loading scripts
+            hint = "It is a script-based dataset, which datasets 4 no longer runs: use a script-free copy, or "
         raise DataError(
-            f"hub dataset {name!r} ({split}) could not be loaded: {first[:300]}. Offline? Pass --data-dir DIR "
-            f"(or set $NLPBATCH_DATA_DIR) with {local_layout}, or --data FILE for evaluate"
+            f"hub dataset {name!r} ({split}) could not be loaded: {first[:300]}. {hint}Pass --data-dir DIR "
+            f"(or set $NLPBATCH_DATA_DIR) with {local_layout}, --train FILE --validation FILE, or --data FILE for "
+            "evaluate"
         ) from err

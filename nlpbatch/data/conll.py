@@ -1,4 +1,6 @@
-"""CoNLL-2003 column files -> `datasets.Dataset` with the hub `conll2003` features (tokens, ner_tags)."""
+"""CoNLL-style column files (CoNLL-2003, WNUT-17, any IOB2 tag set) -> `datasets.Dataset` with the hub's NER
+features (tokens, ner_tags as a ClassLabel). The label set comes from the data (or is given): CoNLL-2003's nine
+tags keep the hub's index order, any other set is `O` then each type's `B-`/`I-` in alphabetical order of types."""
 
 from __future__ import annotations
 
@@ -11,28 +13,52 @@ NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC
 HUB_NAME = "conll2003"
 
 
-def ner_features():
+def ner_features(labels: list[str] = NER_LABELS):
     from datasets import ClassLabel, Features, Sequence, Value
 
     return Features(
         {
             "id": Value("string"),
             "tokens": Sequence(Value("string")),
-            "ner_tags": Sequence(ClassLabel(names=NER_LABELS)),
+            "ner_tags": Sequence(ClassLabel(names=list(labels))),
         }
     )
 
 
-def parse_conll(path: str | Path) -> list[dict]:
-    """Parse one CoNLL file: `word ... TAG` per line (tag last), blank line between sentences.
+def label_set(tags, given: list[str] | None = None) -> list[str]:
+    """The label list for these tags: `given` (in its order) plus any type it lacks, appended; else derived
+    (CoNLL-2003's own order when the types are exactly its four)."""
+    types = sorted({t[2:] for t in tags if t != "O"})
+    if given:
+        known = set(given)
+        extra = [f"{p}-{t}" for t in types for p in "BI" if f"{p}-{t}" not in known]
+        return list(given) + extra
+    if set(types) <= {"PER", "ORG", "LOC", "MISC"}:
+        return NER_LABELS
+    return ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
 
-    Every problem raises DataError naming `file:line`: a wrong column count, an unknown tag, or an IOB2
-    inconsistency (an I-X that does not continue a B-X/I-X). Nothing is skipped silently.
+
+def parse_labels(value: str | None) -> list[str] | None:
+    """--labels: a comma list of tags or of types (`PER,ORG` means O, B-PER, I-PER, ...), or a file with one a line."""
+    if not value:
+        return None
+    path = Path(value)
+    items = path.read_text(encoding="utf-8").split() if path.is_file() else value.split(",")
+    items = [i.strip() for i in items if i.strip()]
+    tags = ["O"] + [t for i in items if i != "O" for t in ((i,) if i[:2] in ("B-", "I-") else (f"B-{i}", f"I-{i}"))]
+    return list(dict.fromkeys(tags))
+
+
+def parse_conll(path: str | Path) -> list[dict]:
+    """Parse one column file: `word ... TAG` per line (tag last; spaces or tabs), blank line between sentences,
+    `-DOCSTART-` lines and `#` comment lines skipped.
+
+    Every problem raises DataError naming `file:line`: a wrong column count, a tag that is not `O` / `B-TYPE` /
+    `I-TYPE`, or an IOB2 inconsistency (an I-X that does not continue a B-X/I-X). Nothing is skipped silently.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: CoNLL file not found")
-    label_set = set(NER_LABELS)
     sentences: list[dict] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -51,6 +77,8 @@ def parse_conll(path: str | Path) -> list[dict]:
                 flush()
                 continue
             parts = line.split()
+            if line.startswith("# ") or line == "#":
+                continue
             if parts[0] == "-DOCSTART-":
                 flush()
                 continue
@@ -63,8 +91,11 @@ def parse_conll(path: str | Path) -> list[dict]:
                     f"{path}:{lineno}: expected {n_columns} columns like the first row, got {len(parts)}: {line!r}"
                 )
             tag = parts[-1]
-            if tag not in label_set:
-                raise DataError(f"{path}:{lineno}: unknown NER tag {tag!r} (expected one of {', '.join(NER_LABELS)})")
+            if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
+                raise DataError(
+                    f"{path}:{lineno}: tag {tag!r} is not O, B-TYPE or I-TYPE (IOB2); other schemes (IOB1, BIOES, "
+                    "IO) are not read yet: convert the file to IOB2"
+                )
             if tag.startswith("I-"):
                 prev = tags[-1] if tags else "O"
                 if prev == "O" or prev[2:] != tag[2:]:
@@ -79,15 +110,17 @@ def parse_conll(path: str | Path) -> list[dict]:
     return sentences
 
 
-def load_conll(path: str | Path, max_examples: int | None = None):
-    """Read a CoNLL file into a Dataset with hub-identical features."""
+def load_conll(path: str | Path, max_examples: int | None = None, labels: list[str] | None = None):
+    """Read a column file into a Dataset with hub-identical features; its label list: `labels` plus any type they
+    lack, else the file's own (`label_set`)."""
     from datasets import Dataset
 
     rows = parse_conll(path)
     if max_examples is not None:
         rows = rows[:max_examples]
+    names = label_set([t for row in rows for t in row["ner_tags"]], labels)
     columns = {key: [row[key] for row in rows] for key in ("id", "tokens", "ner_tags")}
-    return Dataset.from_dict(columns, features=ner_features())
+    return Dataset.from_dict(columns, features=ner_features(names))
 
 
 def load_conll_hub(name: str = HUB_NAME, split: str = "train", max_examples: int | None = None):
@@ -95,9 +128,15 @@ def load_conll_hub(name: str = HUB_NAME, split: str = "train", max_examples: int
     from nlpbatch.data import load_hub_dataset
 
     ds = load_hub_dataset(name, split, "conll2003/{train,validation}.txt")
+    missing = {"tokens", "ner_tags"} - set(ds.column_names)
+    if missing or not hasattr(ds.features["ner_tags"].feature, "names"):
+        raise DataError(
+            f"hub dataset {name}: needs a 'tokens' column and a 'ner_tags' column of ClassLabel tags "
+            f"(columns: {', '.join(ds.column_names)})"
+        )
+    if "id" not in ds.column_names:
+        ds = ds.add_column("id", [str(i) for i in range(len(ds))])
     ds = ds.select_columns(["id", "tokens", "ner_tags"])
-    if ds.features["ner_tags"].feature.names != NER_LABELS:
-        raise DataError(f"hub dataset {name}: label set {ds.features['ner_tags'].feature.names} != {NER_LABELS}")
     if max_examples is not None:
         ds = ds.select(range(min(max_examples, len(ds))))
     return ds

@@ -46,12 +46,15 @@ def align_labels(word_ids: list[int | None], word_tags: list[int], cont: list[in
     return train, first_only
 
 
-def load_split(source: str | None, split: str, max_examples: int | None = None, **_: Any):
-    """`source`: a CoNLL file, a data dir (DIR/conll2003/SPLIT.txt or DIR/SPLIT.txt), or a hub dataset name."""
+def load_split(
+    source: str | None, split: str, max_examples: int | None = None, labels: list[str] | None = None, **_: Any
+):
+    """`source`: a column file (CoNLL-2003, WNUT-17, any IOB2 tags), a data dir (DIR/conll2003/SPLIT.txt or
+    DIR/SPLIT.txt), or a hub dataset name. `labels`: the label list to use (types it lacks are appended)."""
     path = locate_split(source, split, "conll2003", ".txt", "CoNLL")
     if path is None:
         return load_conll_hub(source or HUB_NAME, split, max_examples)
-    return load_conll(path, max_examples)
+    return load_conll(path, max_examples, labels)
 
 
 def label_names(raw) -> list[str]:
@@ -78,6 +81,7 @@ def build_model(model_path: str, raw_train, cfg: Any = None):
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
+        ignore_mismatched_sizes=True,  # a fresh head for this label set, whatever head the base model had
     )
 
 
@@ -144,9 +148,7 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
 
     pred_names = {int(k): v for k, v in model_config.id2label.items()}
     gold_names = label_names(raw)
-    unknown = set(gold_names) - set(pred_names.values())
-    if unknown:
-        raise ValueError(f"the model's labels {sorted(pred_names.values())} lack the data's {sorted(unknown)}")
+    known = {name[2:] for name in pred_names.values() if name != "O"}
     golds, preds, predictions = [], [], []
     unpredicted_words = unpredicted_sentences = 0
     for feature, pred_row, words, tags in zip(eval_feats, gathered["pred"], raw["tokens"], raw["ner_tags"]):
@@ -159,6 +161,8 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
         preds.append(pred)
         predictions.append({"words": list(words), "gold": gold, "pred": pred})
     metrics = seqeval_scores(golds, preds)
+    # types of the data the model was never trained on: scored (they count against recall), and named
+    metrics["unknown_types"] = sorted({t[2:] for g in golds for t in g if t != "O"} - known)
     metrics["n"] = len(preds)
     metrics["words"] = sum(len(g) for g in golds)
     # words without a prediction (scored as "O"): cut off by max_length, or no subtokens at all

@@ -17,7 +17,9 @@ from nlpbatch.tasks.base import PAD_MULTIPLE, Task, identity, locate_split, mode
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions", "index")
 
 
-def load_split(source: str | None, split: str, max_examples: int | None = None, skip_invalid=False, skips=None):
+def load_split(
+    source: str | None, split: str, max_examples: int | None = None, skip_invalid=False, skips=None, **_: Any
+):
     """`source`: a SQuAD JSON file, a data dir (DIR/squad/SPLIT.json or DIR/SPLIT.json), or a hub dataset name."""
     path = locate_split(source, split, "squad", ".json", "SQuAD")
     if path is None:

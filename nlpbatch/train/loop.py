@@ -16,7 +16,7 @@ import torch
 from nlpbatch.config import TrainConfig
 from nlpbatch.progress import Progress, say
 from nlpbatch.tasks import get_task
-from nlpbatch.tasks.base import Task
+from nlpbatch.tasks.base import MODEL_INPUTS, Task
 from nlpbatch.train.batches import ResidentBatches
 from nlpbatch.train.gather import concat_padded, gather_by_index
 from nlpbatch.train.sampler import GlobalBatchSampler
@@ -55,7 +55,9 @@ def run_eval(
             batch = collate([feats[i] for i in shard[start : start + cfg.eval_batch_size]])
             indices.append(batch.pop("index"))
             batch = {k: v.to(device) for k, v in batch.items()}
-            for name, (tensor, pad) in task.outputs_to_gather(model(**batch), batch).items():
+            # the inputs only: no loss computed (and gold ids of types the model lacks never reach its head)
+            output = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+            for name, (tensor, pad) in task.outputs_to_gather(output, batch).items():
                 outputs.setdefault(name, ([], pad))[0].append(tensor)
             bar.update(1)
     if bar.mode != "quiet":

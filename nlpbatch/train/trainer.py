@@ -23,12 +23,24 @@ MODEL_FILE = "nlpbatch.json"  # in the exported model dir: how it was trained (t
 
 def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):
     """Both splits, validated (errors name the file and line / question id) before any Ray work."""
+    from nlpbatch.data.conll import parse_labels
+
     task = get_task(cfg.task)
     raw_train = task.load_split(
-        cfg.data_dir, "train", cfg.max_train_examples, skip_invalid=cfg.skip_invalid, skips=train_skips
+        cfg.train or cfg.data_dir,
+        "train",
+        cfg.max_train_examples,
+        skip_invalid=cfg.skip_invalid,
+        skips=train_skips,
+        labels=parse_labels(cfg.labels),
     )
-    raw_eval = task.load_split(
-        cfg.data_dir, "validation", cfg.max_eval_examples, skip_invalid=cfg.skip_invalid, skips=eval_skips
+    raw_eval = task.load_split(  # the training labels, in their order, plus any type only validation has
+        cfg.validation or cfg.data_dir,
+        "validation",
+        cfg.max_eval_examples,
+        skip_invalid=cfg.skip_invalid,
+        skips=eval_skips,
+        labels=task.label_names(raw_train) or None,
     )
     return raw_train, raw_eval
 

@@ -32,7 +32,7 @@ def test_reads_sentences_into_hub_features(tmp_path):
     ("text", "message"),
     [
         ("EU NNP B-NP B-ORG\nrejects VBZ O\n", ":2: expected 4 columns"),
-        ("EU NNP B-NP B-ORGANISATION\n", ":1: unknown NER tag 'B-ORGANISATION'"),
+        ("EU NNP B-NP S-ORG\n", ":1: tag 'S-ORG' is not O, B-TYPE or I-TYPE (IOB2)"),
         ("EU NNP B-NP O\nrejects VBZ B-VP I-ORG\n", ":2: IOB2 tag I-ORG follows O"),
         ("EU NNP B-NP B-PER\nrejects VBZ B-VP I-ORG\n", ":2: IOB2 tag I-ORG follows B-PER"),
         ("\n\n", "no sentences found"),
@@ -56,3 +56,20 @@ def test_missing_split_is_a_clear_error(tmp_path):
 def test_shared_data_sizes(data_dir):
     assert len(parse_conll(data_dir / "conll2003" / "train.txt")) == 14041
     assert len(parse_conll(data_dir / "conll2003" / "validation.txt")) == 3250
+
+
+def test_any_label_set_comes_from_the_data(tmp_path, data_dir):
+    from nlpbatch.data.conll import label_set, parse_labels
+
+    wnut = load_conll(data_dir / "wnut17" / "train.conll")  # two tab-separated columns, lower-case types
+    types = ["corporation", "creative-work", "group", "location", "person", "product"]
+    assert wnut.features["ner_tags"].feature.names == ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
+    assert len(wnut) == 3394
+    drug = write(tmp_path, "# a comment line\nAspirin B-DRUG\nhelps O\n\nIbuprofen B-DRUG\ntoo O\n", "d.txt")
+    assert load_conll(drug).features["ner_tags"].feature.names == ["O", "B-DRUG", "I-DRUG"]
+    # a given order is kept; a type the data has and the list lacks is appended, never an error
+    given = parse_labels("DOSE,DRUG")
+    assert given == ["O", "B-DOSE", "I-DOSE", "B-DRUG", "I-DRUG"]
+    assert label_set(["B-DRUG", "B-ROUTE"], given) == given + ["B-ROUTE", "I-ROUTE"]
+    assert parse_labels("O,B-X,I-X") == ["O", "B-X", "I-X"]
+    assert label_set(["B-PER", "O"]) == NER_LABELS  # CoNLL-2003's types keep the hub's order
