@@ -24,6 +24,8 @@ TRAIN_HELP = {
     "validation": "validation file of your own (same formats); overrides --data-dir's validation split",
     "labels": "NER label list: comma list of tags or types (PER,ORG means O, B-PER, I-PER, B-ORG, I-ORG) or a file, "
     "to fix the order or add types the data lacks (default: from the training data)",
+    "tag_scheme": "NER tags of the --train/--validation files: iob2, iob1, bioes (BILOU too), io (bare types); "
+    "auto detects and says what it found; all are converted to IOB2",
     "data_dir": f"data root (DIR/conll2003/*.txt, DIR/squad/*.json); default ${DATA_ENV}, else the HF hub",
     "model": "base model: HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
     "epochs": "passes over the training data; evaluation and a checkpoint after each",
@@ -115,6 +117,7 @@ CHOICES = {
     "packing": ["auto", "on", "off"],
     "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
     "subtoken_labels": ["all", "first"],
+    "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
 }
 
 

@@ -28,6 +28,7 @@ class TrainConfig:
     train: str | None = None  # a training file of one's own (beside or instead of data_dir's layout)
     validation: str | None = None  # its validation file
     labels: str | None = None  # NER: the label list (comma list of tags or types, or a file); None: from the data
+    tag_scheme: str = "auto"  # NER column files: auto | iob2 | iob1 | bioes | io, converted to IOB2 on load
     model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     epochs: int = 5
     learning_rate: float = 2e-4
@@ -119,6 +120,8 @@ class TrainConfig:
             errors.append(f"min_workers: need 1 <= {self.min_workers} <= num_workers {self.num_workers}")
         if self.batch_size < self.num_workers:
             errors.append(f"batch_size: global batch {self.batch_size} is under num_workers {self.num_workers}")
+        if self.tag_scheme not in ("auto", "iob2", "iob1", "bioes", "io"):
+            errors.append(f"tag_scheme: {self.tag_scheme!r} is not auto, iob2, iob1, bioes or io")
         if (self.train is None) != (self.validation is None) and self.data_dir is None:
             errors.append("train and validation: give both files (or --data-dir for the other split)")
         if self.resume and self.overwrite:

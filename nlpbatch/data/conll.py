@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nlpbatch.data import DataError
+from nlpbatch.data.schemes import SchemeError, detect_scheme, to_iob2
+from nlpbatch.progress import say
 
 # Index order of the hub's conll2003 ClassLabel, so ids mean the same for local and hub data.
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
@@ -49,26 +51,29 @@ def parse_labels(value: str | None) -> list[str] | None:
     return list(dict.fromkeys(tags))
 
 
-def parse_conll(path: str | Path) -> list[dict]:
+def parse_conll(path: str | Path, scheme: str = "auto") -> list[dict]:
     """Parse one column file: `word ... TAG` per line (tag last; spaces or tabs), blank line between sentences,
-    `-DOCSTART-` lines and `#` comment lines skipped.
+    `-DOCSTART-` lines and `#` comment lines skipped. Tags in any scheme of `schemes.SCHEMES` (`auto`: detected
+    over the whole file, and said when it is not IOB2) come back as IOB2.
 
-    Every problem raises DataError naming `file:line`: a wrong column count, a tag that is not `O` / `B-TYPE` /
-    `I-TYPE`, or an IOB2 inconsistency (an I-X that does not continue a B-X/I-X). Nothing is skipped silently.
+    Every problem raises DataError naming `file:line`: a wrong column count, or a tag sequence the scheme does not
+    allow (an I-X that continues nothing in IOB2, an unclosed BIOES entity, ...). Nothing is skipped silently.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: CoNLL file not found")
-    sentences: list[dict] = []
+    sentences: list[tuple[list[str], list[str], list[int]]] = []
     tokens: list[str] = []
     tags: list[str] = []
+    lines: list[int] = []
     n_columns: int | None = None
 
     def flush() -> None:
         if tokens:
-            sentences.append({"id": str(len(sentences)), "tokens": list(tokens), "ner_tags": list(tags)})
+            sentences.append((list(tokens), list(tags), list(lines)))
             tokens.clear()
             tags.clear()
+            lines.clear()
 
     with path.open(encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -90,32 +95,35 @@ def parse_conll(path: str | Path) -> list[dict]:
                 raise DataError(
                     f"{path}:{lineno}: expected {n_columns} columns like the first row, got {len(parts)}: {line!r}"
                 )
-            tag = parts[-1]
-            if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
-                raise DataError(
-                    f"{path}:{lineno}: tag {tag!r} is not O, B-TYPE or I-TYPE (IOB2); other schemes (IOB1, BIOES, "
-                    "IO) are not read yet: convert the file to IOB2"
-                )
-            if tag.startswith("I-"):
-                prev = tags[-1] if tags else "O"
-                if prev == "O" or prev[2:] != tag[2:]:
-                    raise DataError(
-                        f"{path}:{lineno}: IOB2 tag {tag} follows {prev} (an I- tag must continue its own entity)"
-                    )
             tokens.append(parts[0])
-            tags.append(tag)
+            tags.append(parts[-1])
+            lines.append(lineno)
     flush()
     if not sentences:
         raise DataError(f"{path}: no sentences found (empty file?)")
-    return sentences
+    if scheme == "auto":
+        scheme = detect_scheme([t for _, t, _ in sentences])
+        if scheme != "iob2":
+            say(f"{path}: tags read as {scheme.upper()} (detected), converted to IOB2; --tag-scheme sets it")
+    rows = []
+    for words, raw_tags, numbers in sentences:
+        try:
+            converted = to_iob2(raw_tags, scheme)
+        except SchemeError as err:
+            hint = "" if scheme != "iob2" else "; another scheme? --tag-scheme iob1|bioes|io"
+            raise DataError(f"{path}:{numbers[err.index]}: {err}{hint}") from err
+        rows.append({"id": str(len(rows)), "tokens": words, "ner_tags": converted})
+    return rows
 
 
-def load_conll(path: str | Path, max_examples: int | None = None, labels: list[str] | None = None):
+def load_conll(
+    path: str | Path, max_examples: int | None = None, labels: list[str] | None = None, scheme: str = "auto"
+):
     """Read a column file into a Dataset with hub-identical features; its label list: `labels` plus any type they
     lack, else the file's own (`label_set`)."""
     from datasets import Dataset
 
-    rows = parse_conll(path)
+    rows = parse_conll(path, scheme)
     if max_examples is not None:
         rows = rows[:max_examples]
     names = label_set([t for row in rows for t in row["ner_tags"]], labels)

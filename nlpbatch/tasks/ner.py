@@ -47,14 +47,19 @@ def align_labels(word_ids: list[int | None], word_tags: list[int], cont: list[in
 
 
 def load_split(
-    source: str | None, split: str, max_examples: int | None = None, labels: list[str] | None = None, **_: Any
+    source: str | None,
+    split: str,
+    max_examples: int | None = None,
+    labels: list[str] | None = None,
+    tag_scheme: str = "auto",
+    **_: Any,
 ):
     """`source`: a column file (CoNLL-2003, WNUT-17, any IOB2 tags), a data dir (DIR/conll2003/SPLIT.txt or
     DIR/SPLIT.txt), or a hub dataset name. `labels`: the label list to use (types it lacks are appended)."""
     path = locate_split(source, split, "conll2003", ".txt", "CoNLL")
     if path is None:
         return load_conll_hub(source or HUB_NAME, split, max_examples)
-    return load_conll(path, max_examples, labels)
+    return load_conll(path, max_examples, labels, tag_scheme)
 
 
 def label_names(raw) -> list[str]:

@@ -33,6 +33,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         skip_invalid=cfg.skip_invalid,
         skips=train_skips,
         labels=parse_labels(cfg.labels),
+        tag_scheme=cfg.tag_scheme,
     )
     raw_eval = task.load_split(  # the training labels, in their order, plus any type only validation has
         cfg.validation or cfg.data_dir,
@@ -41,6 +42,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         skip_invalid=cfg.skip_invalid,
         skips=eval_skips,
         labels=task.label_names(raw_train) or None,
+        tag_scheme=cfg.tag_scheme,
     )
     return raw_train, raw_eval
 

@@ -32,8 +32,8 @@ def test_reads_sentences_into_hub_features(tmp_path):
     ("text", "message"),
     [
         ("EU NNP B-NP B-ORG\nrejects VBZ O\n", ":2: expected 4 columns"),
-        ("EU NNP B-NP S-ORG\n", ":1: tag 'S-ORG' is not O, B-TYPE or I-TYPE (IOB2)"),
-        ("EU NNP B-NP O\nrejects VBZ B-VP I-ORG\n", ":2: IOB2 tag I-ORG follows O"),
+        ("EU NNP B-NP B-ORG\nrejects VBZ B-VP ORG\n", ":1: tag 'B-ORG' in an IO file"),  # mixed schemes
+        ("EU NNP B-NP B-PER\nrejects VBZ B-VP O\nit PRP B-NP I-ORG\n", ":3: IOB2 tag I-ORG follows O"),
         ("EU NNP B-NP B-PER\nrejects VBZ B-VP I-ORG\n", ":2: IOB2 tag I-ORG follows B-PER"),
         ("\n\n", "no sentences found"),
     ],
