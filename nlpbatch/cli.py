@@ -19,13 +19,16 @@ from nlpbatch.tasks import is_task, task_names
 DATA_ENV = "NLPBATCH_DATA_DIR"
 TRAIN_HELP = {
     "output": "dir for the exported model, metrics.json and (by default) the checkpoints",
-    "train": "training file of your own: a column file (word ... TAG per line, IOB2, any entity types; e.g. WNUT-17) "
-    "for NER, SQuAD JSON for QA; overrides --data-dir's train split",
+    "train": "training file of your own: for NER a column file (word ... TAG per line, any entity types; e.g. "
+    "WNUT-17), JSONL with tokens + tags, or spans as spaCy/Prodigy, doccano or Label Studio export them; SQuAD JSON "
+    "for QA; overrides --data-dir's train split",
     "validation": "validation file of your own (same formats); overrides --data-dir's validation split",
     "labels": "NER label list: comma list of tags or types (PER,ORG means O, B-PER, I-PER, B-ORG, I-ORG) or a file, "
     "to fix the order or add types the data lacks (default: from the training data)",
     "tag_scheme": "NER tags of the --train/--validation files: iob2, iob1, bioes (BILOU too), io (bare types); "
     "auto detects and says what it found; all are converted to IOB2",
+    "span_alignment": "NER span files (spaCy/Prodigy, doccano, Label Studio): a span boundary inside a word is "
+    "counted and reported, then expand (the whole word), contract (the words inside) or strict (an error)",
     "data_dir": f"data root (DIR/conll2003/*.txt, DIR/squad/*.json); default ${DATA_ENV}, else the HF hub",
     "model": "base model: HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
     "epochs": "passes over the training data; evaluation and a checkpoint after each",
@@ -118,6 +121,7 @@ CHOICES = {
     "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
     "subtoken_labels": ["all", "first"],
     "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
+    "span_alignment": ["expand", "contract", "strict"],
 }
 
 

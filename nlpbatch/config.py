@@ -29,6 +29,7 @@ class TrainConfig:
     validation: str | None = None  # its validation file
     labels: str | None = None  # NER: the label list (comma list of tags or types, or a file); None: from the data
     tag_scheme: str = "auto"  # NER column files: auto | iob2 | iob1 | bioes | io, converted to IOB2 on load
+    span_alignment: str = "expand"  # NER span files: a span boundary inside a word: expand | contract | strict
     model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     epochs: int = 5
     learning_rate: float = 2e-4
@@ -122,6 +123,8 @@ class TrainConfig:
             errors.append(f"batch_size: global batch {self.batch_size} is under num_workers {self.num_workers}")
         if self.tag_scheme not in ("auto", "iob2", "iob1", "bioes", "io"):
             errors.append(f"tag_scheme: {self.tag_scheme!r} is not auto, iob2, iob1, bioes or io")
+        if self.span_alignment not in ("expand", "contract", "strict"):
+            errors.append(f"span_alignment: {self.span_alignment!r} is not expand, contract or strict")
         if (self.train is None) != (self.validation is None) and self.data_dir is None:
             errors.append("train and validation: give both files (or --data-dir for the other split)")
         if self.resume and self.overwrite:

@@ -121,9 +121,13 @@ def load_conll(
 ):
     """Read a column file into a Dataset with hub-identical features; its label list: `labels` plus any type they
     lack, else the file's own (`label_set`)."""
+    return rows_dataset(parse_conll(path, scheme), max_examples, labels)
+
+
+def rows_dataset(rows: list[dict], max_examples: int | None = None, labels: list[str] | None = None):
+    """{"id", "tokens", "ner_tags" (IOB2 strings)} rows -> a Dataset with ClassLabel tags (`label_set`)."""
     from datasets import Dataset
 
-    rows = parse_conll(path, scheme)
     if max_examples is not None:
         rows = rows[:max_examples]
     names = label_set([t for row in rows for t in row["ner_tags"]], labels)

@@ -52,6 +52,7 @@ def load_split(
     max_examples: int | None = None,
     labels: list[str] | None = None,
     tag_scheme: str = "auto",
+    span_alignment: str = "expand",
     **_: Any,
 ):
     """`source`: a column file (CoNLL-2003, WNUT-17, any IOB2 tags), a data dir (DIR/conll2003/SPLIT.txt or
@@ -59,6 +60,11 @@ def load_split(
     path = locate_split(source, split, "conll2003", ".txt", "CoNLL")
     if path is None:
         return load_conll_hub(source or HUB_NAME, split, max_examples)
+    if path.suffix.lower() in (".jsonl", ".json"):  # token/tag lists, or character spans as labelling tools export
+        from nlpbatch.data.conll import rows_dataset
+        from nlpbatch.data.spans import load_records
+
+        return rows_dataset(load_records(path, span_alignment, tag_scheme), max_examples, labels)
     return load_conll(path, max_examples, labels, tag_scheme)
 
 

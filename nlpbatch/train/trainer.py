@@ -34,6 +34,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         skips=train_skips,
         labels=parse_labels(cfg.labels),
         tag_scheme=cfg.tag_scheme,
+        span_alignment=cfg.span_alignment,
     )
     raw_eval = task.load_split(  # the training labels, in their order, plus any type only validation has
         cfg.validation or cfg.data_dir,
@@ -43,6 +44,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         skips=eval_skips,
         labels=task.label_names(raw_train) or None,
         tag_scheme=cfg.tag_scheme,
+        span_alignment=cfg.span_alignment,
     )
     return raw_train, raw_eval
 

@@ -1,0 +1,137 @@
+"""NER data as labelling tools export it: the same CoNLL sentences written as token/tag JSONL, spaCy/Prodigy spans,
+doccano spans and a Label Studio export read back as the CoNLL file's own words and tags; spans off word boundaries
+are counted and expanded, contracted or refused; overlaps and broken records name their row."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from nlpbatch.data import DataError
+from nlpbatch.data.conll import parse_conll
+from nlpbatch.tasks.ner import load_split
+
+WORDLIKE = re.compile(r"\w+|[^\w\s]")
+
+
+def _sentences(data_dir, n=200):
+    """CoNLL sentences whose tokens are words as the span reader cuts text (so both sides can be compared)."""
+    rows = [
+        r
+        for r in parse_conll(data_dir / "conll2003" / "validation.txt")
+        if all(WORDLIKE.fullmatch(t) for t in r["tokens"])
+    ]
+    return rows[:n]
+
+
+def _text_and_spans(row):
+    starts, at = [], 0
+    for token in row["tokens"]:
+        starts.append(at)
+        at += len(token) + 1
+    spans, open_ = [], None
+    for i, tag in enumerate([*row["ner_tags"], "O"]):
+        if open_ and not tag.startswith("I-"):
+            spans.append((starts[open_[0]], starts[i - 1] + len(row["tokens"][i - 1]), open_[1]))
+            open_ = None
+        if tag.startswith("B-"):
+            open_ = (i, tag[2:])
+    return " ".join(row["tokens"]), spans
+
+
+def _write(tmp_path, name, rows, kind):
+    records = []
+    for row in rows:
+        text, spans = _text_and_spans(row)
+        if kind == "spacy":
+            records.append({"text": text, "spans": [{"start": s, "end": e, "label": t} for s, e, t in spans]})
+        elif kind == "doccano":
+            records.append({"text": text, "label": [[s, e, t] for s, e, t in spans]})
+        elif kind == "tokens":
+            records.append({"tokens": row["tokens"], "ner_tags": row["ner_tags"]})
+        elif kind == "ids":
+            names = sorted({t for r in rows for t in r["ner_tags"]})
+            records.append(
+                {"tokens": row["tokens"], "tags": [names.index(t) for t in row["ner_tags"]], "labels": names}
+            )
+        else:  # Label Studio's JSON export
+            result = [
+                {"value": {"start": s, "end": e, "text": text[s:e], "labels": [t]}, "type": "labels"}
+                for s, e, t in spans
+            ]
+            records.append({"id": len(records), "data": {"text": text}, "annotations": [{"result": result}]})
+    path = tmp_path / name
+    if kind == "label-studio":
+        records.append({"id": -1, "data": {"text": "not labelled yet"}, "annotations": []})
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("spacy", "a.jsonl"),
+        ("doccano", "b.jsonl"),
+        ("tokens", "c.jsonl"),
+        ("ids", "d.jsonl"),
+        ("label-studio", "e.json"),
+    ],
+)
+def test_every_export_reads_back_as_the_conll_sentences(kind, name, data_dir, tmp_path, capsys):
+    rows = _sentences(data_dir)
+    ds = load_split(str(_write(tmp_path, name, rows, kind)), "train")
+    names = ds.features["ner_tags"].feature.names
+    assert ds["tokens"] == [r["tokens"] for r in rows]
+    assert [[names[t] for t in tags] for tags in ds["ner_tags"]] == [r["ner_tags"] for r in rows]
+    assert sum(t != "O" for r in rows for t in r["ner_tags"]) > 300  # not vacuous
+    said = capsys.readouterr().err
+    assert f"read as {'tokens' if kind == 'ids' else kind}" in said
+    if kind == "label-studio":
+        assert "skipped 1 task(s) without annotations" in said
+
+
+def test_spans_off_word_boundaries_are_counted_and_aligned(tmp_path, capsys):
+    record = {
+        "text": "Angela Merkel visited Parisians.",
+        "spans": [{"start": 1, "end": 13, "label": "PER"}, {"start": 22, "end": 27, "label": "LOC"}],
+    }
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+
+    def tags(alignment):
+        ds = load_split(str(path), "train", span_alignment=alignment)
+        names = ds.features["ner_tags"].feature.names
+        return [names[t] for t in ds["ner_tags"][0]]
+
+    assert tags("expand") == ["B-PER", "I-PER", "O", "B-LOC", "O"]
+    assert "2 span(s) off word boundaries, widened to whole words" in capsys.readouterr().err
+    assert tags("contract") == ["O", "B-PER", "O", "O", "O"]  # 'Paris' inside 'Parisians': no whole word left
+    with pytest.raises(DataError, match=r"s.jsonl:1: PER 'ngela Merkel' \(1-13\) does not fall on word boundaries"):
+        tags("strict")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            {
+                "text": "Angela Merkel",
+                "spans": [{"start": 0, "end": 13, "label": "PER"}, {"start": 7, "end": 13, "label": "ORG"}],
+            },
+            ":1: spans overlap",
+        ),
+        ({"text": "Paris", "spans": [{"start": 0, "end": 9, "label": "LOC"}]}, ":1: span 0-9 'LOC' lies outside"),
+        ({"tokens": ["a", "b"], "ner_tags": ["O"]}, ":1: tokens and ner_tags (or tags) must be lists of one length"),
+        ({"tokens": ["a"], "ner_tags": [3]}, ":1: integer tags need a 'labels' list"),
+        ({"words": ["a"]}, ":1: cannot tell the format from the keys ['words']"),
+    ],
+)
+def test_broken_records_name_their_row(tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_split(str(path), "train")
