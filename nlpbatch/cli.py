@@ -29,6 +29,9 @@ TRAIN_HELP = {
     "auto detects and says what it found; all are converted to IOB2",
     "span_alignment": "NER span files (spaCy/Prodigy, doccano, Label Studio): a span boundary inside a word is "
     "counted and reported, then expand (the whole word), contract (the words inside) or strict (an error)",
+    "text_column": "classify: column with the text (default text, else sentence)",
+    "text_pair_column": "classify: column with the second text of a sentence pair",
+    "label_column": "classify: column with the label",
     "data_dir": f"data root (DIR/conll2003/*.txt, DIR/squad/*.json); default ${DATA_ENV}, else the HF hub",
     "model": "base model: HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
     "epochs": "passes over the training data; evaluation and a checkpoint after each",
@@ -258,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eval-batch-size", type=int, help="batch per worker (default 64)")
     ev.add_argument("--use-gpu", action="store_true", default=None, help="score on the GPU (bf16 autocast)")
     ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
+    for column in ("text_column", "text_pair_column", "label_column"):
+        ev.add_argument("--" + column.replace("_", "-"), help=TRAIN_HELP[column] + " (default: as trained)")
     ev.add_argument("--quiet", action="store_true", default=None, help="no progress bar or lines, only the scores")
     ev.add_argument(
         "--backend",
@@ -350,6 +355,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         eval_batch_size=args.eval_batch_size,
         use_gpu=args.use_gpu,
         quiet=args.quiet,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
     )
     data = args.data or os.environ.get(DATA_ENV)
     metrics, predictions = evaluate_model(

@@ -30,6 +30,9 @@ class TrainConfig:
     labels: str | None = None  # NER: the label list (comma list of tags or types, or a file); None: from the data
     tag_scheme: str = "auto"  # NER column files: auto | iob2 | iob1 | bioes | io, converted to IOB2 on load
     span_alignment: str = "expand"  # NER span files: a span boundary inside a word: expand | contract | strict
+    text_column: str | None = None  # classify: the text (default: text, else sentence)
+    text_pair_column: str | None = None  # classify: the second text of a pair (MRPC: "#2 String")
+    label_column: str = "label"  # classify: the label
     model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     epochs: int = 5
     learning_rate: float = 2e-4

@@ -27,7 +27,8 @@ def eval_config(task: str, model: str, **kwargs: Any) -> TrainConfig:
     trained = trained_settings(model)
     if trained.get("task", task) != task:
         raise ConfigError(f"{model} is a {trained['task']} model: use `nlpbatch evaluate {trained['task']}`")
-    defaults = {k: trained[k] for k in ("max_length", "doc_stride") if k in trained}
+    settings = ("max_length", "doc_stride", "text_column", "text_pair_column", "label_column")
+    defaults = {k: trained[k] for k in settings if trained.get(k) is not None}
     given = {k: v for k, v in kwargs.items() if v is not None}
     cfg = TrainConfig(task=task, output="", model=model, **{**defaults, **given})
     cfg.validate()
@@ -89,7 +90,12 @@ def evaluate_model(
             raise ConfigError("--use-gpu: no GPU is visible to this process")
     task = get_task(cfg.task)
     skips = SkipReport()
-    raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips)
+    columns = {
+        "text_column": cfg.text_column,
+        "text_pair_column": cfg.text_pair_column,
+        "label_column": cfg.label_column,
+    }
+    raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips, **columns)
     if num_workers == 0:
         from nlpbatch.progress import progress_mode
 

@@ -13,6 +13,7 @@ import re
 import sys
 
 from nlpbatch.config import ConfigError
+from nlpbatch.tasks import get_task
 
 # one colour per CoNLL type (displaCy's palette); any other label gets the last one
 COLOURS = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2", "ANSWER": "#bfe1d9"}
@@ -54,8 +55,6 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
 
 def spans_of(row: dict, task: str) -> list[tuple[int, int, str, float | None]]:
     """(start, end, label, score) to highlight, in text order: what the task says its output row marks."""
-    from nlpbatch.tasks import get_task
-
     return get_task(task).spans(row)
 
 
@@ -102,7 +101,12 @@ def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, str
     task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
     stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows\n\n")
     for row in rows:
-        header = safe(f"{row['id']}" + (f"  Q: {row['question']}" if row.get("question") else ""))
+        summary = get_task(task).summary(row)
+        header = safe(
+            f"{row['id']}"
+            + (f"  Q: {row['question']}" if row.get("question") else "")
+            + (f"  {summary}" if summary else "")
+        )
         stream.write(f"\x1b[1m{header}\x1b[0m\n" if colour else f"{header}\n")
         stream.write(terminal(row[text_column] or "", spans_of(row, task), colour) + "\n\n")
 
@@ -125,9 +129,11 @@ def html_page(manifest: dict, rows: list[dict]) -> str:
                 "</mark>"
             )
         question = row.get("question")
+        summary = get_task(task).summary(row)
         docs.append(
             f'<section class="doc" id="{html.escape(str(row["id"]))}"><h2>{html.escape(str(row["id"]))}</h2>'
             + (f'<p class="question">Q: {html.escape(question)}</p>' if question else "")
+            + (f'<p class="question">{html.escape(summary)}</p>' if summary else "")
             + f'<div class="text">{"".join(parts)}</div></section>'
         )
     provenance = manifest.get("provenance", {})

@@ -101,18 +101,24 @@ class Predictor:
         for name, values in per_token.items():
             out = out.append_column(name, _nest(rows, offsets, values, pa.from_numpy_dtype(values.dtype)))
         row_offsets = pa.array(rows.offsets.to_numpy() - rows.offsets[0].as_py(), pa.int32())
-        for name, values in per_window.items():  # list<T> per row: one value per window
-            out = out.append_column(name, pa.ListArray.from_arrays(row_offsets, pa.array(values)))
+        for name, dtype in self.task.window_columns:  # list<T> per row: one value (or vector) per window
+            values = per_window.get(name, np.zeros(0, dtype))
+            inner = pa.array(values.ravel())
+            if values.ndim == 2:
+                inner = pa.FixedSizeListArray.from_arrays(inner, values.shape[1])
+            out = out.append_column(name, pa.ListArray.from_arrays(row_offsets, inner))
         return timed(out, "predict", time.perf_counter() - t0)
 
     def _predict(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None) -> tuple[dict, dict]:
         per_token = {name: np.zeros(len(tokens), dtype) for name, dtype in self.task.token_columns}
-        per_window = {name: np.zeros(len(offsets) - 1, dtype) for name, dtype in self.task.window_columns}
+        per_window: dict[str, np.ndarray] = {}
         for windows, where, token_outputs, window_outputs in self._forward(offsets, tokens, types):
             for values, output in zip(per_token.values(), token_outputs):
                 values[where] = output
-            for values, output in zip(per_window.values(), window_outputs):
-                values[windows] = output
+            for (name, dtype), output in zip(self.task.window_columns, window_outputs):
+                if name not in per_window:  # a value per window, or a vector (one probability a label)
+                    per_window[name] = np.zeros((len(offsets) - 1, *np.shape(output)[1:]), dtype)
+                per_window[name][windows] = output
         return per_token, per_window
 
 

@@ -22,6 +22,7 @@ from nlpbatch.tasks.base import Task
 TASKS: dict[str, str] = {
     "ner": "nlpbatch.tasks.ner",
     "qa": "nlpbatch.tasks.qa",
+    "classify": "nlpbatch.tasks.classify",
 }
 
 

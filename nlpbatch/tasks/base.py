@@ -10,6 +10,10 @@ from typing import Any
 PAD_MULTIPLE = 8  # collators pad a batch to a multiple of this (tensor-core friendly shapes)
 
 
+def no_summary(row: dict) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class Task:
     """Everything that differs between tasks, for the runtimes that train, evaluate, annotate and show them; every
@@ -65,6 +69,8 @@ class Task:
     # an output row -> [(start, end, label, score)] for `show` to highlight
     spans: Callable[[dict], list[tuple[int, int, str, float | None]]]
     window_columns: tuple[tuple[str, str], ...] = ()
+    # an output row -> a short line `show` prints beside the document (a document label and its score)
+    summary: Callable[[dict], str] = no_summary
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -60,6 +60,10 @@ def load_split(
     path = locate_split(source, split, "conll2003", ".txt", "CoNLL")
     if path is None:
         return load_conll_hub(source or HUB_NAME, split, max_examples)
+    if isinstance(labels, str):  # --labels as given; a list when it is the training split's
+        from nlpbatch.data.conll import parse_labels
+
+        labels = parse_labels(labels)
     if path.suffix.lower() in (".jsonl", ".json"):  # token/tag lists, or character spans as labelling tools export
         from nlpbatch.data.conll import rows_dataset
         from nlpbatch.data.spans import load_records

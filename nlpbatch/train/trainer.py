@@ -23,18 +23,22 @@ MODEL_FILE = "nlpbatch.json"  # in the exported model dir: how it was trained (t
 
 def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):
     """Both splits, validated (errors name the file and line / question id) before any Ray work."""
-    from nlpbatch.data.conll import parse_labels
-
     task = get_task(cfg.task)
+    columns = {
+        "text_column": cfg.text_column,
+        "text_pair_column": cfg.text_pair_column,
+        "label_column": cfg.label_column,
+    }
     raw_train = task.load_split(
         cfg.train or cfg.data_dir,
         "train",
         cfg.max_train_examples,
         skip_invalid=cfg.skip_invalid,
         skips=train_skips,
-        labels=parse_labels(cfg.labels),
+        labels=cfg.labels,
         tag_scheme=cfg.tag_scheme,
         span_alignment=cfg.span_alignment,
+        **columns,
     )
     raw_eval = task.load_split(  # the training labels, in their order, plus any type only validation has
         cfg.validation or cfg.data_dir,
@@ -45,6 +49,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         labels=task.label_names(raw_train) or None,
         tag_scheme=cfg.tag_scheme,
         span_alignment=cfg.span_alignment,
+        **columns,
     )
     return raw_train, raw_eval
 

@@ -1,0 +1,64 @@
+"""Classification end to end on GLUE SST-2 slices: distributed training and its gathered evaluation equal to one
+process, `evaluate` from the model's own settings, `annotate classify` equal to the in-process model on the same
+texts (a long document classified from all its windows), and `show` printing each document's label."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nlpbatch.annotate.pipeline import annotate_texts, run_annotation
+from nlpbatch.config import load_annotate_config, load_train_config
+from nlpbatch.evaluation import eval_config, evaluate_model
+from nlpbatch.train.trainer import run_training
+
+pytestmark = pytest.mark.integration
+
+
+def test_classify_trains_evaluates_annotates_and_shows(ray_cluster, tiny_ner_model, data_dir, tmp_path):
+    from nlpbatch.show import print_rows, read_rows
+
+    model = tmp_path / "model"
+    metrics = run_training(
+        load_train_config(
+            task="classify",
+            model=str(tiny_ner_model),
+            output=str(model),
+            data_dir=str(data_dir / "sst2"),
+            max_train_examples=128,
+            max_eval_examples=64,
+            max_length=64,
+            epochs=1,
+            batch_size=16,
+            num_workers=2,
+            quiet=True,
+        )
+    )
+    final = metrics["final"]["eval"]
+    assert final["n"] == 64 and set(final["per_class"]) == {"0", "1"} and "f1" in final
+    matrix = final["confusion_matrix"]["rows_gold_columns_predicted"]
+    assert sum(map(sum, matrix)) == 64 and final["accuracy"] == (matrix[0][0] + matrix[1][1]) / 64
+
+    scored, predictions = evaluate_model(eval_config("classify", str(model)), str(data_dir / "sst2"), max_examples=64)
+    assert scored["accuracy"] == final["accuracy"] and len(predictions) == 64  # 2 workers gathered = 1 process
+
+    texts = ["a winning comedy", "the worst film of the year", " ".join(["a tedious and overlong mess ."] * 60), ""]
+    pq.write_table(pa.table({"id": ["a", "b", "long", "empty"], "text": texts}), tmp_path / "in.parquet")
+    common = {"task": "classify", "model": str(model), "max_length": 64, "stride": 16}
+    manifest = run_annotation(
+        load_annotate_config(input=str(tmp_path / "in.parquet"), output=str(tmp_path / "out"), **common)
+    )
+    assert manifest["rows_out"] == 3 and manifest["rows_rejected"] == 1
+    _, rows = read_rows(str(tmp_path / "out"), 10)
+    got = {r["id"]: r for r in rows}
+    reference = annotate_texts(load_annotate_config(input="-", output="-", **common), texts)
+    for key, ref in zip(["a", "b", "long"], reference):
+        assert got[key]["label"] == ref["label"] in ("0", "1")
+        assert got[key]["score"] == pytest.approx(ref["score"], abs=1e-5)
+        assert sum(p["score"] for p in got[key]["probabilities"]) == pytest.approx(1, abs=1e-5)
+    shown = io.StringIO()
+    print_rows(manifest, rows, colour=False, stream=shown)
+    assert f"long  {got['long']['label']} ({got['long']['score']:.2f})" in shown.getvalue()

@@ -1,0 +1,74 @@
+"""Classification as pure functions: GLUE's files read as distributed, scores against a hand count, a long
+document's label from the mean of its windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from nlpbatch.data import DataError
+from nlpbatch.tasks.classify import classification_scores, decode, load_split
+
+
+def test_glue_files_read_as_distributed(data_dir):
+    mrpc = load_split(
+        str(data_dir / "mrpc"),
+        "validation",
+        text_column="#1 String",
+        text_pair_column="#2 String",
+        label_column="Quality",
+    )  # a BOM before the header, unquoted '"' inside the sentences
+    assert len(mrpc) == 408 and mrpc.features["label"].names == ["0", "1"]
+    assert any('"' in t for t in mrpc["text"]) and all(mrpc["text_pair"])
+    sst2 = load_split(str(data_dir / "sst2"), "validation", max_examples=50)  # `sentence` found by itself
+    assert len(sst2) == 50 and sst2.features["label"].names == ["0", "1"]
+    with pytest.raises(DataError, match=r"no column 'Quality' .*set --label-column"):
+        load_split(str(data_dir / "sst2"), "validation", label_column="Quality")
+
+
+def test_scores_equal_a_hand_count():
+    gold = [0, 0, 1, 1, 1, 2, 2, 0]
+    pred = [0, 1, 1, 1, 0, 2, 1, 0]
+    m = classification_scores(gold, pred, ["a", "b", "c"])
+    # by hand: a: tp 2, predicted 3, actual 3; b: tp 2, predicted 4, actual 3; c: tp 1, predicted 1, actual 2
+    assert m["accuracy"] == 5 / 8 and m["confusion_matrix"]["rows_gold_columns_predicted"][2] == [0, 1, 1]
+    f1 = {"a": 2 / 3, "b": 2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3), "c": 2 * 1 * 0.5 / 1.5}
+    assert m["per_class"]["b"]["precision"] == 0.5 and m["per_class"]["c"]["recall"] == 0.5
+    assert m["macro_f1"] == pytest.approx(sum(f1.values()) / 3) and "f1" not in m
+    binary = classification_scores([1, 1, 0, 0], [1, 0, 0, 1], ["0", "1"])
+    assert binary["f1"] == 0.5 and binary["accuracy"] == 0.5  # F1 of the positive class, as GLUE reports MRPC
+
+
+def test_a_document_is_the_mean_of_its_windows():
+    probs = pa.array([[[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]], [], [[0.6, 0.4]]], pa.list_(pa.list_(pa.float32())))
+    batch = pa.table(
+        {
+            "id": ["long", "bad", "short"],
+            "source": ["f"] * 3,
+            "line": [1, 2, 3],
+            "n_tokens": [9, 0, 3],
+            "_reject": [None, "text is empty", None],
+            "_input": [None, "{}", None],
+            "_probs": probs,
+        }
+    )
+    out = decode(batch, {0: "neg", 1: "pos"}).to_pylist()
+    assert [r["label"] for r in out] == ["pos", None, "neg"]  # mean P(pos) of the long one: 1.6 / 3
+    assert out[0]["score"] == pytest.approx(np.mean([0.1, 0.8, 0.7]), abs=1e-6)
+    assert [p["label"] for p in out[0]["probabilities"]] == ["pos", "neg"] and out[1]["probabilities"] is None
+
+
+def test_sentence_pairs_are_one_window_of_two_segments(data_dir):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from nlpbatch.models import resolve_model
+    from nlpbatch.tasks.classify import features
+
+    raw = load_split(str(data_dir / "mrpc"), "train", 4, "#1 String", "#2 String", "Quality")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    feats = features(raw, tokenizer, SimpleNamespace(max_length=32))
+    assert all(len(f["input_ids"]) <= 32 and 0 in f["token_type_ids"] and 1 in f["token_type_ids"] for f in feats)
+    assert [f["labels"] for f in feats] == list(raw["label"]) and [f["index"] for f in feats] == [0, 1, 2, 3]
