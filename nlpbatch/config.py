@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nlpbatch.tasks import get_task, is_task, reserved_columns, task_names
+from nlpbatch.tasks import get_task, is_task, task_names
 
 
 class ConfigError(ValueError):
@@ -259,7 +259,8 @@ class AnnotateConfig:
             errors.append(f"min_actors: must be >= 1, got {self.min_actors}")
         if self.max_actors is not None and self.max_actors < max(1, self.min_actors or 1):
             errors.append(f"max_actors: must be >= 1 and >= min_actors ({self.min_actors or 1}), got {self.max_actors}")
-        clash = sorted(set(self.kept) & (RESERVED_COLUMNS | reserved_columns()))
+        written = RESERVED_COLUMNS | (set(get_task(self.task).output_columns) if is_task(self.task) else set())
+        clash = sorted(set(self.kept) & written)
         if clash:
             errors.append(f"keep_columns: {', '.join(clash)} would clash with an output column; keep others")
         if self.packing not in ("auto", "on", "off"):
