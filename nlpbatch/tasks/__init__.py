@@ -51,7 +51,13 @@ def get_task(name: str) -> Task:
 
 
 def task_of_model(model_path: str) -> str | None:
-    """The task a saved model was built for, from its architecture in config.json; None when no task claims it."""
+    """The task a saved model was built for: what `nlpbatch train` wrote in its `nlpbatch.json`, else what its
+    architecture in config.json says (one head class can serve several tasks); None when no task claims it."""
+    card = Path(model_path) / "nlpbatch.json"
+    if card.is_file():
+        trained = json.loads(card.read_text()).get("task")
+        if trained:
+            return trained
     config = json.loads((Path(model_path) / "config.json").read_text())
     names = " ".join(config.get("architectures") or [])
     for name in TASKS:

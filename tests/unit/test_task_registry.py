@@ -35,3 +35,12 @@ def test_registry_answers_what_the_runtimes_ask(tiny_ner_model, tiny_qa_model):
         assert task.output_columns
     with pytest.raises(ValueError, match="unknown task 'pos' .expected one of ner, qa, classify"):
         get_task("pos")
+
+
+def test_the_model_card_names_the_task_before_the_architecture(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    assert task_of_model(str(tmp_path)) == "classify"  # the architecture alone
+    (tmp_path / "nlpbatch.json").write_text(json.dumps({"task": "my_pkg.sentiment"}))
+    assert task_of_model(str(tmp_path)) == "my_pkg.sentiment"  # one head class, another task: the card says which
