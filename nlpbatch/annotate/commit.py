@@ -413,6 +413,11 @@ class Commit:
         pairs = [(join(prefix.rstrip("/"), f), join(self.out_path, f)) for f in self.files]
         _parallel(lambda pair: self.filesystem.move(*pair), pairs, "move staged file")
 
+    def publish(self, staged: list[str], manifest: dict) -> dict:
+        """Move the staged files into place and publish the manifest naming them (see the module docstring)."""
+        self.prepare(staged)
+        return self.finish(manifest)
+
     def finish(self, manifest: dict) -> dict:
         """Publish: replace the manifest if it is still the version this attempt started from, then delete what
         the dead attempts left. Returns the manifest as written; raises PublishConflictError (after removing this
@@ -552,9 +557,3 @@ class Commit:
             _missing_ok(self.filesystem.delete_file)(self.record_path)
         except Exception as err:
             say(f"could not remove the files of run {self.lease.run_id} ({err}); the next run removes them")
-
-
-def publish(filesystem, out_path: str, commit: Commit, staged: list[str], manifest: dict) -> dict:
-    """Move the staged files into place and publish the manifest naming them (see the module docstring)."""
-    commit.prepare(staged)
-    return commit.finish(manifest)

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from nlpbatch import __version__
-from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease, publish
+from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
 from nlpbatch.progress import Progress, progress_mode, say
@@ -266,7 +266,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         staged = sorted(f for r in sink.results for f in r["files"])
-        manifest = publish(out_fs, out_path, commit, staged, manifest)
+        manifest = commit.publish(staged, manifest)
     except BaseException:  # also Ctrl-C: this attempt's own files go, the published output stays as it was
         if commit is not None:
             commit.abort()

@@ -24,7 +24,6 @@ from nlpbatch.annotate.commit import (
     PublishConflictError,
     Store,
     acquire_lease,
-    publish,
 )
 from nlpbatch.storage import filesystem_for, put_bytes, read_json, write_json
 
@@ -99,7 +98,7 @@ class Output:
 def run(out: Output, run_id: str, **kw) -> dict:
     attempt = out.start(run_id, **kw)
     try:
-        return publish(out.fs, out.path, attempt, out.stage(attempt), {"task": "ner", "rows_out": 2})
+        return attempt.publish(out.stage(attempt), {"task": "ner", "rows_out": 2})
     finally:
         attempt.lease.release()
 
@@ -170,7 +169,7 @@ def test_a_paused_attempt_cannot_publish_over_the_one_that_took_over(output):
     staged = output.stage(a)
     output.lapse()  # a is paused past its TTL
     b = output.start("b")
-    publish(output.fs, output.path, b, output.stage(b), {"task": "ner"})
+    b.publish(output.stage(b), {"task": "ner"})
     with pytest.raises(LeaseHeldError, match="run a lost its lease to run b"):
         a.prepare(staged)
     a.abort()
@@ -183,7 +182,7 @@ def test_a_paused_attempt_cannot_publish_over_the_one_that_took_over(output):
     output.lapse()
     d = output.start("d")
     d_staged = output.stage(d)
-    publish(output.fs, output.path, d, d_staged, {"task": "ner"})
+    d.publish(d_staged, {"task": "ner"})
     with pytest.raises(PublishConflictError, match="run d published version 3 while run c worked from version 2"):
         c.finish({"task": "ner"})
     assert output.check()["run_id"] == "d"
@@ -198,7 +197,7 @@ def test_a_paused_attempt_cannot_publish_over_the_one_that_took_over(output):
     f_staged = output.stage(f)
     e.finish({"task": "ner"})
     with pytest.raises(PublishConflictError, match="run e published version 4"):
-        publish(output.fs, output.path, f, f_staged, {"task": "ner"})
+        f.publish(f_staged, {"task": "ner"})
     assert output.check()["run_id"] == "e"
     f.lease.release()
 
@@ -211,7 +210,7 @@ def test_staging_of_other_attempts_survives_a_publish(output):
     output.lapse()
     other = output.start("other", break_lease=True)
     other_staged = output.stage(other)  # both started from the same version: whoever publishes first wins
-    publish(output.fs, output.path, other, other_staged, {"task": "ner"})
+    other.publish(other_staged, {"task": "ner"})
     assert output.exists(f"{STAGING}/legacy-run/data/part-legacy-run-000000.parquet")
     assert not any(output.fs.get_file_info(p).type.name == "File" for p in live_staged)  # dead: it cannot publish
     other.lease.release()
@@ -257,7 +256,7 @@ def test_lost_replies_of_conditional_writes_are_recognised(tmp_path, s3_server, 
         attempt = out.start("lossy")
         assert out.store.get(LEASE).body["attempt"] == attempt.lease.attempt
         assert attempt.lease.renew() and attempt.lease.lost is None
-        manifest = publish(out.fs, out.path, attempt, out.stage(attempt), {"task": "ner"})
+        manifest = attempt.publish(out.stage(attempt), {"task": "ner"})
         attempt.lease.release()
     finally:
         proxy.close()
@@ -318,7 +317,7 @@ def test_concurrent_publishers_one_wins_each_version(output):
 
     def go(attempt, staged):
         try:
-            publish(output.fs, output.path, attempt, staged, {"task": "ner"})
+            attempt.publish(staged, {"task": "ner"})
             outcomes[attempt.lease.run_id] = "published"
         except (PublishConflictError, OSError) as err:
             outcomes[attempt.lease.run_id] = type(err).__name__
