@@ -10,7 +10,6 @@ MODEL/onnx/model.int8.onnx   dynamic int8 quantization of the MatMuls and the fu
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -147,28 +146,6 @@ def load_engine(
     if path is None:
         return TorchEngine(task, model_path, use_gpu, threads, packing, reduce)
     return OnnxEngine(task, model_path, path, threads, reduce)
-
-
-class EngineModule:
-    """An engine dressed as the Hugging Face model `run_eval` expects (called with torch tensors, returns an
-    output with .logits / .start_logits / .end_logits), so `evaluate --backend onnx` scores through the same code."""
-
-    def __init__(self, engine):
-        self.engine, self.config = engine, engine.config
-
-    def eval(self):
-        return self
-
-    def to(self, *_):
-        return self
-
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, **_):
-        import torch
-
-        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
-        arrays = [t.cpu().numpy().astype(np.int64) for t in (input_ids, attention_mask, types)]
-        outputs = self.engine(*arrays)
-        return SimpleNamespace(**{name: torch.from_numpy(o) for name, o in zip(self.engine.outputs, outputs)})
 
 
 def export_onnx(

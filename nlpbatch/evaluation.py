@@ -49,10 +49,10 @@ def _score_in_process(
     tokenizer = AutoTokenizer.from_pretrained(path)
     if backend == "torch":
         model = task.load_trained(path)
-    else:
-        from nlpbatch.engines import EngineModule, load_engine
+    else:  # the predictor annotate runs, on the model's raw outputs
+        from nlpbatch.annotate.predictors import Predictor, PredictorModel
 
-        model = EngineModule(load_engine(cfg.task, path, backend))
+        model = PredictorModel(Predictor(cfg.task, path, max(512, cfg.max_length), backend=backend, reduce=False))
     device = device or torch.device("cuda" if cfg.use_gpu else "cpu")
     model.to(device)
     feats = task.eval_features(raw, tokenizer, cfg)

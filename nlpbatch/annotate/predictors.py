@@ -11,6 +11,7 @@ the GPU when it runs there; QA its start/end logits). No Python loop runs per to
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -58,21 +59,29 @@ class Predictor:
         backend: str = "auto",
         threads: int | None = None,
         packing: str = "off",
+        reduce: bool = True,
     ):
         from nlpbatch.annotate.stages import get_tokenizer
         from nlpbatch.engines import load_engine
         from nlpbatch.tasks import get_task
 
         self.task = get_task(task)
-        self.engine = load_engine(task, model_path, backend, use_gpu, threads, packing, reduce=True)
+        self.engine = load_engine(task, model_path, backend, use_gpu, threads, packing, reduce=reduce)
         self.pad_id = get_tokenizer(model_path).pad_token_id
         self.batch_tokens = batch_tokens
+        # the engine's outputs by name: per token, then per window. The task's reduced columns; or (reduce=False,
+        # for `evaluate`) the head's raw outputs, which are per window for a task with window columns
+        if reduce:
+            self.token_columns, self.window_columns = self.task.token_columns, self.task.window_columns
+        else:
+            raw = tuple((name, "float32") for name in self.engine.outputs)
+            self.token_columns, self.window_columns = ((), raw) if self.task.window_columns else (raw, ())
 
     def _forward(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None):
         """Yield (windows, their flat token positions, per-token outputs, per-window outputs) per packed batch or
         length bucket."""
         lengths = np.diff(offsets)
-        k = len(self.task.token_columns)
+        k = len(self.token_columns)
         if types is None:
             types = np.zeros_like(tokens)
         if self.engine.packs:
@@ -101,7 +110,7 @@ class Predictor:
         for name, values in per_token.items():
             out = out.append_column(name, _nest(rows, offsets, values, pa.from_numpy_dtype(values.dtype)))
         row_offsets = pa.array(rows.offsets.to_numpy() - rows.offsets[0].as_py(), pa.int32())
-        for name, dtype in self.task.window_columns:  # list<T> per row: one value (or vector) per window
+        for name, dtype in self.window_columns:  # list<T> per row: one value (or vector) per window
             values = per_window.get(name, np.zeros(0, dtype))
             inner = pa.array(values.ravel())
             if values.ndim == 2:
@@ -110,16 +119,50 @@ class Predictor:
         return timed(out, "predict", time.perf_counter() - t0)
 
     def _predict(self, offsets: np.ndarray, tokens: np.ndarray, types: np.ndarray | None) -> tuple[dict, dict]:
-        per_token = {name: np.zeros(len(tokens), dtype) for name, dtype in self.task.token_columns}
+        """(per-token outputs [tokens(, labels)], per-window outputs [windows(, labels)]) by column name."""
+        per_token: dict[str, np.ndarray] = {}
         per_window: dict[str, np.ndarray] = {}
         for windows, where, token_outputs, window_outputs in self._forward(offsets, tokens, types):
-            for values, output in zip(per_token.values(), token_outputs):
-                values[where] = output
-            for (name, dtype), output in zip(self.task.window_columns, window_outputs):
+            for (name, dtype), output in zip(self.token_columns, token_outputs):
+                if name not in per_token:  # a value per token, or a row of logits (reduce=False)
+                    per_token[name] = np.zeros((len(tokens), *np.shape(output)[1:]), dtype)
+                per_token[name][where] = output
+            for (name, dtype), output in zip(self.window_columns, window_outputs):
                 if name not in per_window:  # a value per window, or a vector (one probability a label)
                     per_window[name] = np.zeros((len(offsets) - 1, *np.shape(output)[1:]), dtype)
                 per_window[name][windows] = output
+        for name, dtype in self.token_columns:  # a batch without windows (all rejected): empty columns
+            per_token.setdefault(name, np.zeros(len(tokens), dtype))
         return per_token, per_window
+
+
+class PredictorModel:
+    """The Predictor dressed as the Hugging Face model `run_eval` calls (padded torch tensors in, the head's outputs
+    by name out), so `evaluate --backend` scores through the predictor annotate runs: same engine, same buckets."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor, self.config = predictor, predictor.engine.config
+
+    def eval(self):
+        return self
+
+    def to(self, *_):
+        return self
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, **_):
+        import torch
+
+        mask = attention_mask.cpu().numpy().astype(bool)  # right-padded windows
+        offsets = np.concatenate([[0], np.cumsum(mask.sum(1))])
+        tokens = input_ids.cpu().numpy()[mask]
+        types = token_type_ids.cpu().numpy()[mask] if token_type_ids is not None else None
+        per_token, per_window = self.predictor._predict(offsets, tokens, types)
+        outputs = {name: torch.from_numpy(values) for name, values in per_window.items()}
+        for name, values in per_token.items():
+            padded = np.zeros((*mask.shape, *values.shape[1:]), values.dtype)
+            padded[mask] = values
+            outputs[name] = torch.from_numpy(padded)
+        return SimpleNamespace(**outputs)
 
 
 class Annotator:

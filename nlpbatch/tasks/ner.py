@@ -100,33 +100,50 @@ def build_model(model_path: str, raw_train, cfg: Any = None):
     )
 
 
-def _tokenize(raw, tokenizer, max_length: int) -> tuple[Any, list[int]]:
-    enc = tokenizer(list(raw["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length)
-    return enc, continuation_ids(label_names(raw))
-
-
-def _features(raw, tokenizer, cfg: Any, first_only: bool) -> list[dict]:
-    enc, cont = _tokenize(raw, tokenizer, cfg.max_length)
-    train_first = first_only or getattr(cfg, "subtoken_labels", "first") == "first"
+def train_features(raw, tokenizer, cfg: Any) -> list[dict]:
+    """One window per sentence, truncated at max_length; continuation subtokens trained or not (subtoken_labels)."""
+    enc = tokenizer(list(raw["tokens"]), is_split_into_words=True, truncation=True, max_length=cfg.max_length)
+    cont = continuation_ids(label_names(raw))
+    first_only = getattr(cfg, "subtoken_labels", "first") == "first"
     feats = []
     for i, tags in enumerate(raw["ner_tags"]):
-        word_ids = enc.word_ids(i)
-        train, first = align_labels(word_ids, tags, cont)
+        train, first = align_labels(enc.word_ids(i), tags, cont)
         inputs = model_inputs({k: enc[k][i] for k in enc.keys()})
-        feature = {**inputs, "labels": first if train_first else train, "index": i}
-        if first_only:  # which word each scored position predicts (its first subtoken)
-            feature["word_index"] = [w if g != IGNORE else -1 for w, g in zip(word_ids, first)]
-        feats.append(feature)
+        feats.append({**inputs, "labels": first if first_only else train, "index": i})
     return feats
 
 
-def train_features(raw, tokenizer, cfg: Any) -> list[dict]:
-    return _features(raw, tokenizer, cfg, first_only=False)
+def eval_stride(cfg: Any) -> int:
+    """Tokens neighbouring windows share: annotate's (`doc_stride`, 128), under half the window as annotate requires."""
+    return max(0, min(getattr(cfg, "doc_stride", 128), cfg.max_length // 2 - 1))
 
 
 def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
-    """Labels on first subtokens only: scoring is at the word level."""
-    return _features(raw, tokenizer, cfg, first_only=True)
+    """The windows annotate cuts: `max_length` tokens overlapping by `eval_stride`, so a sentence longer than one
+    window is scored as annotate would label it (not truncated). Labels on first subtokens only (scoring is per
+    word); each window records its sentence ("example"), each position its word and the word-relative start
+    character of its subtoken, which identify a token seen by two windows."""
+    enc = tokenizer(
+        list(raw["tokens"]),
+        is_split_into_words=True,
+        truncation=True,
+        max_length=cfg.max_length,
+        stride=eval_stride(cfg),
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    cont = continuation_ids(label_names(raw))
+    all_tags = raw["ner_tags"]
+    feats = []
+    for j, example in enumerate(enc["overflow_to_sample_mapping"]):
+        word_ids = enc.word_ids(j)
+        _, first = align_labels(word_ids, all_tags[example], cont)
+        feature = {**model_inputs({k: enc[k][j] for k in enc.keys()}), "labels": first, "index": j}
+        feature["example"] = example
+        feature["word_index"] = [-1 if w is None else w for w in word_ids]
+        feature["word_start"] = [start for start, _ in enc["offset_mapping"][j]]
+        feats.append(feature)
+    return feats
 
 
 def collator(tokenizer):
@@ -144,32 +161,59 @@ def outputs_to_gather(output, batch) -> dict:
     return {"pred": (output.logits.argmax(-1), IGNORE), "labels": (batch["labels"], IGNORE)}
 
 
-def sentence_tags(pred_row, word_index: list[int], n_words: int, pred_names: dict[int, str]) -> list[str]:
-    """One predicted tag per original word. A word with no first subtoken in the window (cut off by max_length,
-    or turned into no subtokens at all, like U+200B) has no prediction and counts as "O", so its gold entity stays
-    in the recall denominator, as conlleval would score it."""
-    tags = ["O"] * n_words
-    for position, word in enumerate(word_index):
-        if word >= 0:
-            tags[word] = pred_names[int(pred_row[position])]
-    return tags
+def window_margins(token_windows: np.ndarray, positions: np.ndarray, n_windows: int) -> np.ndarray:
+    """Each scored token's distance from the nearest edge of its window's scored tokens (`positions`: the token's
+    place in its window). Where windows overlap, the window in which a token lies farthest from an edge (the most
+    context on both sides) predicts it: annotate's decode and evaluate's word tags both take this rule."""
+    first = np.full(n_windows, np.iinfo(np.int64).max)
+    last = np.full(n_windows, -1)
+    np.minimum.at(first, token_windows, positions)
+    np.maximum.at(last, token_windows, positions)
+    return np.minimum(positions - first[token_windows], last[token_windows] - positions)
+
+
+def word_labels(eval_feats: list[dict], pred) -> dict[tuple[int, int], int]:
+    """{(sentence, word): predicted label id} from all windows: each token from the window where it has the
+    largest margin (ties: the earlier window), each word from its first subtoken, as annotate's `first`
+    aggregation decides. A word with no subtoken in any window is absent."""
+    if not eval_feats:
+        return {}
+    words = [np.asarray(f["word_index"], np.int64) for f in eval_feats]
+    window = np.concatenate([np.full(len(w), k) for k, w in enumerate(words)])
+    position = np.concatenate([np.arange(len(w)) for w in words])
+    example = np.concatenate([np.full(len(w), f["example"]) for f, w in zip(eval_feats, words)])
+    word = np.concatenate(words)
+    start = np.concatenate([np.asarray(f["word_start"], np.int64) for f in eval_feats])
+    pred = np.asarray(pred)
+    label = pred[window, np.minimum(position, pred.shape[1] - 1)]
+    scored = word >= 0
+    window, position, example, word, start, label = (a[scored] for a in (window, position, example, word, start, label))
+    margin = window_margins(window, position, len(eval_feats))
+    order = np.lexsort((window, -margin, start, word, example))
+    best = order[_run_starts(example[order], word[order], start[order])]  # one prediction per token
+    first = best[_run_starts(example[best], word[best])]  # tokens sorted by start: a word's first subtoken
+    return dict(zip(zip(example[first].tolist(), word[first].tolist()), label[first].tolist()))
 
 
 def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = None) -> tuple[dict, list[dict]]:
     """Entity-level scores over every word of the data (seqeval, conlleval-compatible). Gold tags come from the
     data's label list, predictions from the model's id2label, so a model whose labels are ordered differently
-    from the data is still scored correctly. Predictions: per sentence {"words", "gold", "pred"}."""
+    from the data is still scored correctly. A word with no subtoken at all (U+200B) has no prediction and counts
+    as "O", so its gold entity stays in the recall denominator, as conlleval would score it. Predictions: per
+    sentence {"words", "gold", "pred"}."""
     from nlpbatch.metrics import seqeval_scores
 
     pred_names = {int(k): v for k, v in model_config.id2label.items()}
     gold_names = label_names(raw)
     known = {name[2:] for name in pred_names.values() if name != "O"}
+    labels = word_labels(eval_feats, gathered["pred"])
     golds, preds, predictions = [], [], []
     unpredicted_words = unpredicted_sentences = 0
-    for feature, pred_row, words, tags in zip(eval_feats, gathered["pred"], raw["tokens"], raw["ner_tags"]):
+    for i, (words, tags) in enumerate(zip(raw["tokens"], raw["ner_tags"])):
         gold = [gold_names[t] for t in tags]
-        pred = sentence_tags(pred_row, feature["word_index"], len(words), pred_names)
-        missing = len(words) - sum(1 for w in feature["word_index"] if w >= 0)
+        found = [labels.get((i, w)) for w in range(len(words))]
+        pred = ["O" if p is None else pred_names[int(p)] for p in found]
+        missing = found.count(None)
         unpredicted_words += missing
         unpredicted_sentences += missing > 0
         golds.append(gold)
@@ -180,7 +224,8 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
     metrics["unknown_types"] = sorted({t[2:] for g in golds for t in g if t != "O"} - known)
     metrics["n"] = len(preds)
     metrics["words"] = sum(len(g) for g in golds)
-    # words without a prediction (scored as "O"): cut off by max_length, or no subtokens at all
+    metrics["windows"] = len(eval_feats)  # more than n where sentences are longer than one window
+    # words without a prediction (scored as "O"): no subtokens at all
     metrics["unpredicted_words"] = unpredicted_words
     metrics["unpredicted_sentences"] = unpredicted_sentences
     return metrics, predictions
@@ -249,11 +294,7 @@ def decode_spans(
     scored = np.flatnonzero(word_ids >= 0)
     window = token_windows[scored]
     position = scored - np.searchsorted(token_windows, token_windows[scored])
-    first = np.full(len(window_rows), np.iinfo(np.int64).max)
-    last = np.full(len(window_rows), -1)
-    np.minimum.at(first, window, position)
-    np.maximum.at(last, window, position)
-    margin = np.minimum(position - first[window], last[window] - position)
+    margin = window_margins(window, position, len(window_rows))
     row, start, end = window_rows[window], offsets[scored, 0].astype(np.int64), offsets[scored, 1].astype(np.int64)
     # one prediction per (document, start, end): the best window's, sorted by document and characters
     order = np.lexsort((scored, -margin, end, start, row))
@@ -394,4 +435,4 @@ NER_TASK = Task(
 )
 TASK = NER_TASK
 
-__all__ = ["NER_LABELS", "NER_TASK", "align_labels", "conll_lines", "continuation_ids", "decode_spans", "sentence_tags"]
+__all__ = ["NER_LABELS", "NER_TASK", "align_labels", "conll_lines", "continuation_ids", "decode_spans", "word_labels"]

@@ -108,3 +108,37 @@ def test_qa_onnx_answers_equal_torch(tiny_qa_model, tmp_path):
     assert [(a["answer"]["start"], a["answer"]["end"]) for a in ours] == [
         (a["answer"]["start"], a["answer"]["end"]) for a in ref
     ]
+
+
+def _tag_spans(words: list[str], tags: list[str]) -> list[tuple[str, int, int]]:
+    """Character spans of the entities in word tags over " ".join(words), read as conlleval reads IOB2."""
+    starts = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))]
+    spans, begin, kind = [], None, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, typ = (tag[0], tag[2:]) if tag != "O" else ("O", None)
+        if begin is not None and (prefix in ("B", "O") or typ != kind):
+            spans.append((kind, starts[begin], starts[i - 1] + len(words[i - 1])))
+            begin = None
+        if prefix in ("B", "I") and begin is None:
+            begin, kind = i, typ
+    return spans
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx-fp32", "onnx-int8"])
+def test_evaluate_scores_long_sentences_as_annotate_labels_them(exported_ner, tmp_path, backend):
+    """Sentences of several windows: evaluate's word tags name exactly the entities annotate writes for the same
+    text (same windows, same seam rule, same engine and predictor)."""
+    vocabulary = "Angela Merkel visited Paris with Siemens engineers from Munich and Berlin on Monday".split()
+    sentences = [[vocabulary[(7 * i + 3 * k) % len(vocabulary)] for i in range(40 + 25 * k)] for k in range(3)]
+    conll = tmp_path / "long.txt"
+    conll.write_text("\n\n".join("\n".join(f"{w} O" for w in s) for s in sentences) + "\n")
+    windows = dict(max_length=32, doc_stride=8)
+    metrics, predictions = evaluate_model(eval_config("ner", str(exported_ner), **windows), str(conll), backend=backend)
+    assert metrics["windows"] > 3 * len(sentences) and metrics["unpredicted_words"] == 0
+    annotate = load_annotate_config(
+        input="-", output="-", task="ner", model=str(exported_ner), max_length=32, stride=8, backend=backend
+    )
+    rows = annotate_texts(annotate, [" ".join(s) for s in sentences])
+    annotated = [[(e["label"], e["start"], e["end"]) for e in r["entities"]] for r in rows]
+    assert sum(map(len, annotated)) >= 5  # the random head does tag something
+    assert [_tag_spans(p["words"], p["pred"]) for p in predictions] == annotated

@@ -53,7 +53,13 @@ def test_features_with_real_tokenizer(tmp_path):
     assert "word_index" not in first and first["input_ids"] == train["input_ids"]
 
 
-def test_sentence_tags_use_model_label_order_and_score_every_word():
-    model_names = {0: "B-PER", 1: "O"}  # a model whose id2label differs from the data's order
-    # 3 words; word 1 has no first subtoken in the window (cut off, or U+200B): it is predicted "O"
-    assert ner.sentence_tags([1, 0, 0, 0], [-1, 0, -1, 2], 3, model_names) == ["B-PER", "O", "B-PER"]
+def test_word_labels_take_each_word_from_its_best_window():
+    # one sentence of 4 words in two overlapping windows (CLS/SEP = -1); word 2 has two subtokens (starts 0, 3)
+    first = {"example": 0, "word_index": [-1, 0, 1, 2, -1], "word_start": [0, 0, 0, 0, 0]}
+    second = {"example": 0, "word_index": [-1, 1, 2, 2, 3, -1], "word_start": [0, 0, 0, 3, 0, 0]}
+    other = {"example": 1, "word_index": [-1, 0, -1], "word_start": [0, 0, 0]}  # a one-word sentence
+    pred = [[9, 1, 1, 1, 9, 9], [9, 2, 2, 2, 2, 9], [9, 5, 9, 9, 9, 9]]
+    labels = ner.word_labels([first, second, other], pred)
+    # word 0: only in the first window; word 1: margin 1 in the first, 0 in the second; word 2's first subtoken:
+    # margin 0 in the first, 1 in the second; word 3: only in the second
+    assert labels == {(0, 0): 1, (0, 1): 1, (0, 2): 2, (0, 3): 2, (1, 0): 5}
