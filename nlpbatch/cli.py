@@ -13,6 +13,8 @@ from pathlib import Path
 
 from nlpbatch.config import AnnotateConfig, ConfigError, TrainConfig, load_annotate_config, load_train_config
 from nlpbatch.data import DataError
+from nlpbatch.errors import RunFailed
+from nlpbatch.model_card import ModelCardError
 from nlpbatch.storage import StorageError
 from nlpbatch.tasks import is_task, task_names
 
@@ -114,6 +116,9 @@ ANNOTATE_HELP = {
     "break_lease": "take over OUTPUT although another run's lease looks alive (that run must be dead)",
     "overwrite": "replace a published output of another task or input",
     "quiet": "no progress (a bar on a terminal, a line every 30 s otherwise), only the summary line",
+    "max_reject_rate": "fail the run (exit 1, after publishing the rejects with their reasons) when more than this "
+    "share of the rows is rejected; 1: never",
+    "allow_empty": "an input without rows (or nightly: a folder without dt= partitions) is fine, not an error",
 }
 CHOICES = {
     "input_format": ["parquet", "jsonl"],
@@ -324,6 +329,13 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     base = load_annotate_config(args.config, task=args.task, **overrides)
     summary = run_nightly(base, args.date, args.since, args.until, args.require_input_marker, args.settle_hours)
     print(json.dumps(summary, indent=2))
+    if not summary["dates"] and not base.allow_empty and not args.date:
+        print(
+            f"nlpbatch: error: {base.input}: no dt=YYYY-MM-DD partitions (or none in --since/--until); check --input, "
+            "or pass --allow-empty if that is fine",
+            file=sys.stderr,
+        )
+        return 1
     if summary["failed"]:
         print(
             f"nlpbatch: error: {len(summary['failed'])} partition(s) failed: {', '.join(summary['failed'])}",
@@ -371,7 +383,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-USER_ERRORS = (ConfigError, DataError, StorageError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, StorageError, FileNotFoundError, ModelCardError, RunFailed)
 
 
 def run_job(work) -> int:

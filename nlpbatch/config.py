@@ -188,6 +188,8 @@ class AnnotateConfig:
     break_lease: bool = False  # take over the output even though another run's lease looks alive
     overwrite: bool = False  # replace a published output of another task or input
     quiet: bool = False  # no progress bar or lines, only the summary (cron)
+    max_reject_rate: float = 0.5  # more rejected rows than this share fails the run (after publishing the rejects)
+    allow_empty: bool = False  # an input without rows publishes an empty output instead of failing
 
     @property
     def window(self) -> int:
@@ -245,6 +247,8 @@ class AnnotateConfig:
             errors.append(f"output_format: {self.output_format!r} is not parquet or jsonl")
         if self.backend not in ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8"):
             errors.append(f"backend: {self.backend!r} is not auto, torch, onnx, onnx-fp32 or onnx-int8")
+        if not 0.0 <= self.max_reject_rate <= 1.0:
+            errors.append(f"max_reject_rate: {self.max_reject_rate} is not between 0 and 1 (1: never fail on rejects)")
         if self.aggregation not in ("simple", "first", "max"):
             errors.append(f"aggregation: {self.aggregation!r} is not simple, first or max")
         if self.max_length is not None and self.max_length < 8:

@@ -3,8 +3,6 @@ Both paths run the same `run_eval`, so their results must be identical."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from nlpbatch.config import ConfigError, TrainConfig
@@ -13,12 +11,11 @@ from nlpbatch.tasks import get_task
 
 
 def trained_settings(model: str) -> dict:
-    """How a model exported by `nlpbatch train` was trained (task, windows, labels), {} for any other model."""
+    """How a model exported by `nlpbatch train` was trained (its model card), {} for any other model."""
+    from nlpbatch.model_card import read_card
     from nlpbatch.models import resolve_model
 
-    path = Path(resolve_model(model))
-    marker = path / "nlpbatch.json"
-    return json.loads(marker.read_text()) if marker.is_file() else {}
+    return read_card(resolve_model(model))
 
 
 def eval_config(task: str, model: str, **kwargs: Any) -> TrainConfig:

@@ -20,6 +20,18 @@ import numpy as np
 import pyarrow as pa
 
 MAX_RAW_CHARS = 65_536  # of a rejected row's raw input kept in the rejects output
+# a document row as parse leaves it (plus `_keep_<name>` strings)
+ROW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("question", pa.string()),
+        ("source", pa.string()),
+        ("line", pa.int64()),
+        ("_reject", pa.string()),
+        ("_input", pa.string()),
+    ]
+)
 
 
 def timed(table: pa.Table, stage: str, seconds: float) -> pa.Table:

@@ -99,7 +99,11 @@ def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, str
     stream = stream or sys.stdout
     colour = stream.isatty() if colour is None else colour
     task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
-    stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows\n\n")
+    stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows")
+    if manifest.get("rows_rejected"):
+        reasons = "; ".join(f"{reason}: {n}" for reason, n in manifest.get("reject_reasons", {}).items())
+        stream.write(f", {manifest['rows_rejected']} rejected (rejects/)" + (f": {reasons}" if reasons else ""))
+    stream.write("\n\n")
     for row in rows:
         summary = get_task(task).summary(row)
         header = safe(

@@ -4,6 +4,7 @@ the run's staging prefix, reconcile the counts, and publish (files moved into pl
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
 import json
@@ -11,12 +12,15 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nlpbatch import __version__
 from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
+from nlpbatch.errors import RunFailed
 from nlpbatch.progress import Progress, progress_mode, say
 from nlpbatch.storage import (
     StorageError,
@@ -29,7 +33,7 @@ from nlpbatch.storage import (
 )
 from nlpbatch.tasks import get_task, task_of_model
 
-__all__ = ["MANIFEST", "annotate_texts", "run_annotation"]
+__all__ = ["MANIFEST", "Plan", "annotate_texts", "plan_annotation", "run_annotation"]
 
 
 def model_fingerprint(model_path: str) -> str:
@@ -90,6 +94,7 @@ def check_inputs(
 
 
 SAMPLE_RECORDS = 1000  # JSON objects per file looked at for the columns
+TOP_REASONS = 10  # reject reasons kept in the manifest, by count
 
 
 def _record(line: bytes) -> dict | None:
@@ -176,18 +181,36 @@ def _check_replaces(cfg: AnnotateConfig, previous: dict | None) -> None:
         )
 
 
-def run_annotation(cfg: AnnotateConfig) -> dict:
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run settles before any Ray work: what it reads, how many rows that is, and with which model."""
+
+    infos: list  # the input files (pyarrow FileInfo), in reading order
+    fmt: str  # "jsonl" | "parquet"
+    questions: list[str] | None  # --questions: every document asked each of them
+    question_column: str | None  # pair tasks without --questions: the row's own question
+    required: list[str]  # the columns every row needs
+    rows_in: int  # output rows the run must account for (input rows x questions)
+    model_path: str  # the local model dir (a hub id fetched once here)
+    model_config: Any  # its transformers config
+
+    @property
+    def files(self) -> list[str]:
+        return [info.path for info in self.infos]
+
+
+def plan_annotation(cfg: AnnotateConfig) -> Plan:
+    """Resolve and check a run without Ray: the input files and their one format, the required columns (present in
+    every file), the counted rows, the model and its card (a model of another task is refused). Everything that can
+    fail before model work fails here, in seconds, naming the file or option at fault."""
     from transformers import AutoConfig
 
     from nlpbatch.annotate import stages
-    from nlpbatch.annotate.sink import AnnotationSink
 
-    t0 = time.perf_counter()
     in_fs, in_path = filesystem_for(cfg.input, cfg.s3_endpoint)
     _check_overlap(cfg, in_fs, in_path, *filesystem_for(cfg.output, cfg.s3_endpoint))
     infos = list_input_infos(cfg.input, in_fs, in_path, cfg.input_format, cfg.follow_symlinks)
-    files = [info.path for info in infos]
-    formats = {cfg.input_format or format_of(f) for f in files}
+    formats = {cfg.input_format or format_of(info.path) for info in infos}
     if len(formats) != 1:
         raise ConfigError(f"{cfg.input}: mixed input formats {sorted(formats)}; pass --input-format or split them")
     fmt = formats.pop()
@@ -198,15 +221,46 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     hints = {cfg.id_column: "set --id-column", cfg.text_column: "set --text-column"}
     if question_column:
         hints[question_column] = "set --question-column, or ask every document the same questions with --questions FILE"
-    rows_in = check_inputs(files, fmt, in_fs, required, cfg.id_column, cfg.kept, hints)
+    rows_in = check_inputs([i.path for i in infos], fmt, in_fs, required, cfg.id_column, cfg.kept, hints)
     rows_in *= len(questions) if questions else 1
+    if rows_in == 0 and not cfg.allow_empty:
+        raise ConfigError(
+            f"{cfg.input}: no rows to annotate ({len(infos)} file(s), all empty); pass --allow-empty to publish an "
+            "empty output"
+        )
 
     model_path = _local_model_path(cfg.model)
-    model_config = AutoConfig.from_pretrained(model_path)
     trained_for = task_of_model(model_path)
     if trained_for not in (None, cfg.task):
         raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
+    model_config = AutoConfig.from_pretrained(model_path)
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
+    return Plan(infos, fmt, questions, question_column, required, rows_in, model_path, model_config)
+
+
+def reconcile(rows_in: int, results: list[dict], output: str) -> dict:
+    """The written rows' totals, which must account for every input row before anything is published, and the
+    rejects' reasons by count (most frequent first, at most TOP_REASONS)."""
+    totals = {key: sum(r[key] for r in results) for key in ("rows_out", "rows_rejected", "tokens")}
+    reasons = collections.Counter()
+    for result in results:
+        reasons.update(result.get("reasons", {}))
+    totals["reject_reasons"] = dict(reasons.most_common(TOP_REASONS))
+    if rows_in != totals["rows_out"] + totals["rows_rejected"]:
+        raise StorageError(
+            f"rows do not reconcile: {rows_in} in, {totals['rows_out']} out + {totals['rows_rejected']} "
+            f"rejected; nothing published, {output} still holds its previous output"
+        )
+    return totals
+
+
+def run_annotation(cfg: AnnotateConfig) -> dict:
+    """plan -> lease -> stream into staging -> reconcile -> publish (or abort: the published output stays)."""
+    from nlpbatch.annotate.sink import AnnotationSink
+
+    t0 = time.perf_counter()
+    plan = plan_annotation(cfg)
+    in_fs, _ = filesystem_for(cfg.input, cfg.s3_endpoint)
     out_fs, out_path = _prepare_output(cfg)
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     store = Store(out_fs, out_path, cfg.s3_endpoint)
@@ -217,8 +271,8 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         _check_replaces(cfg, commit.previous.body)
         provenance = {
             "model": cfg.model,
-            "model_uri": model_path,  # what --model resolved to: the local dir or the hub snapshot read
-            "model_sha256": model_fingerprint(model_path),
+            "model_uri": plan.model_path,  # what --model resolved to: the local dir or the hub snapshot read
+            "model_sha256": model_fingerprint(plan.model_path),
             "nlpbatch_version": __version__,
             "run_id": run_id,
         }
@@ -226,20 +280,13 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         sink = AnnotationSink(
             out_fs, commit.staging, cfg.output_format, run_id, provenance, cfg.rows_per_file, commit.file_prefix
         )
-        ds = _build_dataset(
-            cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config, rows_in
-        )
+        ds = _build_dataset(cfg, plan, in_fs)
         t_stream = time.perf_counter()
-        with _progress(ds, cfg, rows_in) as ds:
+        with _progress(ds, cfg, plan.rows_in) as ds:
             ds.write_datasink(sink)
         stream_seconds = time.perf_counter() - t_stream
 
-        totals = {key: sum(r[key] for r in sink.results) for key in ("rows_out", "rows_rejected", "tokens")}
-        if rows_in != totals["rows_out"] + totals["rows_rejected"]:  # checked before anything is published
-            raise StorageError(
-                f"rows do not reconcile: {rows_in} in, {totals['rows_out']} out + {totals['rows_rejected']} "
-                f"rejected; nothing published, {cfg.output} still holds its previous output"
-            )
+        totals = reconcile(plan.rows_in, sink.results, cfg.output)  # checked before anything is published
         stage_seconds: dict[str, float] = {}
         for result in sink.results:
             for stage, seconds in result["seconds"].items():
@@ -249,11 +296,11 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "status": "complete",
             "task": cfg.task,
             "run_id": run_id,
-            "rows_in": rows_in,
+            "rows_in": plan.rows_in,
             **totals,
             "reconciled": True,
             "input": cfg.input,
-            "input_files": [{**file_signature(i), "path": scheme + i.path} for i in infos],
+            "input_files": [{**file_signature(i), "path": scheme + i.path} for i in plan.infos],
             "provenance": provenance,
             "timings": {
                 "prepare_seconds": t_prepare,
@@ -274,10 +321,25 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     finally:
         lease.release()
     say(
-        f"annotate {cfg.task}: {rows_in} rows in, {totals['rows_out']} annotated, "
+        f"annotate {cfg.task}: {plan.rows_in} rows in, {totals['rows_out']} annotated, "
         f"{totals['rows_rejected']} rejected, {manifest['timings']['tokens_per_second']:.0f} tokens/s"
     )
+    check_reject_rate(manifest, cfg)
     return manifest
+
+
+def check_reject_rate(manifest: dict, cfg: AnnotateConfig) -> None:
+    """A published run whose rejects exceed --max-reject-rate fails (a wrong column, a corpus of another shape):
+    its rejects, with their reasons, are published for the user to read."""
+    rows, rejected = manifest["rows_in"], manifest["rows_rejected"]
+    if not rows or rejected / rows <= cfg.max_reject_rate:
+        return
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in manifest.get("reject_reasons", {}).items())
+    raise RunFailed(
+        f"{rejected} of {rows} rows rejected ({rejected / rows:.0%}, over --max-reject-rate {cfg.max_reject_rate}); "
+        f"top reasons: {reasons}. The rejects are published in {cfg.output} (rejects/; `nlpbatch show "
+        f"{cfg.output}`); raise --max-reject-rate if this is expected"
+    )
 
 
 class RowCounter:
@@ -356,7 +418,7 @@ class _progress:
         self.bar.close()
 
 
-def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column, model_path, model_config, rows_in):
+def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs):
     """read (CPU tasks) -> [parse -> tokenize -> predict -> decode] with predict in an actor pool: fused into the
     actors on CPU, around them as CPU tasks when the actors hold GPUs (config.AnnotateConfig.fused)."""
     import ray
@@ -370,27 +432,27 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
     ensure_ray(int((cfg.max_actors or os.cpu_count() or 1) * cfg.cpus_per_actor) + 1)
     resources = ray.cluster_resources()
     actors = max(cfg.min_actors or 1, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
-    batch_rows = cfg.rows_per_batch(rows_in, actors)
-    if fmt == "parquet":
-        columns = list(dict.fromkeys([*required, *cfg.kept]))
-        source = ParquetRowGroups(files, columns=columns, filesystem=in_fs, include_paths=True)
+    batch_rows = cfg.rows_per_batch(plan.rows_in, actors)
+    if plan.fmt == "parquet":
+        columns = list(dict.fromkeys([*plan.required, *cfg.kept]))
+        source = ParquetRowGroups(plan.files, columns=columns, filesystem=in_fs, include_paths=True)
     else:
-        source = JsonlLines(files, filesystem=in_fs, include_paths=True)
+        source = JsonlLines(plan.files, filesystem=in_fs, include_paths=True)
     ds = ray.data.read_datasource(source)
     parse = {
-        "fmt": fmt,
+        "fmt": plan.fmt,
         "id_column": cfg.id_column,
         "text_column": cfg.text_column,
-        "question_column": question_column,
-        "questions": questions,
+        "question_column": plan.question_column,
+        "questions": plan.questions,
         "max_chars": cfg.max_chars,
         "keep": cfg.kept,
     }
     tokenize = {"max_length": cfg.window, "stride": cfg.stride}
     task = get_task(cfg.task)
-    decode = task.decode_options(cfg, model_config)
+    decode = task.decode_options(cfg, plan.model_config)
     engine = {
-        "model_path": model_path,
+        "model_path": plan.model_path,
         "batch_tokens": cfg.tokens_per_batch,
         "backend": cfg.backend,
         "threads": max(1, int(cfg.cpus_per_actor)),  # one engine thread per CPU the actor holds
@@ -419,7 +481,7 @@ def _build_dataset(cfg, fmt, files, in_fs, required, questions, question_column,
         stages.tokenize,
         batch_format="pyarrow",
         batch_size=256,
-        fn_kwargs={"task": cfg.task, "model_path": model_path, **tokenize},
+        fn_kwargs={"task": cfg.task, "model_path": plan.model_path, **tokenize},
     )
     # Streaming split into small blocks: every actor of the pool gets work (a small file is one block), and
     # tokenization stays in CPU tasks instead of being fused into the inference actors.

@@ -53,7 +53,7 @@ class AnnotationSink(Datasink):
 
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
-        result = {"rows_out": 0, "rows_rejected": 0, "tokens": 0, "seconds": {}, "files": []}
+        result = {"rows_out": 0, "rows_rejected": 0, "tokens": 0, "seconds": {}, "files": [], "reasons": {}}
         if not tables:
             return result
         table = pa.concat_tables(tables, promote_options="default")
@@ -66,6 +66,9 @@ class AnnotationSink(Datasink):
         for key, value in self.provenance.items():
             good = good.append_column(key, pa.array([value] * good.num_rows, pa.string()))
         bad = table.filter(rejected)
+        counts = pc.value_counts(bad["_reject"]).to_pylist() if bad.num_rows else []
+        top = sorted(((r["counts"], r["values"]) for r in counts), reverse=True)[:100]  # reasons may all differ
+        result["reasons"] = {reason: n for n, reason in top}
         bad = pa.table(
             {
                 "id": bad["id"],

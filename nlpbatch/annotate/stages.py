@@ -14,19 +14,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from nlpbatch.rows import MAX_RAW_CHARS, failure, offsets_array, raw_json, timed, with_rejects
+from nlpbatch.rows import MAX_RAW_CHARS, ROW_SCHEMA, failure, offsets_array, raw_json, timed, with_rejects
 
-ROW_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("question", pa.string()),
-        ("source", pa.string()),
-        ("line", pa.int64()),
-        ("_reject", pa.string()),
-        ("_input", pa.string()),
-    ]
-)
 MAX_ID_CHARS = 1024
 MAX_QUESTION_CHARS = 10_000
 CALL_CHARS = 2_000_000  # characters tokenized (and run through the model, fused) at a time: memory stays bounded

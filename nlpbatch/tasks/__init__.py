@@ -14,8 +14,6 @@ anything with a dot), and every process that runs it, Ray workers included, impo
 from __future__ import annotations
 
 import importlib
-import json
-from pathlib import Path
 
 from nlpbatch.tasks.base import Task
 
@@ -51,15 +49,14 @@ def get_task(name: str) -> Task:
 
 
 def task_of_model(model_path: str) -> str | None:
-    """The task a saved model was built for: what `nlpbatch train` wrote in its `nlpbatch.json`, else what its
+    """The task a saved model was built for: what its model card says (`nlpbatch train` wrote it), else what its
     architecture in config.json says (one head class can serve several tasks); None when no task claims it."""
-    card = Path(model_path) / "nlpbatch.json"
-    if card.is_file():
-        trained = json.loads(card.read_text()).get("task")
-        if trained:
-            return trained
-    config = json.loads((Path(model_path) / "config.json").read_text())
-    names = " ".join(config.get("architectures") or [])
+    from nlpbatch.model_card import architectures, read_card
+
+    trained = read_card(model_path).get("task")
+    if trained:
+        return trained
+    names = " ".join(architectures(model_path))
     for name in TASKS:
         if get_task(name).architecture in names:
             return name

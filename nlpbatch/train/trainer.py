@@ -12,13 +12,13 @@ from pathlib import Path
 
 from nlpbatch.config import ConfigError, TrainConfig
 from nlpbatch.data.squad import SkipReport
+from nlpbatch.model_card import write_card
 from nlpbatch.progress import say
 from nlpbatch.raycluster import ensure_ray
 from nlpbatch.storage import filesystem_for, join
 from nlpbatch.tasks import get_task
 
 RUN_FILE = "nlpbatch_run.json"  # in the run's storage folder: the settings a checkpoint is only valid for
-MODEL_FILE = "nlpbatch.json"  # in the exported model dir: how it was trained (task, windows, labels)
 
 
 def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):
@@ -166,7 +166,7 @@ def run_training(cfg: TrainConfig) -> dict:
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint (no epoch completed)")
     export_checkpoint(result.checkpoint, output)
-    (output / MODEL_FILE).write_text(json.dumps({**fingerprint, "run_name": name}, indent=2))
+    write_card(output, {**fingerprint, "run_name": name})  # how it was trained: task, windows, labels
 
     from nlpbatch.metrics import with_skipped_questions
 

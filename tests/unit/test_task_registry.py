@@ -44,3 +44,20 @@ def test_the_model_card_names_the_task_before_the_architecture(tmp_path):
     assert task_of_model(str(tmp_path)) == "classify"  # the architecture alone
     (tmp_path / "nlpbatch.json").write_text(json.dumps({"task": "my_pkg.sentiment"}))
     assert task_of_model(str(tmp_path)) == "my_pkg.sentiment"  # one head class, another task: the card says which
+
+
+def test_a_broken_model_card_is_one_error_line(tiny_ner_model, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_ner_model, model)
+    (model / "nlpbatch.json").write_text('{"task": "ner",')  # cut off by a full disk
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlpbatch", "evaluate", "ner", "--model", str(model), "--data", "x.txt"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"{model / 'nlpbatch.json'}: not valid JSON" in proc.stderr

@@ -1,6 +1,4 @@
-"""Inference engines behind one call: PyTorch (CPU or GPU, bf16 on GPU) and ONNX Runtime (CPU; fp32 or int8 files
-written by `nlpbatch export`). Both take padded int64 arrays and return float32 numpy logits, so the predictors,
-`evaluate` and the tests do not care which one runs.
+"""The ONNX Runtime engine (CPU) and the export that writes its files:
 
 MODEL/onnx/model.onnx        fp32, graph-optimised for BERT-like encoders (attention, LayerNorm, GELU fused)
 MODEL/onnx/model.int8.onnx   dynamic int8 quantization of the MatMuls and the fused attention (QAttention), per
@@ -13,11 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpbatch import packing as packed  # the module; `packing` is the mode argument below
-
 ONNX_DIR = "onnx"
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8")
 
 
 def onnx_file(model_path: str, backend: str) -> Path | None:
@@ -35,73 +30,6 @@ def onnx_file(model_path: str, backend: str) -> Path | None:
             + (" --quantize int8" if kinds == ["int8"] else "")
         )
     return None
-
-
-class TorchEngine:
-    """`reduce=True`: the task's reduction runs where the outputs are (on the GPU: NER's argmax and softmax, so one
-    label byte and one probability per token come back instead of a row of logits). `packing`: "on" runs packed
-    sequences (nlpbatch.packing), "auto" does so on CUDA for BERT-type models when torch has varlen attention."""
-
-    def __init__(
-        self,
-        task: str,
-        model_path: str,
-        use_gpu: bool = False,
-        threads: int | None = None,
-        packing: str = "off",
-        reduce: bool = False,
-    ):
-        import torch
-
-        from nlpbatch.tasks import get_task
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.torch = torch
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.task = get_task(task)
-        self.model = self.task.load_trained(model_path).to(self.device, dtype=dtype).eval()
-        self.outputs = list(self.task.head_outputs)
-        self.config = self.model.config
-        self.reduce = reduce
-        self.packs = not self.task.window_columns and (
-            packing == "on"
-            or packing == "auto"
-            and self.device.type == "cuda"
-            and packed.varlen_kernel() is not None
-            and self.config.model_type in packed.PACKABLE_MODEL_TYPES
-        )
-        if self.packs:
-            packed.enable(self.model)
-        self.name = "torch" + ("-packed" if self.packs else "")
-
-    def _tensor(self, array: np.ndarray):
-        """Host array -> device tensor; through pinned memory and an asynchronous copy on CUDA."""
-        tensor = self.torch.from_numpy(np.require(array, requirements="W"))  # copied only if read-only (Arrow's)
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
-
-    def _results(self, out) -> list[np.ndarray]:
-        outputs = [getattr(out, name) for name in self.outputs]
-        if self.reduce:
-            outputs = self.task.reduce_torch(outputs)
-        return [o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in outputs]
-
-    def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
-        """Padded batch [windows, width] -> outputs [windows, width(, labels)]."""
-        with self.torch.inference_mode():
-            out = self.model(
-                input_ids=self._tensor(ids), attention_mask=self._tensor(mask), token_type_ids=self._tensor(types)
-            )
-            return self._results(out)
-
-    def packed(self, tokens: np.ndarray, types: np.ndarray, cu_seqlens: np.ndarray) -> list[np.ndarray]:
-        """Packed windows (flat tokens, window boundaries) -> outputs [tokens(, labels)]."""
-        with self.torch.inference_mode():
-            out = packed.packed_forward(self.model, self._tensor(tokens), self._tensor(types), cu_seqlens)
-            return [o[0] for o in self._results(out)]
 
 
 class OnnxEngine:
@@ -129,23 +57,6 @@ class OnnxEngine:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         out = self.session.run(self.outputs, {k: v for k, v in feed.items() if k in self.inputs})
         return self.task.reduce_numpy(out) if self.reduce else out
-
-
-def load_engine(
-    task: str,
-    model_path: str,
-    backend: str = "auto",
-    use_gpu: bool = False,
-    threads: int | None = None,
-    packing: str = "off",
-    reduce: bool = False,
-):
-    """The engine a backend name asks for; "auto" is ONNX Runtime on CPU when the model has been exported.
-    Packing is a torch-engine mode; ONNX engines run padded length buckets."""
-    path = None if use_gpu or packing == "on" else onnx_file(model_path, backend)
-    if path is None:
-        return TorchEngine(task, model_path, use_gpu, threads, packing, reduce)
-    return OnnxEngine(task, model_path, path, threads, reduce)
 
 
 def export_onnx(

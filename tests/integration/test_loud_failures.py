@@ -1,0 +1,60 @@
+"""Runs that went wrong say so: a run whose rows are mostly rejected fails after publishing the rejects (with their
+reasons, which `show` prints), an input without rows fails unless empty is fine, and `nightly` over a folder with no
+partitions fails. Each exits non-zero with one `nlpbatch: error:` line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nlpbatch.annotate.commit import MANIFEST
+from nlpbatch.annotate.pipeline import run_annotation
+from nlpbatch.config import load_annotate_config
+from nlpbatch.errors import RunFailed
+
+pytestmark = pytest.mark.integration
+
+
+def _nlpbatch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nlpbatch", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_of_rejects_fails_after_publishing_them(ray_cluster, tiny_ner_model, tmp_path):
+    corpus = tmp_path / "in.jsonl"
+    rows = [{"id": "a", "text": None}, {"id": "b", "text": ""}, {"id": "c", "text": None}, {"id": "d", "text": "Ok"}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = dict(task="ner", model=str(tiny_ner_model), input=str(corpus), max_length=32, stride=8)
+    out = tmp_path / "out"
+    with pytest.raises(RunFailed, match=r"3 of 4 rows rejected \(75%, over --max-reject-rate 0.5\)") as failed:
+        run_annotation(load_annotate_config(output=str(out), **common))
+    assert "text is null: 2" in str(failed.value) and "text is empty: 1" in str(failed.value)
+    manifest = json.loads((out / MANIFEST).read_text())  # published: the rejects are there to read
+    assert manifest["rows_rejected"] == 3 and manifest["reject_reasons"] == {"text is null": 2, "text is empty": 1}
+    shown = _nlpbatch("show", str(out))
+    assert shown.returncode == 0, shown.stderr
+    assert "3 rejected" in shown.stdout and "text is null: 2" in shown.stdout
+
+    # the same rows under a limit they keep: a normal run
+    manifest = run_annotation(load_annotate_config(output=str(tmp_path / "ok"), max_reject_rate=0.8, **common))
+    assert (manifest["rows_out"], manifest["rows_rejected"]) == (1, 3)
+
+
+def test_no_rows_and_no_partitions_fail_unless_empty_is_fine(tiny_ner_model, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    proc = _nlpbatch("annotate", "ner", "--model", str(tiny_ner_model), "--input", str(empty), "--output", "o")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"nlpbatch: error: {empty}: no rows to annotate" in proc.stderr and "--allow-empty" in proc.stderr
+
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    proc = _nlpbatch("nightly", "ner", "--model", str(tiny_ner_model), "--input", str(folder), "--output", "o")
+    assert proc.returncode != 0 and "no dt=YYYY-MM-DD partitions" in proc.stderr
+    proc = _nlpbatch(
+        "nightly", "ner", "--model", str(tiny_ner_model), "--input", str(folder), "--output", "o", "--allow-empty"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["dates"] == []

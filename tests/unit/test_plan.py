@@ -1,0 +1,45 @@
+"""The annotation plan: everything a run settles before Ray (files, format, columns, counted rows, model), tested
+without a cluster."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nlpbatch.annotate.pipeline import plan_annotation
+from nlpbatch.config import ConfigError, load_annotate_config
+
+
+def _jsonl(path, n, start=0):
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(start, start + n)))
+
+
+def test_plan_counts_rows_of_every_file_and_reads_the_model_without_ray(tiny_ner_model, tmp_path):
+    import ray
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    _jsonl(corpus / "a.jsonl", 3)
+    _jsonl(corpus / "b.jsonl", 4, 3)
+    cfg = load_annotate_config(task="ner", model=str(tiny_ner_model), input=str(corpus), output=str(tmp_path / "out"))
+    plan = plan_annotation(cfg)
+    assert (plan.fmt, plan.rows_in, plan.required) == ("jsonl", 7, ["id", "text"])
+    assert [p.rsplit("/", 1)[1] for p in plan.files] == ["a.jsonl", "b.jsonl"]
+    assert plan.model_path == str(tiny_ner_model) and plan.model_config.num_labels == 9
+    assert not ray.is_initialized()
+
+
+def test_plan_refuses_before_any_model_work(tiny_ner_model, tmp_path):
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    _jsonl(corpus / "a.jsonl", 2)
+    pq.write_table(pa.table({"id": ["x"], "text": ["y"]}), corpus / "b.parquet")
+    common = dict(model=str(tiny_ner_model), input=str(corpus), output=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="mixed input formats"):
+        plan_annotation(load_annotate_config(task="ner", **common))
+    (corpus / "b.parquet").unlink()
+    with pytest.raises(ConfigError, match="is a ner model: use `nlpbatch annotate ner`"):
+        plan_annotation(load_annotate_config(task="classify", **common))
+    with pytest.raises(ConfigError, match="'body' key"):
+        plan_annotation(load_annotate_config(task="ner", text_column="body", **common))
