@@ -418,6 +418,19 @@ class _progress:
         self.bar.close()
 
 
+def _parse_options(cfg: AnnotateConfig, fmt: str, question_column: str | None, questions: list[str] | None) -> dict:
+    """`stages.parse_rows`' keyword arguments."""
+    return {
+        "fmt": fmt,
+        "id_column": cfg.id_column,
+        "text_column": cfg.text_column,
+        "question_column": question_column,
+        "questions": questions,
+        "max_chars": cfg.max_chars,
+        "keep": cfg.kept,
+    }
+
+
 def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs):
     """read (CPU tasks) -> [parse -> tokenize -> predict -> decode] with predict in an actor pool: fused into the
     actors on CPU, around them as CPU tasks when the actors hold GPUs (config.AnnotateConfig.fused)."""
@@ -439,15 +452,7 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs):
     else:
         source = JsonlLines(plan.files, filesystem=in_fs, include_paths=True)
     ds = ray.data.read_datasource(source)
-    parse = {
-        "fmt": plan.fmt,
-        "id_column": cfg.id_column,
-        "text_column": cfg.text_column,
-        "question_column": plan.question_column,
-        "questions": plan.questions,
-        "max_chars": cfg.max_chars,
-        "keep": cfg.kept,
-    }
+    parse = _parse_options(cfg, plan.fmt, plan.question_column, plan.questions)
     tokenize = {"max_length": cfg.window, "stride": cfg.stride}
     task = get_task(cfg.task)
     decode = task.decode_options(cfg, plan.model_config)
@@ -492,13 +497,13 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs):
 
 
 def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:
-    """The same stages in this process, without Ray: the single-process reference for the streaming job, and a
-    quick way to annotate a few texts from Python. Returns one output row per text (rejects included)."""
+    """The fused layout's Annotator (parse -> tokenize -> predict -> decode, the stage functions of the streaming
+    job) in this process, without Ray: the single-process reference for the streaming job, and a quick way to
+    annotate a few texts from Python. Returns one output row per text (rejects included)."""
     import pyarrow as pa
     from transformers import AutoConfig
 
-    from nlpbatch.annotate import stages
-    from nlpbatch.annotate.predictors import Predictor
+    from nlpbatch.annotate.predictors import Annotator
 
     task = get_task(cfg.task)
     model_path = _local_model_path(cfg.model)
@@ -506,16 +511,17 @@ def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] |
         json.dumps({"id": str(i), "text": t, **({"question": questions[i]} if questions else {})}).encode()
         for i, t in enumerate(texts)
     ]
-    table = stages.parse_rows(
-        pa.table({"raw": pa.array(rows, pa.binary())}),
-        "jsonl",
-        "id",
-        "text",
-        "question" if task.pair else None,
-        None,
-        cfg.max_chars,
+    parse = _parse_options(cfg, "jsonl", "question" if task.pair else None, None)
+    annotator = Annotator(
+        cfg.task,
+        model_path,
+        cfg.tokens_per_batch,
+        cfg.backend,
+        None,  # the engine's own thread count: all of this process's cores
+        cfg.packing,
+        {**parse, "id_column": "id", "text_column": "text", "keep": []},
+        {"max_length": cfg.window, "stride": cfg.stride},
+        task.decode_options(cfg, AutoConfig.from_pretrained(model_path)),
     )
-    table = stages.tokenize(table.drop_columns(["_sec_parse"]), cfg.task, model_path, cfg.window, cfg.stride)
-    table = Predictor(cfg.task, model_path, cfg.tokens_per_batch, backend=cfg.backend, packing=cfg.packing)(table)
-    table = task.decode(table, **task.decode_options(cfg, AutoConfig.from_pretrained(model_path)))
+    table = annotator(pa.table({"raw": pa.array(rows, pa.binary())}))
     return table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()

@@ -175,7 +175,7 @@ class Annotator:
         model_path: str,
         batch_tokens: int,
         backend: str,
-        threads: int,
+        threads: int | None,
         packing: str,
         parse: dict,
         tokenize: dict,
