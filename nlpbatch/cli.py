@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nlpbatch.config import AnnotateConfig, ConfigError, TrainConfig, load_annotate_config, load_train_config
 from nlpbatch.data import DataError
-from nlpbatch.errors import RunFailed
+from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
 from nlpbatch.model_card import ModelCardError
 from nlpbatch.storage import StorageError
 from nlpbatch.tasks import is_task, task_names
@@ -51,6 +51,8 @@ TRAIN_HELP = {
     "doc_stride": "QA: tokens shared by neighbouring context windows",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
+    "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
+    "this (default: the best threshold training found on the validation set, stored in the model)",
     "group_by_length": "batch examples of similar length (less padding)",
     "max_train_examples": "use only the first N training examples (quick runs)",
     "max_eval_examples": "use only the first N validation examples",
@@ -65,6 +67,8 @@ TRAIN_HELP = {
     "skip_invalid": "QA: skip invalid questions (counted, scored 0) instead of failing",
     "storage_path": "checkpoint storage: local dir, shared FS or s3:// (default OUTPUT/ray_runs)",
     "max_failures": "worker failures to recover from (resume from the last checkpoint)",
+    "keep_checkpoints": "epoch checkpoints (model + optimizer, for --resume) kept in the run's storage; 0: deleted "
+    "once the final model is exported",
     "log_every_steps": "record the running loss every N steps (metrics.json loss_curve)",
     "quiet": "no progress lines (a bar on a terminal, a line every 20 s otherwise), only the summaries",
     "mlflow_tracking_uri": "log params, per-epoch metrics, training.png and the model to this MLflow tracking URI "
@@ -99,6 +103,8 @@ ANNOTATE_HELP = {
     "calls per actor)",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
+    "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
+    "this (default: the best threshold training found on the validation set, stored in the model)",
     "min_actors": "inference actors kept running; below --max-actors the pool grows with the backlog (default: the "
     "pool's full size from the start)",
     "max_actors": "inference actors at most (the pool grows with the backlog); default: the cluster's CPUs less "
@@ -120,6 +126,7 @@ ANNOTATE_HELP = {
     "share of the rows is rejected; 1: never",
     "allow_empty": "an input without rows (or nightly: a folder without dt= partitions) is fine, not an error",
 }
+ALIASES = {"stride": ("--doc-stride",), "doc_stride": ("--stride",)}  # one window overlap, two names in the wild
 CHOICES = {
     "input_format": ["parquet", "jsonl"],
     "output_format": ["parquet", "jsonl"],
@@ -153,11 +160,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) 
         else:
             suffix = f" (default {field.default})"
         help_text = helps[field.name] + suffix
+        flags = [flag, *ALIASES.get(field.name, ())]
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             choices = CHOICES.get(field.name)
-            parser.add_argument(flag, type=kind, default=None, help=help_text, choices=choices, metavar=None)
+            parser.add_argument(*flags, type=kind, default=None, help=help_text, choices=choices, metavar=None)
 
 
 def _task(name: str) -> str:
@@ -169,7 +177,13 @@ def _task(name: str) -> str:
     return name
 
 
-TASK_ARG = {"type": _task, "metavar": "{" + ",".join(task_names()) + "}|MODULE"}
+TASK_ARG = {
+    "type": _task,
+    "metavar": "{" + ",".join(task_names()) + "}|MODULE",
+    "help": "the task: " + ", ".join(task_names()) + ", or the module of a task of your own",
+}
+# commands with --config: the task may come from the YAML file's `task:` instead
+OPTIONAL_TASK_ARG = {**TASK_ARG, "nargs": "?", "help": TASK_ARG["help"] + " (default: --config's task:)"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -207,15 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", allow_abbrev=False, help="fine-tune with Ray Train (data-parallel, DDP)")
-    train.add_argument("task", **TASK_ARG)
+    train.add_argument("task", **OPTIONAL_TASK_ARG)
     train.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     _add_config_flags(train)
 
     ann = sub.add_parser(
         "annotate", allow_abbrev=False, help="stream a corpus through a model with Ray Data; spans to storage"
     )
-    ann.add_argument("task", **TASK_ARG)
+    ann.add_argument("task", **OPTIONAL_TASK_ARG)
     ann.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
+    ann.add_argument(
+        "--text",
+        action="append",
+        help="annotate this text in this process (no cluster; repeatable) and print one JSON line per text; "
+        "`--input -` does the same for JSONL lines on stdin",
+    )
+    ann.add_argument("--question", help="QA with --text: the question to ask of every text")
     _add_config_flags(ann, AnnotateConfig)
 
     night = sub.add_parser(
@@ -223,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         help="annotate complete dt=YYYY-MM-DD partitions whose output is missing or stale",
     )
-    night.add_argument("task", **TASK_ARG)
+    night.add_argument("task", **OPTIONAL_TASK_ARG)
     night.add_argument("--config", help="YAML file with the annotate keys (flags win)")
     night.add_argument("--date", help="only this partition (YYYY-MM-DD)")
     night.add_argument("--since", help="backfill: partitions on or after this date")
@@ -262,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-workers", type=int, default=0, help="0: this process; N: N Ray Train workers")
     ev.add_argument("--max-examples", type=int, help="score only the first N examples")
     ev.add_argument("--max-length", type=int, help="window length (default: what the model was trained with)")
-    ev.add_argument("--doc-stride", type=int, help="QA window overlap (default: what the model was trained with)")
+    ev.add_argument(
+        "--doc-stride", "--stride", type=int, help="window overlap (default: what the model was trained with)"
+    )
+    ev.add_argument("--null-threshold", type=float, help=TRAIN_HELP["null_threshold"])
     ev.add_argument("--eval-batch-size", type=int, help="batch per worker (default 64)")
     ev.add_argument("--use-gpu", action="store_true", default=None, help="score on the GPU (bf16 autocast)")
     ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
@@ -297,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictions",
         help="write predictions here: NER as CoNLL lines `word gold pred` (conlleval's input), QA as {id: answer}",
     )
+    for command in sub.choices.values():
+        command.add_argument(
+            "--verbose", action="store_true", help="print Ray's own log lines too (default: its session logs only)"
+        )
     return parser
 
 
@@ -316,9 +344,41 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     from nlpbatch.annotate.pipeline import run_annotation
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(AnnotateConfig) if f.name != "task"}
+    if args.text is not None or overrides["input"] == "-":
+        return annotate_here(args, overrides)
     manifest = run_annotation(load_annotate_config(args.config, task=args.task, **overrides))
     summary = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected", "tokens")}
     print(json.dumps({**summary, "timings": manifest["timings"]}, indent=2))
+    return 0
+
+
+def annotate_here(args: argparse.Namespace, overrides: dict) -> int:
+    """`--text` / `--input -`: the annotate stages in this process, no cluster (seconds plus the model's load), one
+    JSON line per text or input line on stdout, in order; a row that cannot be annotated carries `reject`."""
+    from nlpbatch.annotate.pipeline import _local_model_path
+    from nlpbatch.api import Model
+    from nlpbatch.model_card import card_defaults
+
+    if overrides["output"] not in (None, "-"):
+        raise ConfigError(
+            "--text / --input - print their rows: drop --output, or annotate a file or folder (--input PATH) to "
+            "publish an output"
+        )
+    if args.text is not None and overrides["input"] not in (None, "-"):
+        raise ConfigError("--text and --input: choose one")
+    cfg = load_annotate_config(args.config, task=args.task, **{**overrides, "input": "-", "output": "-"})
+    model_path = _local_model_path(cfg.model)
+    cfg = card_defaults(cfg, model_path)
+    model = Model(cfg, model_path, own_columns=args.text is None)
+    if args.text is not None:
+        if model.task.pair and args.question is None and cfg.questions is None:
+            raise ConfigError(f"{args.task} with --text needs --question (or --questions FILE)")
+        questions = [args.question] * len(args.text) if args.question is not None else None
+        rows = model.annotate(args.text, questions)
+    else:
+        rows = model.annotate_lines([line for line in sys.stdin.buffer.read().split(b"\n") if line.strip()])
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False))
     return 0
 
 
@@ -364,6 +424,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.model,
         max_length=args.max_length,
         doc_stride=args.doc_stride,
+        null_threshold=args.null_threshold,
         eval_batch_size=args.eval_batch_size,
         use_gpu=args.use_gpu,
         quiet=args.quiet,
@@ -383,17 +444,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-USER_ERRORS = (ConfigError, DataError, StorageError, FileNotFoundError, ModelCardError, RunFailed)
+USER_ERRORS = (ConfigError, DataError, StorageError, FileNotFoundError, ModelCardError)
 
 
-def run_job(work) -> int:
+STOPPED = {
+    "annotate": "this run's staged files were removed and its lease released; the published output is as it was",
+    "nightly": "the partition being annotated keeps its previous output; the next run redoes it",
+    "train": "the checkpoints of finished epochs are kept: run the same command with --resume to continue",
+}
+
+
+def run_job(work, command: str = "") -> int:
     """Run `work()`; a problem the user can fix (config, data, storage, a refused or unreconciled run) is one
-    `nlpbatch: error:` line and exit status 2, never a traceback."""
+    `nlpbatch: error:` line and exit status 2, never a traceback; a failed run (RunFailed) exits 1; Ctrl-C and
+    SIGTERM stop it with one line saying what was kept (exit 130 / 143)."""
+    import signal
+
+    handle_sigterm()
     try:
         return work()
+    except RunFailed as err:
+        print(f"nlpbatch: error: {err}", file=sys.stderr)
+        return 1
     except USER_ERRORS as err:
         print(f"nlpbatch: error: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit) as err:
+        # Ray's own SIGTERM handler (live while ray.init runs) exits with the signal's number
+        if isinstance(err, SystemExit) and err.code != signal.SIGTERM:
+            raise
+        term = not isinstance(err, KeyboardInterrupt) or isinstance(err, Stopped)
+        kept = STOPPED.get(command, "nothing was left half-written")
+        print(f"nlpbatch: stopped by {'SIGTERM' if term else 'Ctrl-C'}: {kept}", file=sys.stderr)
+        return 143 if term else 130
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -423,6 +506,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["NLPBATCH_VERBOSE"] = "1"  # read where Ray starts (raycluster.ensure_ray)
     command = {
         "train": cmd_train,
         "evaluate": cmd_evaluate,
@@ -432,4 +517,4 @@ def main(argv: list[str] | None = None) -> int:
         "export": cmd_export,
         "show": cmd_show,
     }[args.command]
-    return run_job(lambda: command(args))
+    return run_job(lambda: command(args), args.command)

@@ -47,6 +47,7 @@ class TrainConfig:
     doc_stride: int = 128  # QA only
     n_best: int = 20
     max_answer_length: int = 30
+    null_threshold: float | None = None  # QA: "no answer" when the null score beats the best span by more than this
     group_by_length: bool = True
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
@@ -61,6 +62,7 @@ class TrainConfig:
     skip_invalid: bool = False
     storage_path: str | None = None  # None: OUTPUT/ray_runs; use s3:// or a shared FS on multi-node clusters
     max_failures: int = 0
+    keep_checkpoints: int = 1  # epoch checkpoints kept under storage_path; 0: none once the model is exported
     log_every_steps: int = 50
     run_name: str | None = None  # None: derived from the task and the output (see trainer.run_identity)
     quiet: bool = False  # no progress lines, only each stage's summary (cron)
@@ -104,6 +106,8 @@ class TrainConfig:
             errors.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm <= 0:
             errors.append(f"max_grad_norm: must be > 0, got {self.max_grad_norm}")
+        if self.keep_checkpoints < 0:
+            errors.append(f"keep_checkpoints: must be >= 0, got {self.keep_checkpoints}")
         if self.max_failures < 0:
             errors.append(f"max_failures: must be >= 0, got {self.max_failures}")
         if not 0 <= self.warmup_ratio < 1:
@@ -174,6 +178,7 @@ class AnnotateConfig:
     batch_rows: int | None = None  # documents per inference call; None: rows_per_batch() decides
     n_best: int = 20
     max_answer_length: int = 30
+    null_threshold: float | None = None  # QA: "no answer" when the null score beats the best span by more than this
     min_actors: int | None = None  # None: the pool's full size from the start (measured: an autoscaling pool
     # from 1 actor stayed small and ran at 60% of a fixed pool of 2 on 2 cores, benchmarks/results/annotate_ner_cpu)
     max_actors: int | None = None  # None: what the cluster holds (its CPUs less one for reads, or its GPUs)
@@ -298,8 +303,9 @@ def _check_type(cls: type, name: str, value: Any) -> str | None:
             return None
         if kind in (str, bool) and isinstance(value, kind):
             return None
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
-    return f"{name}: expected {names}, got {type(value).__name__} {value!r}"
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names = " or ".join(words.get(k, getattr(k, "__name__", str(k))) for k in allowed if k is not type(None))
+    return f"{name}: expected {names}, got {value!r}"
 
 
 def load_train_config(yaml_path: str | Path | None = None, **overrides: Any) -> TrainConfig:
@@ -352,14 +358,17 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
     values.update({k: v for k, v in overrides.items() if v is not None})
 
     def where(key: str) -> str:
-        return f" ({source}:{lines[key]})" if key in lines and key not in set_by_flag else ""
+        if key in set_by_flag:
+            return " (command line)"
+        return f" ({source}:{lines[key]})" if key in lines else ""
 
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    errors = [f"{k}: unknown key{where(k)} (known: {', '.join(fields)})" for k in values if k not in fields]
+    errors = [f"{k}: unknown key{where(k)}{_did_you_mean(k, fields)}" for k in values if k not in fields]
     typed = {k: _check_type(cls, k, v) for k, v in values.items() if k in fields}
     errors += [err + where(k) for k, err in typed.items() if err is not None]
     missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
-    errors += [f"{k}: required" for k in missing]
+    hints = {"task": " (the task argument, or task: in --config)"}
+    errors += [f"{k}: required{hints.get(k, '')}" for k in missing]
     cfg = None
     if not missing and not any(typed[k] for k, f in fields.items() if f.default is dataclasses.MISSING):
         # the value checks run on the well-typed keys too, so one run reports every problem
@@ -369,8 +378,15 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
         except ConfigError as err:
             errors += [e.strip() + where(e.strip().split(":")[0]) for e in str(err).splitlines()[1:]]
     if errors:
-        raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(e.strip() for e in errors))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(e.strip() for e in errors))
     return cfg
+
+
+def _did_you_mean(key: str, fields) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(fields)})"
 
 
 def config_from_argv(loader, argv: list[str]):

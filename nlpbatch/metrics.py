@@ -1,4 +1,4 @@
-"""Scores: seqeval for NER (word level), official SQuAD v1.1 exact match / F1 for QA."""
+"""Scores: seqeval for NER (word level), the official SQuAD v1.1 and v2.0 exact match / F1 for QA."""
 
 from __future__ import annotations
 
@@ -68,6 +68,64 @@ def squad_scores(predictions: dict[str, str], references: dict[str, list[str]]) 
         f1 += max(squad_f1(predictions[qid], g) for g in golds)
     n = len(references)
     return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "n": n}
+
+
+# --- SQuAD v2.0, as the official evaluate-v2.0.py script scores (unanswerable questions have no gold answer) ---
+
+
+def _v2_f1(prediction: str, truth: str) -> float:
+    """evaluate-v2.0's compute_f1: where either side is empty, 1 if both are, else 0."""
+    pred_tokens, truth_tokens = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    if not pred_tokens or not truth_tokens:
+        return float(pred_tokens == truth_tokens)
+    return squad_f1(prediction, truth)
+
+
+def _best_threshold(raw: dict[str, float], na_scores: dict[str, float], has_answer: dict[str, bool], preds) -> tuple:
+    """evaluate-v2.0's find_best_thresh: predicting "no answer" for every question whose no-answer score is above
+    the threshold, the threshold (one of the scores) that maximises the total, and that total in percent."""
+    score = best = float(sum(not has for has in has_answer.values()))
+    threshold = 0.0
+    for qid in sorted(na_scores, key=lambda q: na_scores[q]):
+        if has_answer[qid]:
+            score += raw[qid]
+        else:
+            score += -1.0 if preds[qid] else 0.0
+        if score > best:
+            best, threshold = score, na_scores[qid]
+    return 100.0 * best / len(raw), threshold
+
+
+def squad_v2_scores(
+    predictions: dict[str, str], references: dict[str, list[str]], na_scores: dict[str, float] | None = None
+) -> dict:
+    """EM and F1 in percent as evaluate-v2.0.py reports them: over all questions (`exact_match`, `f1`, `n`), the
+    answerable ones (`HasAns_*`) and the unanswerable ones (`NoAns_*`, whose only right answer is the empty string).
+    With `na_scores` (per question, how much the model prefers "no answer"; `predictions` then hold the best span
+    of every question), also the best no-answer threshold for EM and for F1 and the scores it gives."""
+    missing = [qid for qid in references if qid not in predictions]
+    if missing:
+        raise ValueError(f"{len(missing)} questions have no prediction, e.g. {missing[:3]}")
+    exact, f1, has_answer = {}, {}, {}
+    for qid, golds in references.items():
+        golds = [g for g in golds if normalize_answer(g)] or [""]
+        has_answer[qid] = golds != [""]
+        exact[qid] = max(float(normalize_answer(predictions[qid]) == normalize_answer(g)) for g in golds)
+        f1[qid] = max(_v2_f1(predictions[qid], g) for g in golds)
+
+    def mean(values: dict[str, float], keep) -> float:
+        chosen = [v for qid, v in values.items() if keep(qid)]
+        return 100.0 * sum(chosen) / len(chosen) if chosen else 0.0
+
+    out = {"exact_match": mean(exact, bool), "f1": mean(f1, bool), "n": len(references)}
+    for name, keep in (("HasAns", lambda q: has_answer[q]), ("NoAns", lambda q: not has_answer[q])):
+        total = sum(map(keep, references))
+        if total:  # as the script: a group's figures only where the group has questions
+            out[f"{name}_exact"], out[f"{name}_f1"], out[f"{name}_total"] = mean(exact, keep), mean(f1, keep), total
+    if na_scores is not None:
+        out["best_exact"], out["best_exact_thresh"] = _best_threshold(exact, na_scores, has_answer, predictions)
+        out["best_f1"], out["best_f1_thresh"] = _best_threshold(f1, na_scores, has_answer, predictions)
+    return out
 
 
 def with_skipped_questions(metrics: dict, skipped: int) -> dict:

@@ -26,6 +26,20 @@ def read_card(model_path: str | Path) -> dict:
         raise ModelCardError(f"{card}: not valid JSON ({err}); restore it or delete it") from err
 
 
+# settings chosen at training time that evaluate and annotate take from the card unless given (windows are not among
+# them: annotate's window is a throughput choice, not a property of the model)
+CARD_DEFAULTS = ("null_threshold",)
+
+
+def card_defaults(cfg, model_path: str | Path):
+    """`cfg` (a config dataclass) with each unset CARD_DEFAULTS setting taken from the model's card."""
+    import dataclasses
+
+    card = read_card(model_path)
+    given = {k: card[k] for k in CARD_DEFAULTS if card.get(k) is not None and getattr(cfg, k, 0) is None}
+    return dataclasses.replace(cfg, **given) if given else cfg
+
+
 def write_card(model_dir: str | Path, settings: dict) -> None:
     (Path(model_dir) / CARD_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
 

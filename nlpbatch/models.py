@@ -27,6 +27,37 @@ def resolve_model(name_or_path: str | None) -> str:
     return name_or_path
 
 
+class ModelNotFound(FileNotFoundError):
+    """A --model the hub cannot give: the message says why and what to do instead."""
+
+
+def download(hub_id: str) -> str:
+    """The local snapshot of a hub model; a failure (unknown id, no network, offline mode without a cached copy)
+    is a ModelNotFound in seconds that names the way out, not a traceback after a minute of retries."""
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if not offline:
+        from nlpbatch.storage import resolves
+
+        if not resolves("huggingface.co"):
+            raise ModelNotFound(
+                f"--model {hub_id}: the Hugging Face hub (huggingface.co) cannot be reached from here; pass a local "
+                "model dir (a `nlpbatch train` output, or a snapshot copied from a machine with network)"
+            )
+    try:
+        return snapshot_download(hub_id)
+    except Exception as err:  # RepositoryNotFoundError, LocalEntryNotFoundError, HTTP errors: one line
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = " (HF_HUB_OFFLINE is set: only models already in the local cache load)" if offline else ""
+        raise ModelNotFound(
+            f"--model {hub_id}: not available from the Hugging Face hub{hint}: {why}; check the id, or pass a local "
+            "model dir"
+        ) from err
+
+
 def worker_model(name_or_path: str | None) -> str | None:
     """The --model value as Ray workers must get it: a local directory as an absolute path (workers run in
     another working directory, so `--model runs/ner` would not be found there); the bundled model and hub ids as

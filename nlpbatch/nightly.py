@@ -47,7 +47,9 @@ def select_dates(available: list[str], date: str | None, since: str | None, unti
             try:
                 dt.date.fromisoformat(value)
             except ValueError as err:
-                raise ConfigError(f"{name}: {value!r} is not YYYY-MM-DD") from err
+                if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # the shape is right: the day is not (2026-11-31)
+                    raise ConfigError(f"--{name} {value}: no such date ({err})") from err
+                raise ConfigError(f"--{name} {value!r}: not a date in the form YYYY-MM-DD") from err
     if date is not None:
         if date not in available:
             raise ConfigError(f"date {date}: no partition dt={date}/ in the input")

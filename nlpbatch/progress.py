@@ -1,5 +1,6 @@
 """Progress for long work, one reporter for every stage: a tqdm bar on a terminal, a line every `every_seconds`
-otherwise (cron, CI, `ray job logs`), and with --quiet nothing but each stage's summary line.
+(30, or $NLPBATCH_PROGRESS_SECONDS) otherwise (cron, CI, `ray job logs`), and with --quiet nothing but each stage's
+summary line.
 
 The mode is decided once, on the driver, and passed to Ray workers (their stdout is never a terminal): a Train
 worker's lines reach the driver through Ray's log forwarding, each exactly once.
@@ -7,6 +8,7 @@ worker's lines reach the driver through Ray's log forwarding, each exactly once.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -40,10 +42,18 @@ class Progress:
     """
 
     def __init__(
-        self, desc: str, total: int | None, unit: str, mode: str = "lines", every_seconds: float = 30.0, start: int = 0
+        self,
+        desc: str,
+        total: int | None,
+        unit: str,
+        mode: str = "lines",
+        every_seconds: float | None = None,
+        start: int = 0,
     ):
         if mode not in MODES:
             raise ValueError(f"progress mode must be one of {MODES}, got {mode!r}")
+        if every_seconds is None:  # a line every 30 s in logs; NLPBATCH_PROGRESS_SECONDS sets another interval
+            every_seconds = float(os.environ.get("NLPBATCH_PROGRESS_SECONDS", "30"))
         self.desc, self.total, self.unit, self.mode = desc, total, unit, mode
         self.every, self.n, self.start = every_seconds, start, start
         self.postfix: dict[str, str] = {}

@@ -52,6 +52,18 @@ TRANSIENT = (
     "internalerror",
     "serviceunavailable",
 )
+# failures no retry cures: an unknown host, refused credentials (retried, they only delay the error by minutes)
+PERMANENT = (
+    "resolve host",
+    "name or service not known",
+    "nodename nor servname",
+    "no such host",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "accessdenied",
+    "access denied",
+    "expiredtoken",
+)
 T = TypeVar("T")
 
 
@@ -132,7 +144,41 @@ def _s3_client(endpoint: str | None, max_attempts: int):
 
 def is_transient(err: BaseException) -> bool:
     text = str(err).lower()
+    if any(word in text for word in PERMANENT):
+        return False
     return isinstance(err, ConnectionError | TimeoutError) or any(word in text for word in TRANSIENT)
+
+
+def resolves(host: str, timeout: float = 5.0) -> bool:
+    """Whether DNS knows `host` (checked in a thread, at most `timeout` seconds): an unknown endpoint fails in
+    seconds, not after the SDK's retries."""
+    import concurrent.futures
+    import socket
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(socket.getaddrinfo, host, None).result(timeout=timeout)
+        return True
+    except concurrent.futures.TimeoutError:
+        return True  # a slow resolver is not a missing host: let the real call decide
+    except OSError:
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def check_reachable(uri: str, s3_endpoint: str | None = None) -> None:
+    """An s3:// URI whose endpoint host does not resolve is a StorageError at once, naming the host and the fix."""
+    if not uri.startswith("s3://"):
+        return
+    endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    region = s3_region()
+    host = urlparse(normalize_endpoint(endpoint)).hostname if endpoint else f"s3.{region or 'us-east-1'}.amazonaws.com"
+    if host and not resolves(host):
+        source = "--s3-endpoint / $AWS_ENDPOINT_URL" if endpoint else "the AWS region (AWS_REGION)"
+        raise StorageError(
+            f"{uri}: cannot reach S3: the host {host} does not resolve (no network, or a wrong {source})"
+        )
 
 
 def _is_sdk_error(err: BaseException) -> bool:

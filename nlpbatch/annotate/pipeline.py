@@ -21,9 +21,11 @@ from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
 from nlpbatch.errors import RunFailed
+from nlpbatch.model_card import card_defaults
 from nlpbatch.progress import Progress, progress_mode, say
 from nlpbatch.storage import (
     StorageError,
+    check_reachable,
     file_signature,
     filesystem_for,
     format_of,
@@ -52,9 +54,9 @@ def _local_model_path(model: str) -> str:
 
     path = resolve_model(model)
     if not Path(path).is_dir():  # a hub id: fetch once here so every actor reads the same local snapshot
-        from huggingface_hub import snapshot_download
+        from nlpbatch.models import download
 
-        path = snapshot_download(path)
+        path = download(path)
     return path
 
 
@@ -109,13 +111,14 @@ def _check_keys(path: str, sample: list[dict], columns: list[str], hints: dict[s
     """A column that none of the file's first records has is a config error (a wrong --text-column), not 10^6
     rejects; a record that lacks it while others have it is a reject (or, for a kept column, a null), wherever it
     stands in the file."""
-    for column in columns:
-        if sample and not any(column in record for record in sample):
-            hint = hints.get(column, "check --keep-columns")
-            raise ConfigError(
-                f"{path}: none of its first {len(sample)} records has a {column!r} key (keys of the first: "
-                f"{', '.join(sample[0])}); {hint}"
-            )
+    missing = [column for column in columns if sample and not any(column in record for record in sample)]
+    if missing:  # every missing column at once, each with the option that names it
+        keys = " or ".join(repr(c) for c in missing)
+        fixes = "; ".join(dict.fromkeys(hints.get(c, "check --keep-columns") for c in missing))
+        raise ConfigError(
+            f"{path}: none of its first {len(sample)} records has a {keys} key (keys of the first: "
+            f"{', '.join(sample[0])}); {fixes}"
+        )
 
 
 def _read_questions(path: str | None) -> list[str] | None:
@@ -207,6 +210,8 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
 
     from nlpbatch.annotate import stages
 
+    for uri in (cfg.input, cfg.output):
+        check_reachable(uri, cfg.s3_endpoint)  # seconds, not the SDK's minutes of retries
     in_fs, in_path = filesystem_for(cfg.input, cfg.s3_endpoint)
     _check_overlap(cfg, in_fs, in_path, *filesystem_for(cfg.output, cfg.s3_endpoint))
     infos = list_input_infos(cfg.input, in_fs, in_path, cfg.input_format, cfg.follow_symlinks)
@@ -260,6 +265,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
 
     t0 = time.perf_counter()
     plan = plan_annotation(cfg)
+    cfg = card_defaults(cfg, plan.model_path)  # the settings training chose (QA: the null threshold)
     in_fs, _ = filesystem_for(cfg.input, cfg.s3_endpoint)
     out_fs, out_path = _prepare_output(cfg)
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -280,10 +286,9 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         sink = AnnotationSink(
             out_fs, commit.staging, cfg.output_format, run_id, provenance, cfg.rows_per_file, commit.file_prefix
         )
-        ds = _build_dataset(cfg, plan, in_fs)
         t_stream = time.perf_counter()
-        with _progress(ds, cfg, plan.rows_in) as ds:
-            ds.write_datasink(sink)
+        with _progress(cfg, plan.rows_in) as progress:
+            _build_dataset(cfg, plan, in_fs, progress.counter).write_datasink(sink)
         stream_seconds = time.perf_counter() - t_stream
 
         totals = reconcile(plan.rows_in, sink.results, cfg.output)  # checked before anything is published
@@ -343,7 +348,7 @@ def check_reject_rate(manifest: dict, cfg: AnnotateConfig) -> None:
 
 
 class RowCounter:
-    """Rows and tokens done so far, added to by the tasks after decode and read by the driver's progress."""
+    """Rows and tokens done so far, added to by the inference stage and read by the driver's progress."""
 
     def __init__(self):
         self.rows = self.rejected = self.tokens = 0
@@ -355,29 +360,28 @@ class RowCounter:
         return self.rows, self.rejected, self.tokens
 
 
-def count_rows(batch, counter):
-    """Pass-through stage after decode (a task of its own after the fused actors; fused into the decode task in the
-    split layout): tell the counter what this batch finished."""
-    import pyarrow.compute as pc
+def decode_and_count(batch, decode, counter, **options):
+    """The split layout's decode task, which also tells the progress counter what it finished."""
+    from nlpbatch.annotate.predictors import count_done
 
-    rejected = batch.num_rows - pc.sum(pc.is_null(batch["_reject"]).cast("int64")).as_py()
-    counter.add.remote(batch.num_rows, rejected, pc.sum(batch["n_tokens"]).as_py() or 0)
-    return batch
+    return count_done(decode(batch, **options), counter)
 
 
 class _progress:
-    """Around the streaming write: rows done out of the counted rows_in, with ETA and tokens/s (a bar on a
-    terminal, a line every 30 s otherwise, nothing with --quiet). Ray Data's own per-operator status is turned
-    off: in a log it is a 10-line block every 10 s that never knows the total."""
+    """Around the streaming write: rows annotated out of the counted rows_in, with ETA and tokens/s (a bar on a
+    terminal, a line every 30 s otherwise, nothing with --quiet), counted where the rows are annotated (the
+    inference actors, or the decode tasks after them), not where they are written: the writer bundles rows into
+    large files and would report them all at the end. Ray Data's own per-operator status is turned off: in a log
+    it is a 10-line block every 10 s that never knows the total."""
 
-    def __init__(self, ds, cfg: AnnotateConfig, rows_in: int):
+    def __init__(self, cfg: AnnotateConfig, rows_in: int):
         import logging
 
         import ray
 
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
-        self.mode, self.ds, self.stop = progress_mode(cfg.quiet), ds, threading.Event()
+        self.mode, self.stop = progress_mode(cfg.quiet), threading.Event()
         self.bar = Progress(f"annotate {cfg.task}", rows_in, "rows", self.mode)
         self.counter = None
         if self.mode != "quiet":
@@ -403,10 +407,9 @@ class _progress:
         self.bar.update(rows - self.bar.n, rejected=rejected, tokens=f"{tokens / elapsed:,.0f}/s")
 
     def __enter__(self):
-        if self.counter is None:
-            return self.ds
-        self.thread.start()
-        return self.ds.map_batches(count_rows, batch_format="pyarrow", fn_kwargs={"counter": self.counter})
+        if self.counter is not None:
+            self.thread.start()
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.counter is None:
@@ -431,7 +434,7 @@ def _parse_options(cfg: AnnotateConfig, fmt: str, question_column: str | None, q
     }
 
 
-def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs):
+def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
     """read (CPU tasks) -> [parse -> tokenize -> predict -> decode] with predict in an actor pool: fused into the
     actors on CPU, around them as CPU tasks when the actors hold GPUs (config.AnnotateConfig.fused)."""
     import ray
@@ -479,7 +482,7 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs):
     if cfg.fused:
         # raw rows split into small blocks (a streaming repartition, cheap): every actor of the pool gets work
         ds = ds.repartition(target_num_rows_per_block=batch_rows)
-        args = {"task": cfg.task, **engine, "parse": parse, "tokenize": tokenize, "decode": decode}
+        args = {"task": cfg.task, **engine, "parse": parse, "tokenize": tokenize, "decode": decode, "counter": counter}
         return ds.map_batches(Annotator, fn_constructor_kwargs=args, **pool)
     ds = ds.map_batches(stages.parse_rows, batch_format="pyarrow", fn_kwargs=parse)
     ds = ds.map_batches(
@@ -493,35 +496,55 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs):
     ds = ds.repartition(target_num_rows_per_block=batch_rows)
     args = {"task": cfg.task, **engine, "use_gpu": cfg.num_gpus > 0}
     ds = ds.map_batches(Predictor, fn_constructor_kwargs=args, **pool)
-    return ds.map_batches(task.decode, batch_format="pyarrow", fn_kwargs=decode)
+    if counter is None:
+        return ds.map_batches(task.decode, batch_format="pyarrow", fn_kwargs=decode)
+    options = {"decode": task.decode, "counter": counter, **decode}
+    return ds.map_batches(decode_and_count, batch_format="pyarrow", fn_kwargs=options)
 
 
-def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:
+def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool = False):
     """The fused layout's Annotator (parse -> tokenize -> predict -> decode, the stage functions of the streaming
-    job) in this process, without Ray: the single-process reference for the streaming job, and a quick way to
-    annotate a few texts from Python. Returns one output row per text (rejects included)."""
-    import pyarrow as pa
+    job) for this process, over JSONL rows `{"id", "text"(, "question")}` (`own_columns`: the columns `cfg`
+    names, kept columns too); the engine is loaded once, here."""
     from transformers import AutoConfig
 
     from nlpbatch.annotate.predictors import Annotator
 
     task = get_task(cfg.task)
-    model_path = _local_model_path(cfg.model)
-    rows = [
-        json.dumps({"id": str(i), "text": t, **({"question": questions[i]} if questions else {})}).encode()
-        for i, t in enumerate(texts)
-    ]
-    parse = _parse_options(cfg, "jsonl", "question" if task.pair else None, None)
-    annotator = Annotator(
+    questions = _read_questions(cfg.questions)
+    question_column = (cfg.question_column if own_columns else "question") if task.pair and not questions else None
+    parse = _parse_options(cfg, "jsonl", question_column, questions)
+    if not own_columns:
+        parse = {**parse, "id_column": "id", "text_column": "text", "keep": []}
+    return Annotator(
         cfg.task,
         model_path,
         cfg.tokens_per_batch,
         cfg.backend,
         None,  # the engine's own thread count: all of this process's cores
         cfg.packing,
-        {**parse, "id_column": "id", "text_column": "text", "keep": []},
+        parse,
         {"max_length": cfg.window, "stride": cfg.stride},
         task.decode_options(cfg, AutoConfig.from_pretrained(model_path)),
     )
-    table = annotator(pa.table({"raw": pa.array(rows, pa.binary())}))
+
+
+def annotate_rows(annotator, texts: list[str], questions: list[str] | None = None, ids: list[str] | None = None):
+    """Output rows (rejects included, internal columns too) of texts run through an in-process annotator."""
+    import pyarrow as pa
+
+    ids = ids or [str(i) for i in range(len(texts))]
+    lines = [
+        json.dumps({"id": i, "text": t, **({"question": questions[n]} if questions else {})}).encode()
+        for n, (i, t) in enumerate(zip(ids, texts))
+    ]
+    table = annotator(pa.table({"raw": pa.array(lines, pa.binary())}))
     return table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()
+
+
+def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:
+    """The streaming job's stages in this process, without Ray: the single-process reference for the streaming
+    job. Returns one output row per text (rejects included)."""
+    model_path = _local_model_path(cfg.model)
+    cfg = card_defaults(cfg, model_path)
+    return annotate_rows(in_process_annotator(cfg, model_path), texts, questions)

@@ -180,9 +180,11 @@ class Annotator:
         parse: dict,
         tokenize: dict,
         decode: dict,
+        counter=None,
     ):
         self.predict = Predictor(task, model_path, batch_tokens, False, backend, threads, packing)
         self.parse, self.tokenize, self.decode = parse, {"task": task, "model_path": model_path, **tokenize}, decode
+        self.counter = counter  # the driver's progress (pipeline.RowCounter), told after every batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from nlpbatch.annotate import stages
@@ -191,4 +193,14 @@ class Annotator:
         parts = []
         for part in stages.char_slices(stages.parse_rows(batch, **self.parse)):  # memory bounded per slice
             parts.append(decode(self.predict(stages.tokenize_slice(part, **self.tokenize)), **self.decode))
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        return count_done(parts[0] if len(parts) == 1 else pa.concat_tables(parts), self.counter)
+
+
+def count_done(batch: pa.Table, counter) -> pa.Table:
+    """Tell the progress counter (if any) how many rows, rejects and tokens this batch finished; never fails."""
+    if counter is not None and batch.num_rows:
+        import pyarrow.compute as pc
+
+        rejected = batch.num_rows - pc.sum(pc.is_null(batch["_reject"]).cast("int64")).as_py()
+        counter.add.remote(batch.num_rows, rejected, pc.sum(batch["n_tokens"]).as_py() or 0)
+    return batch

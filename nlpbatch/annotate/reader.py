@@ -146,10 +146,12 @@ def check_parquet(
     except (OSError, pa.ArrowInvalid) as err:
         raise ConfigError(f"{path}: not a readable Parquet file ({err}); fix or remove it") from err
     names = schema.names
+    missing = [column for column in columns if column not in names]
+    if missing:  # all of them at once, each with the option that names it
+        fixes = "".join(f"; {h}" for h in dict.fromkeys((hints or {}).get(c) for c in missing) if h)
+        which = " or ".join(repr(c) for c in missing)
+        raise ConfigError(f"{path}: no column {which} (columns: {', '.join(names)}){fixes}")
     for column in columns:
-        if column not in names:
-            hint = f"; {hints[column]}" if hints and column in hints else ""
-            raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(names)}){hint}")
         kind = schema.field(column).type
         if pa.types.is_dictionary(kind):  # dictionary-encoded text (pandas categoricals, Spark): its values count
             kind = kind.value_type

@@ -1,4 +1,5 @@
-"""SQuAD v1.1 JSON -> `datasets.Dataset` with the hub `squad` features, validated on load."""
+"""SQuAD v1.1 / v2.0 JSON -> `datasets.Dataset` with the hub `squad` features, validated on load. A v2.0 question
+marked `is_impossible` has no answers (the hub's `squad_v2` layout: empty lists)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def flatten_squad_json(path: str | Path) -> list[dict]:
             for q_i, qa in enumerate(para.get("qas", [])):
                 qid = qa.get("id") or f"{path.name}:data[{a_i}].paragraphs[{p_i}].qas[{q_i}]"
                 answers = qa.get("answers") or []
+                impossible = qa.get("is_impossible") is True
                 rows.append(
                     {
                         "id": str(qid),
@@ -84,6 +86,7 @@ def flatten_squad_json(path: str | Path) -> list[dict]:
                             "answer_start": [a.get("answer_start") for a in answers],
                         },
                         "_missing_answers": "answers" not in qa,
+                        "_impossible": impossible,
                     }
                 )
     if not rows:
@@ -91,13 +94,18 @@ def flatten_squad_json(path: str | Path) -> list[dict]:
     return rows
 
 
-def check_examples(rows: list[dict], source: str, skip_invalid: bool, skips: SkipReport) -> list[dict]:
-    """Raise on the first invalid question (naming its id) or, with skip_invalid, record and drop it."""
+def check_examples(
+    rows: list[dict], source: str, skip_invalid: bool, skips: SkipReport, unanswerable_ok: bool = False
+) -> list[dict]:
+    """Raise on the first invalid question (naming its id) or, with skip_invalid, record and drop it. A question
+    without answers is unanswerable (SQuAD v2.0) when marked `is_impossible` or when `unanswerable_ok` (the hub's
+    squad_v2 layout); otherwise it is an error (a v1.1 file missing its answers)."""
     kept = []
     for row in rows:
+        impossible = row.pop("_impossible", False) or unanswerable_ok
         reason = "missing field 'answers'" if row.pop("_missing_answers", False) else validate_example(row)
-        if reason is None and not row["answers"]["text"]:
-            reason = "no answers"
+        if reason is None and not row["answers"]["text"] and not impossible:
+            reason = 'no answers (an unanswerable SQuAD v2.0 question needs "is_impossible": true)'
         if reason is None:
             kept.append(row)
         elif skip_invalid:
@@ -133,7 +141,9 @@ def load_squad_hub(
     ds = load_hub_dataset(name, split, "squad/{train,validation}.json")
     if max_examples is not None:
         ds = ds.select(range(min(max_examples, len(ds))))
-    rows = check_examples([dict(r) for r in ds], f"{name}[{split}]", skip_invalid, skips or SkipReport())
+    # squad_v2 and its copies: a question without answers is unanswerable
+    v2 = "v2" in name.lower()
+    rows = check_examples([dict(r) for r in ds], f"{name}[{split}]", skip_invalid, skips or SkipReport(), v2)
     from datasets import Dataset
 
     return Dataset.from_list(rows, features=squad_features())

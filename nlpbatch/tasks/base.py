@@ -71,6 +71,9 @@ class Task:
     window_columns: tuple[tuple[str, str], ...] = ()
     # an output row -> a short line `show` prints beside the document (a document label and its score)
     summary: Callable[[dict], str] = no_summary
+    # (final eval metrics, TrainConfig) -> settings chosen on the validation set that the model card keeps for
+    # evaluate and annotate (QA: the null threshold)
+    card_settings: Callable[[dict, Any], dict] = lambda metrics, cfg: {}
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -1,4 +1,11 @@
-"""Extractive QA: sliding-window features with offsets, n-best span post-processing, SQuAD scoring."""
+"""Extractive QA: sliding-window features with offsets, n-best span post-processing, SQuAD v1.1 / v2.0 scoring.
+
+Unanswerable questions (SQuAD v2.0) are trained as Hugging Face's `run_qa --version_2_with_negative` trains them:
+every window of such a question points at the CLS token. At prediction time a question's null score is the lowest
+CLS score (start + end logit) over its windows; "no answer" wins when the null score beats the best span by more
+than the null threshold (`--null-threshold`; training stores the best one found on the validation set in the
+model card, and evaluate and annotate read it from there). A model without a threshold always answers (v1.1).
+"""
 
 from __future__ import annotations
 
@@ -79,9 +86,11 @@ def train_features(raw, tokenizer, cfg: Any) -> list[dict]:
     feats = []
     for i, example_idx in enumerate(enc["overflow_to_sample_mapping"]):
         ans = answers[example_idx]
-        start, end = answer_positions(
-            enc["offset_mapping"][i], enc.sequence_ids(i), ans["answer_start"][0], ans["text"][0]
-        )
+        start, end = 0, 0  # an unanswerable question: every window points at CLS
+        if ans["text"]:
+            start, end = answer_positions(
+                enc["offset_mapping"][i], enc.sequence_ids(i), ans["answer_start"][0], ans["text"][0]
+            )
         inputs = model_inputs({k: enc[k][i] for k in enc.keys()})
         feats.append({**inputs, "start_positions": start, "end_positions": end, "index": i})
     return feats
@@ -138,9 +147,11 @@ def best_spans(
     (offsets not None), end >= start and the span is at most `max_answer_length` tokens. The score is
     start_logit + end_logit; `probability` is P(start) * P(end) under a softmax over the window's context tokens
     (in [0, 1], as the transformers QA pipeline reports). An example with no valid span gets the empty answer
-    with `"empty": True`.
+    with `"empty": True`. `null_margin`: the example's null score (the lowest CLS start + end logit over its
+    windows) minus its best span's score; "no answer" is predicted where it exceeds the null threshold.
     """
     best: list[dict | None] = [None] * len(contexts)
+    null = np.full(len(contexts), np.inf)
     for w, window in enumerate(windows):
         offsets = window["offsets"]
         n_tokens = len(offsets)
@@ -148,6 +159,7 @@ def best_spans(
         starts = np.argsort(s_logits)[::-1][:n_best]
         ends = np.argsort(e_logits)[::-1][:n_best]
         ex = window["example_idx"]
+        null[ex] = min(null[ex], float(s_logits[0] + e_logits[0]))  # the CLS token
         context = np.array([o is not None for o in offsets])
         p_start, p_end = _context_softmax(s_logits, context), _context_softmax(e_logits, context)
         for s in starts:
@@ -164,27 +176,45 @@ def best_spans(
     answers = []
     for ex, span in enumerate(best):
         if span is None:
-            answers.append(
-                {"text": "", "start": -1, "end": -1, "score": float("-inf"), "probability": 0.0, "empty": True}
-            )
+            empty = {"text": "", "start": -1, "end": -1, "score": float("-inf"), "probability": 0.0, "empty": True}
+            answers.append({**empty, "null_margin": float("inf")})
         else:
-            answers.append({**span, "text": contexts[ex][span["start"] : span["end"]], "empty": False})
+            text = contexts[ex][span["start"] : span["end"]]
+            answers.append({**span, "text": text, "empty": False, "null_margin": float(null[ex] - span["score"])})
     return answers
 
 
+def is_null(span: dict, null_threshold: float | None) -> bool:
+    """No answer: no valid span, or (with a threshold: a SQuAD v2.0 model) the null score wins by more than it."""
+    return span["empty"] or (null_threshold is not None and span["null_margin"] > null_threshold)
+
+
 def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = None):
-    from nlpbatch.metrics import squad_scores
+    """SQuAD v1.1 scores, or, when the data has unanswerable questions or a null threshold is set, SQuAD v2.0's
+    (HasAns / NoAns, and the best null threshold for EM and F1 over the best spans' null margins)."""
+    from nlpbatch.metrics import squad_scores, squad_v2_scores
 
     n_best, max_len = (cfg.n_best, cfg.max_answer_length) if cfg is not None else (20, 30)
+    threshold = getattr(cfg, "null_threshold", None)
     spans = best_spans(
         gathered["start_logits"], gathered["end_logits"], eval_feats, list(raw["context"]), n_best, max_len
     )
     ids = list(raw["id"])
-    predictions = {qid: span["text"] for qid, span in zip(ids, spans)}
     references = {qid: ans["text"] for qid, ans in zip(ids, raw["answers"])}
-    metrics = squad_scores(predictions, references)
+    if threshold is None and all(references.values()):  # SQuAD v1.1: every question has an answer
+        predictions = {qid: span["text"] for qid, span in zip(ids, spans)}
+        metrics = squad_scores(predictions, references)
+    else:
+        threshold = threshold or 0.0
+        predictions = {qid: "" if is_null(span, threshold) else span["text"] for qid, span in zip(ids, spans)}
+        metrics = squad_v2_scores(predictions, references)
+        best = {qid: span["text"] for qid, span in zip(ids, spans)}
+        margins = {qid: min(span["null_margin"], 1e9) for qid, span in zip(ids, spans)}
+        tuned = squad_v2_scores(best, references, margins)
+        metrics.update({k: tuned[k] for k in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")})
+        metrics["null_threshold"] = threshold
     metrics["windows"] = len(eval_feats)
-    metrics["empty_answers"] = sum(span["empty"] for span in spans)
+    metrics["empty_answers"] = sum(not text for text in predictions.values())
     return metrics, predictions
 
 
@@ -199,9 +229,11 @@ def _pad_rows(rows: list[list[float]]):
     return np.array([r + [-1e4] * (width - len(r)) for r in rows], dtype=np.float32)
 
 
-def decode_table(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Table:
+def decode_table(batch: pa.Table, n_best: int, max_answer_length: int, null_threshold: float | None = None) -> pa.Table:
+    """The best answer per (document, question) over its windows; `no_answer` where there is none (or, for a SQuAD
+    v2.0 model, where the null score wins), with `null_margin`: how much the model prefers "no answer"."""
     t0 = time.perf_counter()
-    answers, empty = [], []
+    answers, empty, margins = [], [], []
     reasons = batch.column("_reject").to_pylist()
     rows = zip(
         batch.column("text").to_pylist(),
@@ -214,6 +246,7 @@ def decode_table(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Tab
         if reject is not None:
             answers.append(None)
             empty.append(None)
+            margins.append(None)
             continue
         windows = [
             {"offsets": [None if s < 0 else (s, e) for s, e in o], "example_idx": 0}
@@ -225,18 +258,21 @@ def decode_table(batch: pa.Table, n_best: int, max_answer_length: int) -> pa.Tab
             reasons[row] = "decode failed: " + failure(err)
             answers.append(None)
             empty.append(None)
+            margins.append(None)
             continue
         answers.append(
             {k: best[k] for k in ("text", "start", "end")} | {"score": None if best["empty"] else best["probability"]}
         )
-        empty.append(best["empty"])
+        empty.append(is_null(best, null_threshold))
+        margins.append(None if best["empty"] else best["null_margin"])
     out = passthrough(batch, ["id", "question"], reasons).append_column("answer", pa.array(answers, ANSWER))
     out = out.append_column("no_answer", pa.array(empty, pa.bool_()))
+    out = out.append_column("null_margin", pa.array(margins, pa.float64()))
     return timed(out, "decode", time.perf_counter() - t0)
 
 
 def decode_options(cfg: Any, model_config: Any) -> dict:
-    return {"n_best": cfg.n_best, "max_answer_length": cfg.max_answer_length}
+    return {"n_best": cfg.n_best, "max_answer_length": cfg.max_answer_length, "null_threshold": cfg.null_threshold}
 
 
 def spans(row: dict) -> list[tuple[int, int, str, float | None]]:
@@ -256,8 +292,20 @@ def fingerprint(cfg: Any) -> dict:
     return {"doc_stride": cfg.doc_stride}
 
 
+def card_settings(metrics: dict, cfg: Any) -> dict:
+    """The null threshold evaluate and annotate use: the one given, else (SQuAD v2.0 validation data) the best for
+    F1 on the validation set; none for a model trained and validated on answerable questions only."""
+    if cfg.null_threshold is not None:
+        return {"null_threshold": cfg.null_threshold}
+    return {"null_threshold": metrics["best_f1_thresh"]} if "best_f1_thresh" in metrics else {}
+
+
 def headline(ev: dict) -> str:
-    return f"EM {ev['exact_match']:.2f} F1 {ev['f1']:.2f}"
+    line = f"EM {ev['exact_match']:.2f} F1 {ev['f1']:.2f}"
+    if "best_f1" in ev:  # SQuAD v2.0
+        line += f" (HasAns F1 {ev.get('HasAns_f1', 0):.2f}, NoAns F1 {ev.get('NoAns_f1', 0):.2f}; best F1 "
+        line += f"{ev['best_f1']:.2f} at null threshold {ev['best_f1_thresh']:.2f})"
+    return line
 
 
 def plot_scores(history: list[dict]) -> list[tuple[str, list[float], str]]:
@@ -297,7 +345,8 @@ QA_TASK = Task(
     reduce_numpy=identity,
     decode=decode_table,
     decode_options=decode_options,
-    output_columns=("answer", "no_answer", "question"),
+    output_columns=("answer", "no_answer", "null_margin", "question"),
     spans=spans,
+    card_settings=card_settings,
 )
 TASK = QA_TASK

@@ -156,7 +156,7 @@ def run_training(cfg: TrainConfig) -> dict:
             name=name,
             storage_path=storage,
             storage_filesystem=storage_fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
@@ -166,7 +166,11 @@ def run_training(cfg: TrainConfig) -> dict:
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint (no epoch completed)")
     export_checkpoint(result.checkpoint, output)
-    write_card(output, {**fingerprint, "run_name": name})  # how it was trained: task, windows, labels
+    if cfg.keep_checkpoints == 0:  # the exported model is what the user keeps: the run's checkpoints go
+        uri = cfg.storage_path or str(output / "ray_runs")
+        filesystem, path = filesystem_for(uri)
+        filesystem.delete_dir(join(path, name))
+        say(f"--keep-checkpoints 0: deleted the run's checkpoints ({join(uri.rstrip('/'), name)})")
 
     from nlpbatch.metrics import with_skipped_questions
 
@@ -176,6 +180,9 @@ def run_training(cfg: TrainConfig) -> dict:
     final = summary.get("final", {})
     if final:
         final = {**final, "eval": with_skipped_questions(final["eval"], eval_skips.count)}
+    # how it was trained (task, windows, labels) and what its validation chose (QA: the null threshold)
+    card = get_task(cfg.task).card_settings(final.get("eval", {}), cfg)
+    write_card(output, {**fingerprint, "run_name": name, **card})
     metrics = {
         "task": cfg.task,
         "final": final,

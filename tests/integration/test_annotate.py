@@ -279,3 +279,22 @@ def test_a_lost_progress_counter_never_fails_the_job(ray_cluster, tiny_ner_model
     ids = [r["id"] for r in _output(manifest)]
     assert len(ids) == len(set(ids)) == 3000
     assert "annotate ner: " in capsys.readouterr().err  # the summary line still comes
+
+
+def test_progress_counts_rows_as_they_are_annotated(
+    ray_cluster, tiny_ner_model, data_dir, tmp_path, capsys, monkeypatch
+):
+    """Rows are counted where they are annotated, so progress moves during the run: not when the writer, which
+    bundles them into large files, gets them all at the end."""
+    import re
+
+    from nlpbatch.corpus import write_corpus
+
+    monkeypatch.setenv("NLPBATCH_PROGRESS_SECONDS", "0.2")
+    write_corpus(str(data_dir), 1500, str(tmp_path / "corpus"))
+    cfg = load_annotate_config(
+        task="ner", model=str(tiny_ner_model), input=str(tmp_path / "corpus"), output=str(tmp_path / "out")
+    )
+    assert run_annotation(cfg)["rows_out"] == 1500
+    done = [int(n.replace(",", "")) for n in re.findall(r"annotate ner: ([\d,]+)/1,500 rows", capsys.readouterr().err)]
+    assert any(0 < n < 1500 for n in done), done

@@ -31,10 +31,10 @@ def _run(capsys, *argv) -> str:
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("output: 5\n", "output: expected str, got int 5 ({path}:1)"),
+        ("output: 5\n", "output: expected a string, got 5 ({path}:1)"),
         ("output: x\nepochs: [1\n", "{path}:3: not valid YAML"),
         ("output: x\nweight_decay: -0.1\n", "weight_decay: must be >= 0, got -0.1 ({path}:2)"),
-        ("output: x\ntask_typo: 1\n", "task_typo: unknown key ({path}:2)"),
+        ("output: x\ntask_typo: 1\n", "task_typo: unknown key ({path}:2); did you mean 'task'?"),
     ],
 )
 def test_train_config_errors(tmp_path, yaml_text, expected):

@@ -58,3 +58,86 @@ def test_no_rows_and_no_partitions_fail_unless_empty_is_fine(tiny_ner_model, tmp
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["dates"] == []
+
+
+def test_unreachable_hosts_and_models_fail_in_seconds_with_one_line(tmp_path):
+    import os
+    import time
+
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "Paris"}) + "\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cases = [
+        (
+            ["--model", "no-such-org/no-such-model", "--input", str(corpus), "--output", str(tmp_path / "o")],
+            "--model no-such-org/no-such-model: not available from the Hugging Face hub (HF_HUB_OFFLINE is set",
+        ),
+        (
+            [
+                "--model",
+                "some/model",
+                "--input",
+                "s3://bucket/in.jsonl",
+                "--output",
+                str(tmp_path / "o"),
+                "--s3-endpoint",
+                "http://nowhere.invalid:9",
+            ],
+            "s3://bucket/in.jsonl: cannot reach S3: the host nowhere.invalid does not resolve",
+        ),
+    ]
+    for args, message in cases:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "nlpbatch", "annotate", "ner", *args], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert message in proc.stderr and proc.stderr.count("\n") <= 2
+        assert time.perf_counter() - t0 < 30  # about 5 s here: imports, then the failure
+
+
+def test_sigterm_stops_annotate_with_one_line_and_nothing_half_published(tiny_ner_model, tmp_path):
+    """A real SIGTERM (a scheduler's, a `kill`) to a running `nlpbatch annotate` on a Ray cluster of its own: one
+    line, exit 143, no stack dump, the lease released and nothing published."""
+    import os
+    import signal
+    import time
+
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": "Angela Merkel visited Paris. " * 20}) + "\n" for i in range(5_000))
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nlpbatch",
+            "annotate",
+            "ner",
+            "--model",
+            str(tiny_ner_model),
+            "--input",
+            str(corpus),
+            "--output",
+            str(out),
+            "--max-actors",
+            "1",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not (out / "_LEASE.json").exists():
+        time.sleep(0.2)
+    time.sleep(2)  # the lease is held: the cluster is starting (or the stream has begun)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "nlpbatch: stopped by SIGTERM: this run's staged files were removed and its lease released" in stderr
+    assert "Traceback" not in stderr and "PC: @" not in stderr
+    assert not (out / "_LEASE.json").exists() and not (out / "_SUCCESS.json").exists()

@@ -24,9 +24,21 @@ def test_all_errors_reported_together(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_train_config(path)
     message = str(err.value)
-    assert "epocs: unknown key" in message and "learning_rate: expected float" in message
+    assert "epocs: unknown key (" in message and "did you mean 'epochs'?" in message
+    assert f"learning_rate: expected a number, got 'fast' ({path}:4)" in message
     assert "batch_size: must be >= 1, got 0" in message
     assert "subtoken_labels: 'last' is not 'all' or 'first'" in message
+
+
+def test_command_line_values_are_blamed_on_the_command_line(tmp_path):
+    from nlpbatch.config import config_from_argv
+
+    path = tmp_path / "c.yaml"
+    path.write_text("task: ner\noutput: x\n")
+    with pytest.raises(ConfigError) as err:
+        config_from_argv(load_train_config, [str(path), "epochs=two"])
+    assert "epochs: expected an integer, got 'two' (command line)" in str(err.value)
+    assert str(path) not in str(err.value) and "NoneType" not in str(err.value)
 
 
 def test_cli_overrides_yaml(tmp_path):
@@ -173,3 +185,47 @@ def test_token_budget_must_hold_one_longest_example_per_worker():
     )
     assert "drop --no-group-by-length" in str(err.value)
     assert load_train_config(task="ner", output="o", batch_tokens=4096).batch_tokens == 4096
+
+
+def test_dates_that_do_not_exist_are_named_as_such():
+    from nlpbatch.nightly import select_dates
+
+    with pytest.raises(ConfigError, match=r"--date 2026-11-31: no such date \(day is out of range for month\)"):
+        select_dates(["2026-11-30"], "2026-11-31", None)
+    with pytest.raises(ConfigError, match="--since '30.11.2026': not a date in the form YYYY-MM-DD"):
+        select_dates(["2026-11-30"], None, "30.11.2026")
+
+
+def test_the_task_may_come_from_the_yaml_file(tmp_path):
+    from nlpbatch.cli import build_parser
+
+    path = tmp_path / "c.yaml"
+    path.write_text("task: qa\noutput: x\n")
+    args = build_parser().parse_args(["train", "--config", str(path)])
+    assert args.task is None and load_train_config(args.config, task=args.task).task == "qa"
+    with pytest.raises(ConfigError, match="task: required \\(the task argument, or task: in --config\\)"):
+        load_train_config(None, output="x")
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["annotate"].format_help().split())
+    assert "the task: ner, qa, classify, or the module of a task of your own" in help_text
+
+
+def test_stride_and_doc_stride_name_one_setting_everywhere():
+    from nlpbatch.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "qa", "--output", "x", "--stride", "64"]).doc_stride == 64
+    assert parse(["annotate", "qa", "--model", "m", "--doc-stride", "64"]).stride == 64
+    assert parse(["evaluate", "qa", "--model", "m", "--stride", "64"]).doc_stride == 64
+
+
+def test_the_shipped_crontab_submits_what_the_readme_submits():
+    import json
+    import re
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    documented = json.loads(re.search(r"RT='(.*)'", readme).group(1))["excludes"]
+    line = next(ln for ln in (REPO / "jobs/schedule/crontab").read_text().splitlines() if not ln.startswith("#"))
+    words = shlex.split(line)
+    runtime_env = json.loads(words[words.index("--runtime-env-json") + 1])
+    assert runtime_env["excludes"] == documented  # no venv or run folder uploaded with every night's job

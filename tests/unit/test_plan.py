@@ -44,3 +44,17 @@ def test_plan_refuses_before_any_model_work(tiny_ner_model, tmp_path):
         plan_annotation(load_annotate_config(task="classify", **common))
     with pytest.raises(ConfigError, match="'body' key"):
         plan_annotation(load_annotate_config(task="ner", text_column="body", **common))
+
+
+def test_every_missing_column_is_named_at_once(tiny_qa_model, tmp_path):
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text(json.dumps({"doc": "d", "body": "x"}) + "\n")
+    common = dict(task="qa", model=str(tiny_qa_model), output=str(tmp_path / "out"))
+    with pytest.raises(ConfigError) as err:
+        plan_annotation(load_annotate_config(input=str(corpus), **common))
+    message = str(err.value)
+    assert "has a 'id' or 'text' or 'question' key" in message
+    assert "set --id-column; set --text-column; set --question-column" in message
+    pq.write_table(pa.table({"doc": ["d"]}), tmp_path / "in.parquet")
+    with pytest.raises(ConfigError, match=r"no column 'id' or 'text' or 'question' \(columns: doc\); set --id-column"):
+        plan_annotation(load_annotate_config(input=str(tmp_path / "in.parquet"), **common))

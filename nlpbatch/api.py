@@ -1,0 +1,101 @@
+"""The Python API: a fine-tuned model annotating in this process, no cluster, the same stage code as `annotate`.
+
+    import nlpbatch
+
+    tagger = nlpbatch.load("runs/ner")                  # the task comes from the model
+    tagger("Angela Merkel visited Paris.")              # -> {"id": "0", "entities": [...], "n_tokens": 8}
+    tagger(["First text.", "Second text."])             # -> [row, row]
+    tagger(table)                                       # pyarrow Table / pandas DataFrame with a `text` column
+    reader = nlpbatch.load("runs/qa")
+    reader("Paris is the capital of France.", question="What is the capital of France?")
+
+A row that cannot be annotated (an empty text, say) comes back with `reject`: the reason, as the rejects of
+`annotate` say it. Settings are `annotate`'s (`max_length`, `stride`, `backend`, `aggregation`, `null_threshold`,
+...). The model is loaded once, by `load`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+INTERNAL = ("source", "line", "_input", "_reject")
+
+
+class Model:
+    """A loaded model: call it on a string, a list of strings, or a table. See the module docstring."""
+
+    def __init__(self, cfg, model_path: str, own_columns: bool = False):
+        """`cfg`: an AnnotateConfig; `own_columns`: raw JSONL lines in `cfg`'s columns go to `annotate_lines`."""
+        from nlpbatch.annotate.pipeline import in_process_annotator
+        from nlpbatch.tasks import get_task
+
+        self.task, self.cfg = get_task(cfg.task), cfg
+        self._annotator = in_process_annotator(cfg, model_path, own_columns)
+
+    def annotate(self, texts: list[str], questions: list[str] | None = None, ids: list[str] | None = None) -> list:
+        """One output row per text, in order (rejects included, with `reject`: the reason)."""
+        from nlpbatch.annotate.pipeline import annotate_rows
+
+        if questions is not None and len(questions) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(questions)} questions")
+        if self.task.pair and questions is None:
+            raise ValueError(f"a {self.task.name} model needs questions: model(text, question=...)")
+        return [_clean(row) for row in annotate_rows(self._annotator, texts, questions, ids)]
+
+    def annotate_lines(self, lines: list[bytes]) -> list[dict]:
+        """JSONL input lines (in the configured columns) -> output rows, as `annotate` would write them."""
+        table = self._annotator(pa.table({"raw": pa.array(lines, pa.binary()), "line": range(1, len(lines) + 1)}))
+        rows = table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()
+        return [{"line": row["line"], **_clean(row)} for row in rows]
+
+    def __call__(self, data, question: str | list[str] | None = None):
+        if isinstance(data, str):
+            return self.annotate([data], None if question is None else [question])[0]
+        if isinstance(data, list):
+            questions = [question] * len(data) if isinstance(question, str) else question
+            return self.annotate(data, questions)
+        return self._table(data, question)
+
+    def _table(self, data, question):
+        """A pyarrow Table or pandas DataFrame with the text column (and a question column, or `question`): the
+        same table with the output columns appended (and `reject`)."""
+        was_pandas = not isinstance(data, pa.Table)
+        table = pa.Table.from_pandas(data, preserve_index=False) if was_pandas else data
+        column = self.cfg.text_column
+        if column not in table.column_names:
+            raise ValueError(f"no column {column!r} (columns: {', '.join(table.column_names)}); pass text_column=")
+        questions = None
+        if self.task.pair:
+            name = self.cfg.question_column
+            questions = table.column(name).to_pylist() if name in table.column_names else question
+            questions = [questions] * table.num_rows if isinstance(questions, str) else questions
+        rows = self.annotate(table.column(column).to_pylist(), questions)
+        for name in [*self.task.output_columns, "reject"]:
+            if name != "question" or name not in table.column_names:
+                table = table.append_column(name, pa.array([row.get(name) for row in rows]))
+        return table.to_pandas() if was_pandas else table
+
+
+def _clean(row: dict) -> dict:
+    """An output row as `annotate` writes it (kept input columns under their own names), `reject` if rejected."""
+    reason = row.get("_reject")
+    row = {k.removeprefix("_keep_"): v for k, v in row.items() if k not in INTERNAL}
+    return {**row, "reject": reason} if reason else row
+
+
+def load(model: str, task: str | None = None, **settings: Any) -> Model:
+    """A fine-tuned model (a local dir or a hub id) ready to annotate in this process; `settings` are `annotate`'s
+    (max_length, stride, backend, aggregation, null_threshold, text_column, ...)."""
+    from nlpbatch.annotate.pipeline import _local_model_path
+    from nlpbatch.config import ConfigError, load_annotate_config
+    from nlpbatch.model_card import card_defaults
+    from nlpbatch.tasks import task_of_model
+
+    path = _local_model_path(model)
+    task = task or task_of_model(path)
+    if task is None:
+        raise ConfigError(f"{model}: no task in its model card or architecture; pass task=")
+    cfg = load_annotate_config(task=task, model=model, input="-", output="-", **settings)
+    return Model(card_defaults(cfg, path), path)
