@@ -17,6 +17,8 @@ from pathlib import Path
 def summarize(metrics: dict) -> dict:
     task = metrics["task"]
     keys = ("overall_f1", "overall_precision", "overall_recall") if task == "ner" else ("exact_match", "f1")
+    v2 = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1", "best_f1_thresh")
+    keys += tuple(k for k in v2 if k in metrics["final"]["eval"])  # SQuAD v2.0 validation data
     return {
         "task": task,
         "recipe": {

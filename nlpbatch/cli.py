@@ -51,6 +51,8 @@ TRAIN_HELP = {
     "doc_stride": "QA: tokens shared by neighbouring context windows",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
+    "window_reduce": "classify: a text longer than one window gets the label of its windows' mean, first or max "
+    "probabilities",
     "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
     "this (default: the best threshold training found on the validation set, stored in the model)",
     "group_by_length": "batch examples of similar length (less padding)",
@@ -103,6 +105,8 @@ ANNOTATE_HELP = {
     "calls per actor)",
     "n_best": "QA: start/end candidates per window",
     "max_answer_length": "QA: longest answer in tokens",
+    "window_reduce": "classify: a text longer than one window gets the label of its windows' mean, first or max "
+    "probabilities",
     "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
     "this (default: the best threshold training found on the validation set, stored in the model)",
     "min_actors": "inference actors kept running; below --max-actors the pool grows with the backlog (default: the "
@@ -137,6 +141,7 @@ CHOICES = {
     "subtoken_labels": ["all", "first"],
     "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
     "span_alignment": ["expand", "contract", "strict"],
+    "window_reduce": ["mean", "first", "max"],
 }
 
 
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--doc-stride", "--stride", type=int, help="window overlap (default: what the model was trained with)"
     )
     ev.add_argument("--null-threshold", type=float, help=TRAIN_HELP["null_threshold"])
+    ev.add_argument("--window-reduce", choices=CHOICES["window_reduce"], help=TRAIN_HELP["window_reduce"])
     ev.add_argument("--eval-batch-size", type=int, help="batch per worker (default 64)")
     ev.add_argument("--use-gpu", action="store_true", default=None, help="score on the GPU (bf16 autocast)")
     ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
@@ -425,6 +431,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         doc_stride=args.doc_stride,
         null_threshold=args.null_threshold,
+        window_reduce=args.window_reduce,
         eval_batch_size=args.eval_batch_size,
         use_gpu=args.use_gpu,
         quiet=args.quiet,

@@ -48,6 +48,7 @@ class TrainConfig:
     n_best: int = 20
     max_answer_length: int = 30
     null_threshold: float | None = None  # QA: "no answer" when the null score beats the best span by more than this
+    window_reduce: str = "mean"  # classify: a long text's label from its windows' mean | first | max probabilities
     group_by_length: bool = True
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
@@ -80,6 +81,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         errors = []
+        if self.window_reduce not in ("mean", "first", "max"):
+            errors.append(f"window_reduce: {self.window_reduce!r} is not mean, first or max")
         if not is_task(self.task):
             errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())} (or a module defining TASK)")
         else:
@@ -179,6 +182,7 @@ class AnnotateConfig:
     n_best: int = 20
     max_answer_length: int = 30
     null_threshold: float | None = None  # QA: "no answer" when the null score beats the best span by more than this
+    window_reduce: str = "mean"  # classify: a long text's label from its windows' mean | first | max probabilities
     min_actors: int | None = None  # None: the pool's full size from the start (measured: an autoscaling pool
     # from 1 actor stayed small and ran at 60% of a fixed pool of 2 on 2 cores, benchmarks/results/annotate_ner_cpu)
     max_actors: int | None = None  # None: what the cluster holds (its CPUs less one for reads, or its GPUs)
@@ -244,6 +248,8 @@ class AnnotateConfig:
 
     def validate(self) -> None:
         errors = []
+        if self.window_reduce not in ("mean", "first", "max"):
+            errors.append(f"window_reduce: {self.window_reduce!r} is not mean, first or max")
         if not is_task(self.task):
             errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())} (or a module defining TASK)")
         if self.input_format not in (None, "parquet", "jsonl"):

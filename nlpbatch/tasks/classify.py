@@ -4,9 +4,10 @@ functions, and the task record that plugs them into training, evaluation, annota
 Data: TSV / CSV files with a header (GLUE's files as distributed: tab-separated, unquoted, a UTF-8 BOM before the
 header) or JSON Lines, with the columns `--text-column` (default `text`, else `sentence`), optionally
 `--text-pair-column`, and `--label-column` (default `label`). Labels are the column's values as strings, sorted
-(`0`, `1` for GLUE), or `--labels`. Training and evaluation see one window per example (truncated at
-`--max-length`, as the Trainer does); annotation classifies a long document from all its windows (the mean of the
-windows' probabilities).
+(`0`, `1` for GLUE), or `--labels`. Training sees one window per example (truncated at `--max-length`, as the
+Trainer does); evaluation and annotation classify a text longer than one window from all its windows, reduced the
+same way (`--window-reduce`: the mean of the windows' probabilities, the first window's, or each label's maximum),
+so `evaluate` scores what `annotate` writes. A sentence pair is one window (truncated, longest side first).
 """
 
 from __future__ import annotations
@@ -128,12 +129,42 @@ def load_trained(model_path: str):
     return load_quietly(_model_class(), model_path)
 
 
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+REDUCTIONS = ("mean", "first", "max")
+
+
 def features(raw, tokenizer, cfg: Any) -> list[dict]:
     """One window per example, truncated at max_length (the pair's longer side first, as the Trainer does)."""
     pairs = list(raw["text_pair"]) if "text_pair" in raw.column_names else None
     enc = tokenizer(list(raw["text"]), pairs, truncation=True, max_length=cfg.max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    keys = [k for k in INPUTS if k in enc]
     return [{**{k: enc[k][i] for k in keys}, "labels": label, "index": i} for i, label in enumerate(raw["label"])]
+
+
+def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
+    """The windows annotate cuts: a single text longer than max_length in windows overlapping by the stride, each
+    window recording its example; a pair in one truncated window."""
+    if "text_pair" in raw.column_names:
+        return [{**f, "example": f["index"]} for f in features(raw, tokenizer, cfg)]
+    stride = max(0, min(getattr(cfg, "doc_stride", 128), cfg.max_length // 2 - 1))
+    enc = tokenizer(
+        list(raw["text"]), truncation=True, max_length=cfg.max_length, stride=stride, return_overflowing_tokens=True
+    )
+    keys = [k for k in INPUTS if k in enc]
+    labels = raw["label"]
+    return [
+        {**{k: enc[k][j] for k in keys}, "labels": labels[example], "index": j, "example": example}
+        for j, example in enumerate(enc["overflow_to_sample_mapping"])
+    ]
+
+
+def reduce_windows(probabilities: np.ndarray, how: str = "mean") -> np.ndarray:
+    """One document's label probabilities from its windows' [windows, labels]: their mean, the first window's, or
+    each label's maximum over the windows."""
+    if how not in REDUCTIONS:
+        raise ValueError(f"window_reduce {how!r} is not one of {REDUCTIONS}")
+    probabilities = np.asarray(probabilities, np.float64)
+    return {"mean": probabilities.mean(0), "first": probabilities[0], "max": probabilities.max(0)}[how]
 
 
 def collator(tokenizer):
@@ -150,7 +181,7 @@ def collator(tokenizer):
 
 
 def outputs_to_gather(output, batch) -> dict:
-    return {"pred": (output.logits.argmax(-1)[:, None], -1), "labels": (batch["labels"][:, None], -1)}
+    return {"probs": (output.logits.float().softmax(-1), -1.0), "labels": (batch["labels"][:, None], -1)}
 
 
 def classification_scores(gold: list[int], pred: list[int], names: list[str]) -> dict:
@@ -187,9 +218,16 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
     model_names = [model_config.id2label[i] for i in range(len(model_config.id2label))]
     data_names = label_names(raw)
     names = data_names + [n for n in model_names if n not in data_names]
-    pred = [names.index(model_names[int(p)]) for p in np.asarray(gathered["pred"])[:, 0]]
-    gold = [int(g) for g in np.asarray(gathered["labels"])[:, 0]]
-    return classification_scores(gold, pred, names), [names[p] for p in pred]
+    how = getattr(cfg, "window_reduce", "mean")
+    probs = np.asarray(gathered["probs"])[:, : len(model_names)]
+    windows: list[list[int]] = [[] for _ in range(len(raw))]
+    for j, feature in enumerate(eval_feats):
+        windows[feature["example"]].append(j)
+    pred = [names.index(model_names[int(reduce_windows(probs[w], how).argmax())]) for w in windows]
+    gold = [int(g) for g in raw["label"]]
+    metrics = classification_scores(gold, pred, names)
+    metrics["windows"] = len(eval_feats)
+    return metrics, [names[p] for p in pred]
 
 
 def _softmax(logits):
@@ -197,8 +235,8 @@ def _softmax(logits):
     return (shifted / shifted.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def decode(batch: pa.Table, id2label: dict[int, str]) -> pa.Table:
-    """A document's label from the mean of its windows' probabilities: `label`, `score` and every label's
+def decode(batch: pa.Table, id2label: dict[int, str], window_reduce: str = "mean") -> pa.Table:
+    """A document's label from its windows' probabilities (`reduce_windows`): `label`, `score` and every label's
     probability, most likely first."""
     t0 = time.perf_counter()
     reasons = batch.column("_reject").to_pylist()
@@ -210,7 +248,7 @@ def decode(batch: pa.Table, id2label: dict[int, str]) -> pa.Table:
             scores.append(None)
             probabilities.append(None)
             continue
-        mean = np.asarray(windows, np.float64).mean(0)
+        mean = reduce_windows(windows, window_reduce)
         order = np.argsort(-mean, kind="stable")
         labels.append(names[order[0]])
         scores.append(float(mean[order[0]]))
@@ -247,7 +285,7 @@ TASK = Task(
     build_model=build_model,
     load_trained=load_trained,
     train_features=features,
-    eval_features=features,
+    eval_features=eval_features,
     collator=collator,
     outputs_to_gather=outputs_to_gather,
     score=score,
@@ -266,7 +304,10 @@ TASK = Task(
     reduce_torch=lambda outputs: [outputs[0].float().softmax(-1)],
     reduce_numpy=lambda outputs: [_softmax(outputs[0])],
     decode=decode,
-    decode_options=lambda cfg, model_config: {"id2label": {int(k): v for k, v in model_config.id2label.items()}},
+    decode_options=lambda cfg, model_config: {
+        "id2label": {int(k): v for k, v in model_config.id2label.items()},
+        "window_reduce": cfg.window_reduce,
+    },
     output_columns=("label", "score", "probabilities"),
     spans=lambda row: [],
     summary=_summary,

@@ -62,3 +62,16 @@ def test_classify_trains_evaluates_annotates_and_shows(ray_cluster, tiny_ner_mod
     shown = io.StringIO()
     print_rows(manifest, rows, colour=False, stream=shown)
     assert f"long  {got['long']['label']} ({got['long']['score']:.2f})" in shown.getvalue()
+
+    # evaluate scores a text of several windows as annotate labels it, for every window reduction
+    long_texts = [
+        " ".join(["a tedious and overlong mess ."] * k + ["a winning comedy"] * (k % 4)) for k in range(1, 13)
+    ]
+    data = tmp_path / "long.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{k % 2}\n" for k, t in enumerate(long_texts)))
+    for how in ("mean", "first", "max"):
+        windows = eval_config("classify", str(model), max_length=64, doc_stride=16, window_reduce=how)
+        scored, predictions = evaluate_model(windows, str(data))
+        rows = annotate_texts(load_annotate_config(input="-", output="-", window_reduce=how, **common), long_texts)
+        assert predictions == [r["label"] for r in rows]
+    assert scored["windows"] > 2 * len(long_texts)

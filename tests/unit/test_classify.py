@@ -72,3 +72,24 @@ def test_sentence_pairs_are_one_window_of_two_segments(data_dir):
     feats = features(raw, tokenizer, SimpleNamespace(max_length=32))
     assert all(len(f["input_ids"]) <= 32 and 0 in f["token_type_ids"] and 1 in f["token_type_ids"] for f in feats)
     assert [f["labels"] for f in feats] == list(raw["label"]) and [f["index"] for f in feats] == [0, 1, 2, 3]
+
+
+def test_a_text_of_several_windows_is_scored_from_all_of_them_as_annotate_reduces_them():
+    from types import SimpleNamespace
+
+    import numpy as np
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from nlpbatch.tasks import classify
+
+    raw = Dataset.from_dict(
+        {"text": ["long", "short"], "label": [1, 0]},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=["0", "1"])}),
+    )
+    feats = [{"example": 0}, {"example": 0}, {"example": 0}, {"example": 1}]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # long: first says 0, mean and max say 1
+    model = SimpleNamespace(id2label={0: "0", 1: "1"})
+    for how, expected in (("mean", ["1", "0"]), ("first", ["0", "0"]), ("max", ["0", "0"])):
+        metrics, pred = classify.score({"probs": probs}, feats, raw, model, SimpleNamespace(window_reduce=how))
+        assert pred == expected and metrics["windows"] == 4
+    assert classify.reduce_windows(probs[:3], "max").tolist() == [0.9, 0.8]
