@@ -19,6 +19,14 @@ from nlpbatch.storage import StorageError
 from nlpbatch.tasks import is_task, task_names
 
 DATA_ENV = "NLPBATCH_DATA_DIR"
+PREDICTION_HELP = {  # how predictions are read, for evaluation during training and for annotate alike
+    "n_best": "QA: start/end candidates per window",
+    "max_answer_length": "QA: longest answer in tokens",
+    "window_reduce": "classify: a text longer than one window gets the label of its windows' mean, first or max "
+    "probabilities",
+    "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
+    "this (default: the best threshold training found on the validation set, stored in the model)",
+}
 TRAIN_HELP = {
     "output": "dir for the exported model, metrics.json and (by default) the checkpoints",
     "train": "training file of your own: for NER a column file (word ... TAG per line, any entity types; e.g. "
@@ -49,12 +57,7 @@ TRAIN_HELP = {
     "subtoken (scoring always reads the first)",
     "max_length": "window length in tokens (default 512 NER, 384 QA)",
     "doc_stride": "QA: tokens shared by neighbouring context windows",
-    "n_best": "QA: start/end candidates per window",
-    "max_answer_length": "QA: longest answer in tokens",
-    "window_reduce": "classify: a text longer than one window gets the label of its windows' mean, first or max "
-    "probabilities",
-    "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
-    "this (default: the best threshold training found on the validation set, stored in the model)",
+    **PREDICTION_HELP,
     "group_by_length": "batch examples of similar length (less padding)",
     "max_train_examples": "use only the first N training examples (quick runs)",
     "max_eval_examples": "use only the first N validation examples",
@@ -103,12 +106,7 @@ ANNOTATE_HELP = {
     "CUDA, BERT-type models); off: padded length buckets; auto: on for GPU actors when torch has varlen attention",
     "batch_rows": "documents per inference call (default: up to 256 on CPU / 2048 with --num-gpus, at least 8 "
     "calls per actor)",
-    "n_best": "QA: start/end candidates per window",
-    "max_answer_length": "QA: longest answer in tokens",
-    "window_reduce": "classify: a text longer than one window gets the label of its windows' mean, first or max "
-    "probabilities",
-    "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
-    "this (default: the best threshold training found on the validation set, stored in the model)",
+    **PREDICTION_HELP,
     "min_actors": "inference actors kept running; below --max-actors the pool grows with the backlog (default: the "
     "pool's full size from the start)",
     "max_actors": "inference actors at most (the pool grows with the backlog); default: the cluster's CPUs less "

@@ -80,12 +80,8 @@ class TrainConfig:
         return self.max_length
 
     def validate(self) -> None:
-        errors = []
-        if self.window_reduce not in ("mean", "first", "max"):
-            errors.append(f"window_reduce: {self.window_reduce!r} is not mean, first or max")
-        if not is_task(self.task):
-            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())} (or a module defining TASK)")
-        else:
+        errors = _shared_errors(self)
+        if is_task(self.task):
             errors += get_task(self.task).check_train(self)
         for key in (
             "epochs",
@@ -247,11 +243,7 @@ class AnnotateConfig:
         return 65536 if self.num_gpus > 0 else max(512, self.window)
 
     def validate(self) -> None:
-        errors = []
-        if self.window_reduce not in ("mean", "first", "max"):
-            errors.append(f"window_reduce: {self.window_reduce!r} is not mean, first or max")
-        if not is_task(self.task):
-            errors.append(f"task: {self.task!r} is not one of {', '.join(task_names())} (or a module defining TASK)")
+        errors = _shared_errors(self)
         if self.input_format not in (None, "parquet", "jsonl"):
             errors.append(f"input_format: {self.input_format!r} is not parquet or jsonl")
         if self.output_format not in ("parquet", "jsonl"):
@@ -295,6 +287,16 @@ class AnnotateConfig:
             errors.append(f"batch_tokens: {self.batch_tokens} is smaller than one window ({self.window})")
         if errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _shared_errors(cfg) -> list[str]:
+    """Checks of the settings both configs have: the task, and how predictions are read."""
+    errors = []
+    if cfg.window_reduce not in ("mean", "first", "max"):
+        errors.append(f"window_reduce: {cfg.window_reduce!r} is not mean, first or max")
+    if not is_task(cfg.task):
+        errors.append(f"task: {cfg.task!r} is not one of {', '.join(task_names())} (or a module defining TASK)")
+    return errors
 
 
 def _check_type(cls: type, name: str, value: Any) -> str | None:
