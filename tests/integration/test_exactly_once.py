@@ -328,6 +328,7 @@ def test_hostile_parquet_and_qa_rows_are_rejects_not_crashes(ray_cluster, tiny_n
         output=str(tmp_path / "qaout"),
         max_length=128,
         stride=32,
+        max_reject_rate=1.0,  # three of the four rows are hostile on purpose
     )
     manifest = run_annotation(cfg)
     _, rows, rejects, _ = _published(str(tmp_path / "qaout"))
