@@ -74,4 +74,4 @@ def test_classify_trains_evaluates_annotates_and_shows(ray_cluster, tiny_ner_mod
         scored, predictions = evaluate_model(windows, str(data))
         rows = annotate_texts(load_annotate_config(input="-", output="-", window_reduce=how, **common), long_texts)
         assert predictions == [r["label"] for r in rows]
-    assert scored["windows"] > 2 * len(long_texts)
+    assert scored["windows"] > len(long_texts)  # some texts span two windows or more
