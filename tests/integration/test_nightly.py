@@ -81,7 +81,7 @@ def test_date_selection():
     assert select_dates(DATES, None, None, DATES[0]) == DATES[:1]
     with pytest.raises(ConfigError, match="no partition dt=2026-12-01"):
         select_dates(DATES, "2026-12-01", None, None)
-    with pytest.raises(ConfigError, match="not YYYY-MM-DD"):
+    with pytest.raises(ConfigError, match="--since .yesterday.: not a date in the form YYYY-MM-DD"):
         select_dates(DATES, None, "yesterday", None)
 
 
