@@ -327,6 +327,13 @@ def list_input_infos(
             skipped.append(candidate.path)
     if not files:
         what = f" (found only {', '.join(skipped[:5])})" if skipped else ""
+        tables = [p for p in skipped if p.lower().endswith((".csv", ".tsv"))]
+        if tables:  # a table file the user expected to work: say so, and how to convert it
+            raise NoInputError(
+                f"{tables[0]}: CSV/TSV is not an annotate input yet; convert it to Parquet, e.g. "
+                f"python -c \"import pandas as pd; pd.read_csv('{tables[0]}', sep=None, engine='python')"
+                ".to_parquet('corpus.parquet')\", then pass --input corpus.parquet"
+            )
         raise NoInputError(f"{uri}: no input files (.parquet, .jsonl, .jsonl.gz){what}")
     if skipped:
         say(

@@ -136,3 +136,15 @@ def test_sdk_throttling_errors_are_retried(monkeypatch):
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {}}, "PutObject")
     with pytest.raises(ClientError):
         with_retries(lambda: (_ for _ in ()).throw(denied), "lease")
+
+
+def test_a_csv_input_says_how_to_convert_it_and_unknown_hosts_are_not_retried(tmp_path, monkeypatch):
+    from nlpbatch.storage import NoInputError, is_transient, list_input_infos
+
+    (tmp_path / "docs.csv").write_text("id,text\na,Paris\n")
+    filesystem, path = filesystem_for(str(tmp_path / "docs.csv"))
+    with pytest.raises(NoInputError, match=r"docs.csv: CSV/TSV is not an annotate input yet; convert it to Parquet"):
+        list_input_infos(str(tmp_path / "docs.csv"), filesystem, path)
+    # a host that does not resolve is not transient, whatever else the message says ("connection" is)
+    assert not is_transient(OSError("AWS Error NETWORK_CONNECTION: curlCode: 6, Couldn't resolve host name"))
+    assert is_transient(OSError("AWS Error NETWORK_CONNECTION: connection reset by peer"))
