@@ -27,10 +27,13 @@ class Model:
     """A loaded model: call it on a string, a list of strings, or a table. See the module docstring."""
 
     def __init__(self, cfg, model_path: str, own_columns: bool = False):
-        """`cfg`: an AnnotateConfig; `own_columns`: raw JSONL lines in `cfg`'s columns go to `annotate_lines`."""
+        """`cfg`: an AnnotateConfig (unset settings the model card holds are taken from it); `model_path`: the local
+        model dir; `own_columns`: raw JSONL lines in `cfg`'s columns go to `annotate_lines`."""
         from nlpbatch.annotate.pipeline import in_process_annotator
+        from nlpbatch.model_card import card_defaults
         from nlpbatch.tasks import get_task
 
+        cfg = card_defaults(cfg, model_path)
         self.task, self.cfg = get_task(cfg.task), cfg
         self._annotator = in_process_annotator(cfg, model_path, own_columns)
 
@@ -46,9 +49,10 @@ class Model:
 
     def annotate_lines(self, lines: list[bytes]) -> list[dict]:
         """JSONL input lines (in the configured columns) -> output rows, as `annotate` would write them."""
+        from nlpbatch.annotate.pipeline import output_rows
+
         table = self._annotator(pa.table({"raw": pa.array(lines, pa.binary()), "line": range(1, len(lines) + 1)}))
-        rows = table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()
-        return [{"line": row["line"], **_clean(row)} for row in rows]
+        return [{"line": row["line"], **_clean(row)} for row in output_rows(table)]
 
     def __call__(self, data, question: str | list[str] | None = None):
         if isinstance(data, str):
@@ -90,7 +94,6 @@ def load(model: str, task: str | None = None, **settings: Any) -> Model:
     (max_length, stride, backend, aggregation, null_threshold, text_column, ...)."""
     from nlpbatch.annotate.pipeline import _local_model_path
     from nlpbatch.config import ConfigError, load_annotate_config
-    from nlpbatch.model_card import card_defaults
     from nlpbatch.tasks import task_of_model
 
     path = _local_model_path(model)
@@ -98,4 +101,4 @@ def load(model: str, task: str | None = None, **settings: Any) -> Model:
     if task is None:
         raise ConfigError(f"{model}: no task in its model card or architecture; pass task=")
     cfg = load_annotate_config(task=task, model=model, input="-", output="-", **settings)
-    return Model(card_defaults(cfg, path), path)
+    return Model(cfg, path)

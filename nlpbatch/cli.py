@@ -361,7 +361,6 @@ def annotate_here(args: argparse.Namespace, overrides: dict) -> int:
     JSON line per text or input line on stdout, in order; a row that cannot be annotated carries `reject`."""
     from nlpbatch.annotate.pipeline import _local_model_path
     from nlpbatch.api import Model
-    from nlpbatch.model_card import card_defaults
 
     if overrides["output"] not in (None, "-"):
         raise ConfigError(
@@ -371,9 +370,7 @@ def annotate_here(args: argparse.Namespace, overrides: dict) -> int:
     if args.text is not None and overrides["input"] not in (None, "-"):
         raise ConfigError("--text and --input: choose one")
     cfg = load_annotate_config(args.config, task=args.task, **{**overrides, "input": "-", "output": "-"})
-    model_path = _local_model_path(cfg.model)
-    cfg = card_defaults(cfg, model_path)
-    model = Model(cfg, model_path, own_columns=args.text is None)
+    model = Model(cfg, _local_model_path(cfg.model), own_columns=args.text is None)
     if args.text is not None:
         if model.task.pair and args.question is None and cfg.questions is None:
             raise ConfigError(f"{args.task} with --text needs --question (or --questions FILE)")

@@ -538,7 +538,11 @@ def annotate_rows(annotator, texts: list[str], questions: list[str] | None = Non
         json.dumps({"id": i, "text": t, **({"question": questions[n]} if questions else {})}).encode()
         for n, (i, t) in enumerate(zip(ids, texts))
     ]
-    table = annotator(pa.table({"raw": pa.array(lines, pa.binary())}))
+    return output_rows(annotator(pa.table({"raw": pa.array(lines, pa.binary())})))
+
+
+def output_rows(table) -> list[dict]:
+    """An in-process annotator's output as rows, without the per-stage timing columns."""
     return table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()
 
 

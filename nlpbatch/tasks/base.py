@@ -109,6 +109,12 @@ def locate_split(source: str | None, split: str, folder: str, ext: str, kind: st
     return None
 
 
+def eval_stride(cfg: Any) -> int:
+    """Tokens neighbouring evaluation windows share: annotate's (`doc_stride`, 128), under half the window as annotate
+    requires."""
+    return max(0, min(getattr(cfg, "doc_stride", 128), cfg.max_length // 2 - 1))
+
+
 def identity(outputs: list) -> list:
     return outputs
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from nlpbatch.data import DataError
 from nlpbatch.rows import passthrough, timed
-from nlpbatch.tasks.base import PAD_MULTIPLE, Task, locate_split, no_errors
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split, no_errors
 
 PROBABILITIES = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
 
@@ -146,9 +146,12 @@ def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
     window recording its example; a pair in one truncated window."""
     if "text_pair" in raw.column_names:
         return [{**f, "example": f["index"]} for f in features(raw, tokenizer, cfg)]
-    stride = max(0, min(getattr(cfg, "doc_stride", 128), cfg.max_length // 2 - 1))
     enc = tokenizer(
-        list(raw["text"]), truncation=True, max_length=cfg.max_length, stride=stride, return_overflowing_tokens=True
+        list(raw["text"]),
+        truncation=True,
+        max_length=cfg.max_length,
+        stride=eval_stride(cfg),
+        return_overflowing_tokens=True,
     )
     keys = [k for k in INPUTS if k in enc]
     labels = raw["label"]

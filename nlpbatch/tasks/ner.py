@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll, load_conll_hub
 from nlpbatch.rows import failure, flat_lists, offsets_array, passthrough, timed
-from nlpbatch.tasks.base import PAD_MULTIPLE, Task, locate_split, model_inputs, no_errors, nothing
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split, model_inputs, no_errors, nothing
 
 IGNORE = -100
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
@@ -111,11 +111,6 @@ def train_features(raw, tokenizer, cfg: Any) -> list[dict]:
         inputs = model_inputs({k: enc[k][i] for k in enc.keys()})
         feats.append({**inputs, "labels": first if first_only else train, "index": i})
     return feats
-
-
-def eval_stride(cfg: Any) -> int:
-    """Tokens neighbouring windows share: annotate's (`doc_stride`, 128), under half the window as annotate requires."""
-    return max(0, min(getattr(cfg, "doc_stride", 128), cfg.max_length // 2 - 1))
 
 
 def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
