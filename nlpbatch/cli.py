@@ -11,7 +11,14 @@ import types
 import typing
 from pathlib import Path
 
-from nlpbatch.config import AnnotateConfig, ConfigError, TrainConfig, load_annotate_config, load_train_config
+from nlpbatch.config import (
+    DATA_FORMATS,
+    AnnotateConfig,
+    ConfigError,
+    TrainConfig,
+    load_annotate_config,
+    load_train_config,
+)
 from nlpbatch.data import DataError
 from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
 from nlpbatch.model_card import ModelCardError
@@ -29,9 +36,10 @@ PREDICTION_HELP = {  # how predictions are read, for evaluation during training 
 }
 TRAIN_HELP = {
     "output": "dir for the exported model, metrics.json and (by default) the checkpoints",
-    "train": "training file of your own: for NER a column file (word ... TAG per line, any entity types; e.g. "
-    "WNUT-17), JSONL with tokens + tags, or spans as spaCy/Prodigy, doccano or Label Studio export them; SQuAD JSON "
-    "for QA; overrides --data-dir's train split",
+    "train": "training file(s) of your own (a path or a glob): for NER a column file (word ... TAG per line, any "
+    "entity types; e.g. WNUT-17), JSONL or Parquet with tokens + tags, spans as spaCy/Prodigy, doccano or Label "
+    "Studio export them, or a hub dataset (name or downloaded folder); SQuAD JSON, or JSONL / Parquet rows of id, "
+    "context, question, answers for QA; TSV / CSV / JSONL for classify; overrides --data-dir's train split",
     "validation": "validation file of your own (same formats); overrides --data-dir's validation split",
     "labels": "NER label list: comma list of tags or types (PER,ORG means O, B-PER, I-PER, B-ORG, I-ORG) or a file, "
     "to fix the order or add types the data lacks (default: from the training data)",
@@ -39,6 +47,11 @@ TRAIN_HELP = {
     "auto detects and says what it found; all are converted to IOB2",
     "span_alignment": "NER span files (spaCy/Prodigy, doccano, Label Studio): a span boundary inside a word is "
     "counted and reported, then expand (the whole word), contract (the words inside) or strict (an error)",
+    "data_format": "NER file format, when the extension and content do not tell: conll (columns), tokens (JSONL / "
+    "Parquet token and tag lists), spacy, doccano, label-studio",
+    "tokens_column": "NER token records and hub datasets: the column with the tokens (default tokens)",
+    "tags_column": "NER token records and hub datasets: the column with the tags (default ner_tags, else tags)",
+    "tag_column": "NER column files: the tag's column, 1-based (default: the last)",
     "text_column": "classify: column with the text (default text, else sentence)",
     "text_pair_column": "classify: column with the second text of a sentence pair",
     "label_column": "classify: column with the label",
@@ -138,6 +151,7 @@ CHOICES = {
     "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
     "subtoken_labels": ["all", "first"],
     "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
+    "data_format": list(DATA_FORMATS),
     "span_alignment": ["expand", "contract", "strict"],
     "window_reduce": ["mean", "first", "max"],
 }
@@ -296,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
     for column in ("text_column", "text_pair_column", "label_column"):
         ev.add_argument("--" + column.replace("_", "-"), help=TRAIN_HELP[column] + " (default: as trained)")
+    for key in ("data_format", "tag_scheme", "span_alignment", "tokens_column", "tags_column", "tag_column"):
+        ev.add_argument(
+            "--" + key.replace("_", "-"),
+            type=int if key == "tag_column" else None,
+            choices=CHOICES.get(key),
+            help=TRAIN_HELP[key],
+        )
     ev.add_argument("--quiet", action="store_true", default=None, help="no progress bar or lines, only the scores")
     ev.add_argument(
         "--backend",
@@ -433,6 +454,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         text_pair_column=args.text_pair_column,
         label_column=args.label_column,
+        **{
+            k: getattr(args, k)
+            for k in ("data_format", "tag_scheme", "span_alignment", "tokens_column", "tags_column", "tag_column")
+        },
     )
     data = args.data or os.environ.get(DATA_ENV)
     metrics, predictions = evaluate_model(

@@ -12,6 +12,8 @@ from typing import Any
 
 from nlpbatch.tasks import get_task, is_task, task_names
 
+DATA_FORMATS = ("auto", "conll", "tokens", "spacy", "doccano", "label-studio")  # NER training files
+
 
 class ConfigError(ValueError):
     """Invalid configuration; the message lists every offending key."""
@@ -30,6 +32,12 @@ class TrainConfig:
     labels: str | None = None  # NER: the label list (comma list of tags or types, or a file); None: from the data
     tag_scheme: str = "auto"  # NER column files: auto | iob2 | iob1 | bioes | io, converted to IOB2 on load
     span_alignment: str = "expand"  # NER span files: a span boundary inside a word: expand | contract | strict
+    data_format: str = (
+        "auto"  # NER files: auto (from extension and content) | conll | tokens | spacy | doccano | label-studio
+    )
+    tokens_column: str | None = None  # NER token records / hub datasets: the tokens (default tokens)
+    tags_column: str | None = None  # NER: the tags (default ner_tags, else tags)
+    tag_column: int | None = None  # NER column files: the tag's column, 1-based (default: the last)
     text_column: str | None = None  # classify: the text (default: text, else sentence)
     text_pair_column: str | None = None  # classify: the second text of a pair (MRPC: "#2 String")
     label_column: str = "label"  # classify: the label
@@ -74,6 +82,12 @@ class TrainConfig:
         # The effective window is part of the recipe: store it, so configs, checkpoints and JSON all say it.
         if self.max_length is None:
             object.__setattr__(self, "max_length", _default_window(self.task))
+
+    def data_options(self) -> dict:
+        """How the task's reader reads a file (formats and column names), for training and evaluation alike."""
+        keys = ("tag_scheme", "span_alignment", "data_format", "tokens_column", "tags_column", "tag_column")
+        keys += ("text_column", "text_pair_column", "label_column")
+        return {k: getattr(self, k) for k in keys}
 
     @property
     def seq_length(self) -> int:
@@ -129,6 +143,10 @@ class TrainConfig:
             errors.append(f"batch_size: global batch {self.batch_size} is under num_workers {self.num_workers}")
         if self.tag_scheme not in ("auto", "iob2", "iob1", "bioes", "io"):
             errors.append(f"tag_scheme: {self.tag_scheme!r} is not auto, iob2, iob1, bioes or io")
+        if self.data_format not in DATA_FORMATS:
+            errors.append(f"data_format: {self.data_format!r} is not one of {', '.join(DATA_FORMATS)}")
+        if self.tag_column is not None and self.tag_column < 2:
+            errors.append(f"tag_column: {self.tag_column} (1-based; column 1 holds the word)")
         if self.span_alignment not in ("expand", "contract", "strict"):
             errors.append(f"span_alignment: {self.span_alignment!r} is not expand, contract or strict")
         if (self.train is None) != (self.validation is None) and self.data_dir is None:

@@ -87,12 +87,7 @@ def evaluate_model(
             raise ConfigError("--use-gpu: no GPU is visible to this process")
     task = get_task(cfg.task)
     skips = SkipReport()
-    columns = {
-        "text_column": cfg.text_column,
-        "text_pair_column": cfg.text_pair_column,
-        "label_column": cfg.label_column,
-    }
-    raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips, **columns)
+    raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips, **cfg.data_options())
     if num_workers == 0:
         from nlpbatch.progress import progress_mode
 

@@ -1,8 +1,23 @@
 """Readers that turn local files or hub datasets into `datasets.Dataset`s with the hub's features."""
 
+from pathlib import Path
+
 
 class DataError(ValueError):
     """Malformed input data; the message names the file and line (or example id) at fault."""
+
+
+def read_text(path: str | Path) -> str:
+    """A file's text (UTF-8, a BOM dropped); a byte that is not UTF-8 is a DataError naming the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x}); re-save the file as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path}`"
+        ) from None
 
 
 def load_hub_dataset(name: str, split: str, local_layout: str):

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nlpbatch.data import DataError
+from nlpbatch.data import DataError, read_text
 from nlpbatch.data.schemes import SchemeError, detect_scheme, to_iob2
 from nlpbatch.progress import say
 
 # Index order of the hub's conll2003 ClassLabel, so ids mean the same for local and hub data.
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-HUB_NAME = "conll2003"
+HUB_NAME = "lhoestq/conll2003"  # a script-free copy: datasets 4 runs no loading scripts (the hub's "conll2003")
 
 
 def ner_features(labels: list[str] = NER_LABELS):
@@ -51,10 +51,11 @@ def parse_labels(value: str | None) -> list[str] | None:
     return list(dict.fromkeys(tags))
 
 
-def parse_conll(path: str | Path, scheme: str = "auto") -> list[dict]:
+def parse_conll(path: str | Path, scheme: str = "auto", tag_column: int | None = None) -> list[dict]:
     """Parse one column file: `word ... TAG` per line (tag last; spaces or tabs), blank line between sentences,
-    `-DOCSTART-` lines and `#` comment lines skipped. Tags in any scheme of `schemes.SCHEMES` (`auto`: detected
-    over the whole file, and said when it is not IOB2) come back as IOB2.
+    `-DOCSTART-` lines and `#` comment lines skipped; `tag_column` (1-based) when the tag is not last. Tags in any
+    scheme of `schemes.SCHEMES` (`auto`: detected over the whole file, and said when it is not IOB2) come back as
+    IOB2.
 
     Every problem raises DataError naming `file:line`: a wrong column count, or a tag sequence the scheme does not
     allow (an I-X that continues nothing in IOB2, an unclosed BIOES entity, ...). Nothing is skipped silently.
@@ -75,29 +76,30 @@ def parse_conll(path: str | Path, scheme: str = "auto") -> list[dict]:
             tags.clear()
             lines.clear()
 
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line:
-                flush()
-                continue
-            parts = line.split()
-            if line.startswith("# ") or line == "#":
-                continue
-            if parts[0] == "-DOCSTART-":
-                flush()
-                continue
-            if n_columns is None:
-                n_columns = len(parts)
-                if n_columns < 2:
-                    raise DataError(f"{path}:{lineno}: expected 'word ... TAG' columns, got {line!r}")
-            elif len(parts) != n_columns:
-                raise DataError(
-                    f"{path}:{lineno}: expected {n_columns} columns like the first row, got {len(parts)}: {line!r}"
-                )
-            tokens.append(parts[0])
-            tags.append(parts[-1])
-            lines.append(lineno)
+    for lineno, raw in enumerate(read_text(path).split("\n"), start=1):
+        line = raw.strip()
+        if not line:
+            flush()
+            continue
+        parts = line.split()
+        if line.startswith("# ") or line == "#":
+            continue
+        if parts[0] == "-DOCSTART-":
+            flush()
+            continue
+        if n_columns is None:
+            n_columns = len(parts)
+            if n_columns < 2:
+                raise DataError(f"{path}:{lineno}: expected 'word ... TAG' columns, got {line!r}")
+            if tag_column is not None and not 2 <= tag_column <= n_columns:
+                raise DataError(f"{path}:{lineno}: --tag-column {tag_column}, but the file has {n_columns} columns")
+        elif len(parts) != n_columns:
+            raise DataError(
+                f"{path}:{lineno}: expected {n_columns} columns like the first row, got {len(parts)}: {line!r}"
+            )
+        tokens.append(parts[0])
+        tags.append(parts[-1 if tag_column is None else tag_column - 1])
+        lines.append(lineno)
     flush()
     if not sentences:
         raise DataError(f"{path}: no sentences found (empty file?)")
@@ -117,11 +119,15 @@ def parse_conll(path: str | Path, scheme: str = "auto") -> list[dict]:
 
 
 def load_conll(
-    path: str | Path, max_examples: int | None = None, labels: list[str] | None = None, scheme: str = "auto"
+    path: str | Path,
+    max_examples: int | None = None,
+    labels: list[str] | None = None,
+    scheme: str = "auto",
+    tag_column: int | None = None,
 ):
     """Read a column file into a Dataset with hub-identical features; its label list: `labels` plus any type they
     lack, else the file's own (`label_set`)."""
-    return rows_dataset(parse_conll(path, scheme), max_examples, labels)
+    return rows_dataset(parse_conll(path, scheme, tag_column), max_examples, labels)
 
 
 def rows_dataset(rows: list[dict], max_examples: int | None = None, labels: list[str] | None = None):
@@ -135,20 +141,45 @@ def rows_dataset(rows: list[dict], max_examples: int | None = None, labels: list
     return Dataset.from_dict(columns, features=ner_features(names))
 
 
-def load_conll_hub(name: str = HUB_NAME, split: str = "train", max_examples: int | None = None):
-    """The hub's conll2003 reduced to the columns the local reader produces (one code path after loading)."""
+def load_conll_hub(
+    name: str = HUB_NAME,
+    split: str = "train",
+    max_examples: int | None = None,
+    tokens_column: str | None = None,
+    tags_column: str | None = None,
+    scheme: str = "auto",
+):
+    """A hub dataset (or a local folder laid out as one) reduced to the columns the local readers produce: its
+    `tokens_column` (tokens) and `tags_column` (ner_tags, else tags) of ClassLabel ids keep the dataset's label
+    names and order; string tags go through the same scheme conversion as files."""
     from nlpbatch.data import load_hub_dataset
 
     ds = load_hub_dataset(name, split, "conll2003/{train,validation}.txt")
-    missing = {"tokens", "ner_tags"} - set(ds.column_names)
-    if missing or not hasattr(ds.features["ner_tags"].feature, "names"):
+    tokens_column = tokens_column or "tokens"
+    tags_column = tags_column or ("ner_tags" if "ner_tags" in ds.column_names else "tags")
+    missing = [c for c in (tokens_column, tags_column) if c not in ds.column_names]
+    if missing:
         raise DataError(
-            f"hub dataset {name}: needs a 'tokens' column and a 'ner_tags' column of ClassLabel tags "
-            f"(columns: {', '.join(ds.column_names)})"
+            f"hub dataset {name} ({split}): no column {', '.join(map(repr, missing))} (columns: "
+            f"{', '.join(ds.column_names)}); --tokens-column and --tags-column name the token and tag columns"
         )
-    if "id" not in ds.column_names:
-        ds = ds.add_column("id", [str(i) for i in range(len(ds))])
-    ds = ds.select_columns(["id", "tokens", "ner_tags"])
     if max_examples is not None:
         ds = ds.select(range(min(max_examples, len(ds))))
-    return ds
+    feature = getattr(ds.features[tags_column], "feature", None)
+    if not hasattr(feature, "names"):  # tags as strings: the file readers' path
+        rows = [
+            {"id": str(i), "tokens": list(r[tokens_column]), "tags": [str(t) for t in r[tags_column]]}
+            for i, r in enumerate(ds.select_columns([tokens_column, tags_column]))
+        ]
+        scheme = detect_scheme([r["tags"] for r in rows]) if scheme == "auto" else scheme
+        try:
+            converted = [{**r, "ner_tags": to_iob2(r.pop("tags"), scheme)} for r in rows]
+        except SchemeError as err:
+            raise DataError(f"hub dataset {name} ({split}): {err}") from err
+        return rows_dataset(converted)
+    from datasets import Value
+
+    ids = [str(i) for i in (ds["id"] if "id" in ds.column_names else range(len(ds)))]
+    ds = ds.select_columns([tokens_column, tags_column])
+    ds = ds.rename_columns({c: t for c, t in ((tokens_column, "tokens"), (tags_column, "ner_tags")) if c != t})
+    return ds.add_column("id", ids, feature=Value("string")).select_columns(["id", "tokens", "ner_tags"])

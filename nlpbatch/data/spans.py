@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from nlpbatch.data import DataError
+from nlpbatch.data import DataError, read_text
 from nlpbatch.progress import say
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -28,32 +28,62 @@ def words(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in WORD.finditer(text)]
 
 
-def read_records(path: str | Path) -> tuple[str, list[tuple[int, dict]]]:
-    """(format, [(row, record)]): a Label Studio export (one JSON list) or JSON Lines, the format told by the first
-    record's keys. Rows are 1-based lines (JSONL) or task positions (Label Studio)."""
+FORMATS = ("auto", "conll", "tokens", "spacy", "doccano", "label-studio")  # --data-format
+
+
+def file_labels(path: Path, column: str) -> list[str] | None:
+    """The tag names a Parquet file written by `datasets` keeps for an integer tag column (its ClassLabel)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    try:
+        feature = json.loads(meta[b"huggingface"])["info"]["features"][column]
+        return list(feature["feature"]["names"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_records(
+    path: str | Path, data_format: str = "auto", tokens_column: str = "tokens"
+) -> tuple[str, list[tuple[int, dict]]]:
+    """(format, [(row, record)]): a Label Studio export (one JSON list), JSON Lines or a Parquet file, the format
+    told by the first record's keys unless `data_format` names it. Rows are 1-based lines (JSONL), task positions
+    (Label Studio) or row numbers (Parquet)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
         try:
-            tasks = json.loads(text)
-        except ValueError as err:
-            raise DataError(f"{path}: not valid JSON ({err})") from err
-        return "label-studio", list(enumerate(tasks, 1))
-    records = []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise DataError(f"{path}:{number}: not a JSON line ({err})") from err
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: a JSON line must be an object, got {type(record).__name__}")
-        records.append((number, record))
+            records = list(enumerate(pq.read_table(path).to_pylist(), 1))
+        except Exception as err:  # pyarrow's own errors: not Parquet, truncated
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
+    else:
+        text = read_text(path)
+        if text.lstrip().startswith("["):
+            try:
+                tasks = json.loads(text)
+            except ValueError as err:
+                raise DataError(f"{path}: not valid JSON ({err})") from err
+            if not tasks:
+                raise DataError(f"{path}: an empty Label Studio export (no tasks)")
+            return "label-studio", list(enumerate(tasks, 1))
+        records = []
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise DataError(f"{path}:{number}: not a JSON line ({err})") from err
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: a JSON line must be an object, got {type(record).__name__}")
+            records.append((number, record))
     if not records:
         raise DataError(f"{path}: no records (empty file?)")
+    if data_format not in ("auto", None):
+        return data_format, records
     first = records[0][1]
-    if "tokens" in first:
+    if tokens_column in first:
         kind = "tokens"
     elif "spans" in first or "entities" in first:
         kind = "spacy"
@@ -61,8 +91,9 @@ def read_records(path: str | Path) -> tuple[str, list[tuple[int, dict]]]:
         kind = "doccano"
     else:
         raise DataError(
-            f"{path}:{records[0][0]}: cannot tell the format from the keys {sorted(first)}: expected tokens + tags, "
-            "text + spans (spaCy/Prodigy), text + label (doccano) or a Label Studio export"
+            f"{path}:{records[0][0]}: cannot tell the format from the keys {sorted(first)}: expected "
+            f"{tokens_column} + tags (--tokens-column/--tags-column), text + spans (spaCy/Prodigy), text + label "
+            "(doccano) or a Label Studio export; --data-format names it"
         )
     return kind, records
 
@@ -109,29 +140,44 @@ def spans_to_tags(
     return [text[a:b] for a, b in bounds], tags, problems
 
 
-def load_records(path: str | Path, alignment: str = "expand", scheme: str = "auto") -> list[dict]:
-    """Rows {"id", "tokens", "ner_tags"} (IOB2) of a JSONL / Label Studio file; span problems counted and said.
-    `scheme`: the tag scheme of token/tag records (auto: detected)."""
+def load_records(
+    path: str | Path,
+    alignment: str = "expand",
+    scheme: str = "auto",
+    data_format: str = "auto",
+    tokens_column: str | None = None,
+    tags_column: str | None = None,
+    labels: list[str] | None = None,
+) -> list[dict]:
+    """Rows {"id", "tokens", "ner_tags"} (IOB2) of a JSONL / Label Studio / Parquet file; span problems counted and
+    said. Token records: `tokens_column` (tokens) and `tags_column` (ner_tags, else tags), tags as strings or as ids
+    named by the record's `labels`, the file's ClassLabel (Parquet written by `datasets`) or `labels`; `scheme`:
+    their tag scheme (auto: detected)."""
     from nlpbatch.data.schemes import SchemeError, detect_scheme, to_iob2
 
-    kind, records = read_records(path)
+    path = Path(path)
+    tokens_column = tokens_column or "tokens"
+    kind, records = read_records(path, data_format, tokens_column)
     rows, problems = [], []
     if kind == "tokens":
+        tags_column = tags_column or ("ner_tags" if "ner_tags" in records[0][1] else "tags")
+        names = (file_labels(path, tags_column) if path.suffix.lower() == ".parquet" else None) or labels
         sequences = []
         for number, record in records:
-            tags = record.get("ner_tags", record.get("tags"))
-            if (
-                not isinstance(record["tokens"], list)
-                or not isinstance(tags, list)
-                or len(tags) != len(record["tokens"])
-            ):
-                raise DataError(f"{path}:{number}: tokens and ner_tags (or tags) must be lists of one length")
-            names = record.get("labels")
+            tokens, tags = record.get(tokens_column), record.get(tags_column)
+            if not isinstance(tokens, list) or not isinstance(tags, list) or len(tags) != len(tokens):
+                raise DataError(
+                    f"{path}:{number}: {tokens_column!r} and {tags_column!r} must be lists of one length "
+                    f"(keys: {sorted(record)}; --tokens-column/--tags-column name others)"
+                )
             if any(isinstance(t, int) for t in tags):  # ids: their names from the record's (or file's) label list
-                if not names:
-                    raise DataError(f"{path}:{number}: integer tags need a 'labels' list naming them")
-                tags = [names[t] for t in tags]
-            sequences.append((number, [str(w) for w in record["tokens"]], [str(t) for t in tags]))
+                ids = record.get("labels") or names
+                if not ids:
+                    raise DataError(f"{path}:{number}: integer tags need their names: a 'labels' list or --labels")
+                if not all(isinstance(t, int) and 0 <= t < len(ids) for t in tags):
+                    raise DataError(f"{path}:{number}: tag ids {tags} do not all name one of the {len(ids)} labels")
+                tags = [ids[t] for t in tags]
+            sequences.append((number, [str(w) for w in tokens], [str(t) for t in tags]))
         scheme = detect_scheme([t for _, _, t in sequences]) if scheme == "auto" else scheme
         for number, tokens, tags in sequences:
             try:
@@ -163,5 +209,7 @@ def load_records(path: str | Path, alignment: str = "expand", scheme: str = "aut
         )
     if unlabelled:
         say(f"{path}: skipped {len(unlabelled)} task(s) without annotations (rows {unlabelled[:5]})")
+    if not rows:
+        raise DataError(f"{path}: no labelled records ({len(records)} read, none with text and annotations)")
     say(f"{path}: read as {kind} ({len(rows)} records)")
     return rows

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlpbatch.data import DataError
+from nlpbatch.data import DataError, read_text
 
 HUB_NAME = "rajpurkar/squad"
 
@@ -62,7 +62,7 @@ def flatten_squad_json(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: SQuAD file not found")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):

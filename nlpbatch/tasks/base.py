@@ -83,16 +83,26 @@ def model_inputs(feature: dict) -> dict:
     return {k: feature[k] for k in MODEL_INPUTS if k in feature}
 
 
+DATA_SUFFIXES = (".txt", ".json", ".jsonl", ".conll", ".parquet", ".tsv", ".csv")
+
+
 def looks_like_path(source: str) -> bool:
     """A --data value meant as a local path (so a typo gives 'not found', not a hub download attempt)."""
-    return source.startswith((".", "/", "~")) or source.endswith((".txt", ".json", ".jsonl", ".conll"))
+    return source.startswith((".", "/", "~")) or source.endswith(DATA_SUFFIXES)
+
+
+def dataset_folder(path: Path) -> bool:
+    """A folder laid out as a hub dataset repository (what `hf download --repo-type dataset` leaves: Parquet or
+    JSON Lines files named by split, maybe under data/), which `datasets.load_dataset(folder)` reads like the hub."""
+    return any(path.glob("*.parquet")) or any(path.glob("data/*.parquet")) or any(path.glob("data/*.jsonl"))
 
 
 def locate_split(source: str | None, split: str, folder: str, ext: str, kind: str) -> Path | None:
     """The local file a --data/--data-dir value names for `split`, or None when it names a hub dataset.
 
-    `source` is a file, a data dir (DIR/FOLDER/SPLIT.EXT or DIR/SPLIT.EXT) or a hub name; a path-like value that
-    does not exist is an error rather than a hub lookup.
+    `source` is a file, a data dir (DIR/FOLDER/SPLIT.EXT or DIR/SPLIT.EXT), a hub name or a folder laid out as a hub
+    dataset (None: `datasets.load_dataset` reads it); a path-like value that does not exist is an error rather than
+    a hub lookup.
     """
     if source is None:
         return None
@@ -103,6 +113,8 @@ def locate_split(source: str | None, split: str, folder: str, ext: str, kind: st
         for candidate in (path / folder / f"{split}{ext}", path / f"{split}{ext}"):
             if candidate.is_file():
                 return candidate
+        if dataset_folder(path):
+            return None
         raise FileNotFoundError(f"{path}: no {split} split (looked for {folder}/{split}{ext} and {split}{ext})")
     if looks_like_path(source):
         raise FileNotFoundError(f"{source}: no such {kind} file or directory")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from nlpbatch.data import DataError
+from nlpbatch.data import DataError, read_text
 from nlpbatch.rows import passthrough, timed
 from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split, no_errors
 
@@ -30,7 +30,7 @@ PROBABILITIES = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64
 
 def read_rows(path: Path) -> list[dict]:
     """The rows of a TSV / CSV (header first; TSV unquoted as GLUE writes it) or JSONL file, as dicts."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
         for number, line in enumerate(text.split("\n"), 1):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from glob import glob
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll, load_conll_hub
+from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll_hub
 from nlpbatch.rows import failure, flat_lists, offsets_array, passthrough, timed
 from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split, model_inputs, no_errors, nothing
 
@@ -50,26 +51,44 @@ def load_split(
     source: str | None,
     split: str,
     max_examples: int | None = None,
-    labels: list[str] | None = None,
+    labels: list[str] | str | None = None,
     tag_scheme: str = "auto",
     span_alignment: str = "expand",
+    data_format: str = "auto",
+    tokens_column: str | None = None,
+    tags_column: str | None = None,
+    tag_column: int | None = None,
     **_: Any,
 ):
-    """`source`: a column file (CoNLL-2003, WNUT-17, any IOB2 tags), a data dir (DIR/conll2003/SPLIT.txt or
-    DIR/SPLIT.txt), or a hub dataset name. `labels`: the label list to use (types it lacks are appended)."""
-    path = locate_split(source, split, "conll2003", ".txt", "CoNLL")
-    if path is None:
-        return load_conll_hub(source or HUB_NAME, split, max_examples)
+    """`source`: a file (column file, JSON Lines, Label Studio export, Parquet), a glob of such files, a data dir
+    (DIR/conll2003/SPLIT.txt or DIR/SPLIT.txt), a folder laid out as a hub dataset, or a hub dataset name.
+    `labels`: the label list to use (types it lacks are appended). The format comes from the extension and the
+    content unless `data_format` names it."""
     if isinstance(labels, str):  # --labels as given; a list when it is the training split's
         from nlpbatch.data.conll import parse_labels
 
         labels = parse_labels(labels)
-    if path.suffix.lower() in (".jsonl", ".json"):  # token/tag lists, or character spans as labelling tools export
-        from nlpbatch.data.conll import rows_dataset
-        from nlpbatch.data.spans import load_records
+    if source and any(c in source for c in "*?["):
+        paths = sorted(Path(p) for p in glob(source, recursive=True))
+        if not paths:
+            raise FileNotFoundError(f"{source}: no file matches")
+    else:
+        path = locate_split(source, split, "conll2003", ".txt", "CoNLL")
+        if path is None:
+            return load_conll_hub(source or HUB_NAME, split, max_examples, tokens_column, tags_column, tag_scheme)
+        paths = [path]
+    from nlpbatch.data.conll import parse_conll, rows_dataset
+    from nlpbatch.data.spans import load_records
 
-        return rows_dataset(load_records(path, span_alignment, tag_scheme), max_examples, labels)
-    return load_conll(path, max_examples, labels, tag_scheme)
+    rows = []
+    for path in paths:
+        columns = path.suffix.lower() not in (".jsonl", ".json", ".parquet")
+        if data_format == "conll" or (data_format == "auto" and columns):
+            found = parse_conll(path, tag_scheme, tag_column)
+        else:  # token/tag lists, or character spans as labelling tools export them
+            found = load_records(path, span_alignment, tag_scheme, data_format, tokens_column, tags_column, labels)
+        rows += [{**row, "id": f"{path.name}:{row['id']}" if len(paths) > 1 else row["id"]} for row in found]
+    return rows_dataset(rows, max_examples, labels)
 
 
 def label_names(raw) -> list[str]:

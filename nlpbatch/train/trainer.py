@@ -24,11 +24,7 @@ RUN_FILE = "nlpbatch_run.json"  # in the run's storage folder: the settings a ch
 def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):
     """Both splits, validated (errors name the file and line / question id) before any Ray work."""
     task = get_task(cfg.task)
-    columns = {
-        "text_column": cfg.text_column,
-        "text_pair_column": cfg.text_pair_column,
-        "label_column": cfg.label_column,
-    }
+    options = cfg.data_options()
     raw_train = task.load_split(
         cfg.train or cfg.data_dir,
         "train",
@@ -36,9 +32,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         skip_invalid=cfg.skip_invalid,
         skips=train_skips,
         labels=cfg.labels,
-        tag_scheme=cfg.tag_scheme,
-        span_alignment=cfg.span_alignment,
-        **columns,
+        **options,
     )
     raw_eval = task.load_split(  # the training labels, in their order, plus any type only validation has
         cfg.validation or cfg.data_dir,
@@ -47,9 +41,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         skip_invalid=cfg.skip_invalid,
         skips=eval_skips,
         labels=task.label_names(raw_train) or None,
-        tag_scheme=cfg.tag_scheme,
-        span_alignment=cfg.span_alignment,
-        **columns,
+        **options,
     )
     return raw_train, raw_eval
 

@@ -125,13 +125,90 @@ def test_spans_off_word_boundaries_are_counted_and_aligned(tmp_path, capsys):
             ":1: spans overlap",
         ),
         ({"text": "Paris", "spans": [{"start": 0, "end": 9, "label": "LOC"}]}, ":1: span 0-9 'LOC' lies outside"),
-        ({"tokens": ["a", "b"], "ner_tags": ["O"]}, ":1: tokens and ner_tags (or tags) must be lists of one length"),
-        ({"tokens": ["a"], "ner_tags": [3]}, ":1: integer tags need a 'labels' list"),
+        ({"tokens": ["a", "b"], "ner_tags": ["O"]}, ":1: 'tokens' and 'ner_tags' must be lists of one length"),
+        ({"tokens": ["a"], "ner_tags": [3]}, ":1: integer tags need their names: a 'labels' list or --labels"),
+        ({"tokens": ["a"], "ner_tags": [3], "labels": ["O", "B-X"]}, ":1: tag ids [3] do not all name one of"),
+        ({"tokens": ["a", "b"], "ner_tags": ["B-PER", "X-PER"]}, ":1: token 1: tag 'B-PER' in an IO file"),
+        ({"tokens": ["a", "b", "c"], "ner_tags": ["S-PER", "B-PER", "O"]}, ":1: token 3: BIOES entity"),
         ({"words": ["a"]}, ":1: cannot tell the format from the keys ['words']"),
     ],
 )
 def test_broken_records_name_their_row(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_split(str(path), "train")
+
+
+def _classlabel_dataset(rows, tokens="tokens", tags="ner_tags"):
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    names = ["O"] + sorted({t for r in rows for t in r["ner_tags"]} - {"O"})
+    features = Features({tokens: Sequence(Value("string")), tags: Sequence(ClassLabel(names=names))})
+    columns = {tokens: [r["tokens"] for r in rows], tags: [[names.index(t) for t in r["ner_tags"]] for r in rows]}
+    return Dataset.from_dict(columns, features=features)
+
+
+@pytest.mark.parametrize("kind", ["parquet-strings", "parquet-classlabel", "hub-folder", "glob", "forced-format"])
+def test_table_and_hub_shaped_data_read_back_as_the_conll_sentences(kind, data_dir, tmp_path):
+    """Parquet with string tags under other column names, Parquet written by `datasets` (ClassLabel ids, names in
+    the file's metadata), a folder laid out as a hub dataset (read by `datasets.load_dataset`, the hub's code path),
+    a glob over two files, and JSON Lines under a .txt name read with --data-format."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _sentences(data_dir)
+    options = {}
+    if kind == "parquet-strings":
+        source = tmp_path / "train.parquet"
+        words, tags = [r["tokens"] for r in rows], [r["ner_tags"] for r in rows]
+        pq.write_table(pa.table({"words": words, "iob": tags}), source)
+        options = {"tokens_column": "words", "tags_column": "iob"}
+    elif kind == "parquet-classlabel":
+        source = tmp_path / "train.parquet"
+        _classlabel_dataset(rows).to_parquet(str(source))
+    elif kind == "hub-folder":
+        source = tmp_path / "repo"
+        (source / "data").mkdir(parents=True)
+        _classlabel_dataset(rows, "words", "ner").to_parquet(str(source / "data" / "train-00000-of-00001.parquet"))
+        _classlabel_dataset(rows[:5], "words", "ner").to_parquet(str(source / "data" / "test-00000-of-00001.parquet"))
+        options = {"tokens_column": "words", "tags_column": "ner"}
+    elif kind == "glob":
+        _write(tmp_path, "part-1.jsonl", rows[:120], "tokens")
+        _write(tmp_path, "part-2.jsonl", rows[120:], "spacy")
+        source = tmp_path / "part-*.jsonl"
+    else:
+        source = _write(tmp_path, "export.txt", rows, "doccano")
+        options = {"data_format": "doccano"}
+    ds = load_split(str(source), "train", **options)
+    names = ds.features["ner_tags"].feature.names
+    assert ds["tokens"] == [r["tokens"] for r in rows]
+    assert [[names[t] for t in tags] for tags in ds["ner_tags"]] == [r["ner_tags"] for r in rows]
+
+
+def test_a_hub_dataset_without_the_columns_names_them_and_the_flags(data_dir, tmp_path):
+    source = tmp_path / "repo"
+    source.mkdir()
+    _classlabel_dataset(_sentences(data_dir, 10), "words", "ner").to_parquet(str(source / "train.parquet"))
+    with pytest.raises(DataError, match=r"no column 'tokens', 'ner_tags'.*columns: words, ner.*--tokens-column"):
+        load_split(str(source), "train", tags_column="ner_tags")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.jsonl", b"", "no records (empty file?)"),
+        ("empty.conll", b"\n\n", "no sentences found (empty file?)"),
+        ("empty.json", b"[]", "an empty Label Studio export (no tasks)"),
+        ("latin1.conll", "Paris\tB-LOC\n\nK\xf6ln\tB-LOC\n".encode("latin-1"), ":3: not UTF-8 (byte 0xf6)"),
+        ("latin1.jsonl", '{"text": "K\xf6ln", "spans": []}\n'.encode("latin-1"), ":1: not UTF-8"),
+        ("unlabelled.json", b'[{"data": {"text": "a b"}, "annotations": []}]', "no labelled records (1 read"),
+        ("broken.parquet", b"PAR1 not really", "not a readable Parquet file"),
+        ("mixed.conll", b"a\tB-PER\nb\tE-PER\n\nc\tB-LOC\nd\tO\n", ":5: BIOES entity B-LOC not closed before O"),
+    ],
+)
+def test_hostile_files_are_one_clear_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
     with pytest.raises(DataError, match=re.escape(message)):
         load_split(str(path), "train")
