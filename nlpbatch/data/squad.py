@@ -94,6 +94,61 @@ def flatten_squad_json(path: str | Path) -> list[dict]:
     return rows
 
 
+def flatten_rows(path: str | Path) -> list[dict]:
+    """JSON Lines or Parquet rows in the hub's layout, `id, context, question, answers{text, answer_start}` (answers
+    as a list of {text, answer_start} too), one question each; a row whose answers are empty (or `is_impossible`) is
+    unanswerable, as in the hub's squad_v2."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            records = list(enumerate(pq.read_table(path).to_pylist(), 1))
+        except Exception as err:  # pyarrow's own errors: not Parquet, truncated
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
+    else:
+        records = []
+        for number, line in enumerate(read_text(path).split("\n"), 1):
+            if line.strip():
+                try:
+                    records.append((number, json.loads(line)))
+                except ValueError as err:
+                    raise DataError(f"{path}:{number}: not a JSON line ({err})") from err
+    rows = []
+    for number, record in records:
+        missing = [k for k in ("context", "question") if not isinstance(record, dict) or k not in record]
+        if missing:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise DataError(
+                f"{path}:{number}: a QA row needs id, context, question and answers{{text, answer_start}}; "
+                f"{', '.join(missing)} missing (got {keys})"
+            )
+        answers = record.get("answers")
+        if isinstance(answers, list):  # [{"text", "answer_start"}, ...]
+            answers = {
+                "text": [a.get("text") for a in answers if isinstance(a, dict)],
+                "answer_start": [a.get("answer_start") for a in answers if isinstance(a, dict)],
+            }
+        answers = answers if isinstance(answers, dict) else {}
+        rows.append(
+            {
+                "id": str(record.get("id") or f"{path.name}:{number}"),
+                "title": record.get("title") or "",
+                "context": record["context"],
+                "question": record["question"],
+                "answers": {
+                    "text": list(answers.get("text") or []),
+                    "answer_start": list(answers.get("answer_start") or []),
+                },
+                "_missing_answers": "answers" not in record,
+                "_impossible": record.get("is_impossible") is True or not answers.get("text"),
+            }
+        )
+    if not rows:
+        raise DataError(f"{path}: no questions found (empty file?)")
+    return rows
+
+
 def check_examples(
     rows: list[dict], source: str, skip_invalid: bool, skips: SkipReport, unanswerable_ok: bool = False
 ) -> list[dict]:
@@ -123,7 +178,9 @@ def load_squad(
 ):
     from datasets import Dataset
 
-    rows = check_examples(flatten_squad_json(path), str(path), skip_invalid, skips or SkipReport())
+    flat = Path(path).suffix.lower() in (".jsonl", ".parquet")  # the hub's row layout, else SQuAD's nested JSON
+    rows = (flatten_rows if flat else flatten_squad_json)(path)
+    rows = check_examples(rows, str(path), skip_invalid, skips or SkipReport())
     if max_examples is not None:
         rows = rows[:max_examples]
     return Dataset.from_list(rows, features=squad_features())

@@ -184,3 +184,43 @@ def test_unanswerable_windows_point_at_cls_and_null_wins_by_the_threshold(tmp_pa
     )
     assert predictions == {"1": "France", "2": ""} and metrics["exact_match"] == 100.0
     assert metrics["HasAns_total"] == metrics["NoAns_total"] == 1 and "best_f1_thresh" in metrics
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "parquet", "jsonl-answer-list"])
+def test_hub_layout_rows_read_as_the_squad_file(layout, data_dir, tmp_path):
+    """SQuAD v2.0 as the hub lays it out (one row per question, answers{text, answer_start}; empty answers for an
+    unanswerable question), in JSON Lines and Parquet, reads back as the nested JSON file does."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlpbatch.tasks.qa import load_split
+
+    source = data_dir / "squad_v2" / "validation.json"
+    expected = load_squad(source)
+    rows = [{k: r[k] for k in ("id", "title", "context", "question", "answers")} for r in expected.to_list()]
+    assert sum(not r["answers"]["text"] for r in rows) > 600  # unanswerable questions are in it
+    path = tmp_path / f"rows.{layout.split('-')[0]}"
+    if layout == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        if layout == "jsonl-answer-list":
+            rows = [
+                {**r, "answers": [{"text": t, "answer_start": s} for t, s in zip(*r["answers"].values())]} for r in rows
+            ]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_split(str(path), "train").to_list() == expected.to_list()
+
+
+def test_a_qa_row_without_its_fields_names_the_row(tmp_path):
+    from nlpbatch.data import DataError
+    from nlpbatch.tasks.qa import load_split
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        '{"id": "a", "context": "c", "question": "q", "answers": {"text": [], "answer_start": []}}\n'
+        '{"id": "b", "text": "c"}\n'
+    )
+    with pytest.raises(DataError, match=r"rows.jsonl:2: a QA row needs .*context, question missing"):
+        load_split(str(path), "train")
