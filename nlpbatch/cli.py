@@ -20,6 +20,7 @@ from nlpbatch.config import (
     load_train_config,
 )
 from nlpbatch.data import DataError
+from nlpbatch.data.exports import OUTPUT_FORMATS
 from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
 from nlpbatch.model_card import ModelCardError
 from nlpbatch.storage import StorageError
@@ -101,7 +102,8 @@ ANNOTATE_HELP = {
     "input_format": "parquet or jsonl (default: from the file extensions)",
     "follow_symlinks": "enter symlinked folders and files of the input (each real file is read once); by default "
     "they are skipped",
-    "output_format": "parquet or jsonl",
+    "output_format": "parquet or jsonl; NER also spacy (spaCy/Prodigy span JSONL) or label-studio (tasks with "
+    "predictions, to review in Label Studio): both train again with --train",
     "id_column": "input column with the document id",
     "text_column": "input column with the text",
     "keep_columns": "input columns copied into every output row, comma-separated (default: the text column; '' for "
@@ -144,7 +146,7 @@ ANNOTATE_HELP = {
 ALIASES = {"stride": ("--doc-stride",), "doc_stride": ("--stride",)}  # one window overlap, two names in the wild
 CHOICES = {
     "input_format": ["parquet", "jsonl"],
-    "output_format": ["parquet", "jsonl"],
+    "output_format": list(OUTPUT_FORMATS),
     "aggregation": ["simple", "first", "max"],
     "layout": ["auto", "fused", "split"],
     "packing": ["auto", "on", "off"],

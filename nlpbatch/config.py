@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nlpbatch.data.exports import OUTPUT_FORMATS
 from nlpbatch.tasks import get_task, is_task, task_names
 
 DATA_FORMATS = ("auto", "conll", "tokens", "spacy", "doccano", "label-studio")  # NER training files
@@ -180,7 +181,7 @@ class AnnotateConfig:
     output: str
     input_format: str | None = None  # parquet | jsonl; None: from the file extension
     follow_symlinks: bool = False  # enter symlinked folders and files of the input (each real file read once)
-    output_format: str = "parquet"  # parquet | jsonl
+    output_format: str = "parquet"  # parquet | jsonl | spacy | label-studio (spans for review in labelling tools)
     id_column: str = "id"
     text_column: str = "text"
     keep_columns: str | None = None  # input columns copied to each output row, comma-separated; None: the text
@@ -264,8 +265,13 @@ class AnnotateConfig:
         errors = _shared_errors(self)
         if self.input_format not in (None, "parquet", "jsonl"):
             errors.append(f"input_format: {self.input_format!r} is not parquet or jsonl")
-        if self.output_format not in ("parquet", "jsonl"):
-            errors.append(f"output_format: {self.output_format!r} is not parquet or jsonl")
+        if self.output_format not in OUTPUT_FORMATS:
+            errors.append(f"output_format: {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        elif self.output_format in ("spacy", "label-studio"):
+            if is_task(self.task) and not get_task(self.task).span_formats:
+                errors.append(f"output_format: {self.output_format} writes entity spans, which {self.task} has not")
+            if self.text_column not in self.kept:
+                errors.append(f"output_format: {self.output_format} needs the text: keep {self.text_column!r}")
         if self.backend not in ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8"):
             errors.append(f"backend: {self.backend!r} is not auto, torch, onnx, onnx-fp32 or onnx-int8")
         if not 0.0 <= self.max_reject_rate <= 1.0:

@@ -41,11 +41,20 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
             continue
         if rel.endswith(".parquet"):
             rows += pq.read_table(join(path, rel), filesystem=filesystem).slice(0, n - len(rows)).to_pylist()
+        elif rel.endswith(".json"):  # Label Studio tasks: one JSON list a file
+            with filesystem.open_input_stream(join(path, rel)) as fh:
+                rows += json.loads(fh.read())[: n - len(rows)]
         else:  # split as the writer wrote it: on "\n" only (a U+2028 inside a text is not a line break)
             with filesystem.open_input_stream(join(path, rel)) as fh:
                 for _, line in itertools.islice(iter_lines(fh), n - len(rows)):
                     rows.append(json.loads(line))
     text_column = manifest.get("config", {}).get("text_column", "text")
+    fmt = manifest.get("config", {}).get("output_format")
+    if fmt in ("spacy", "label-studio"):  # a labelling tool's records: back to output rows
+        from nlpbatch.data.exports import row_of_label_studio, row_of_spacy
+
+        convert = row_of_spacy if fmt == "spacy" else row_of_label_studio
+        rows = [convert(row, text_column) for row in rows]
     if rows and text_column not in rows[0]:
         raise ConfigError(
             f"{output}: rows carry no {text_column!r} column to show; annotate with --keep-columns {text_column}"

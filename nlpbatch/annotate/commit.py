@@ -353,7 +353,7 @@ def _owned(rel: str | None, run_id: str | None, attempt: str | None) -> bool:
         return False
     name = rel.split("/", 1)[1]
     prefix = f"part-{run_id}-{attempt}-" if attempt else f"part-{run_id}-"
-    return name.startswith(prefix) and re.fullmatch(r"\d{6}\.(parquet|jsonl)", name[len(prefix) :]) is not None
+    return name.startswith(prefix) and re.fullmatch(r"\d{6}\.(parquet|jsonl|json)", name[len(prefix) :]) is not None
 
 
 class Commit:

@@ -284,7 +284,15 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         }
         t_prepare = time.perf_counter() - t0
         sink = AnnotationSink(
-            out_fs, commit.staging, cfg.output_format, run_id, provenance, cfg.rows_per_file, commit.file_prefix
+            out_fs,
+            commit.staging,
+            cfg.output_format,
+            run_id,
+            provenance,
+            cfg.rows_per_file,
+            commit.file_prefix,
+            cfg.text_column,
+            cfg.task,
         )
         t_stream = time.perf_counter()
         with _progress(cfg, plan.rows_in) as progress:

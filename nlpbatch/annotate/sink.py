@@ -10,25 +10,52 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ray.data import Datasink
 
+from nlpbatch.data.exports import EXTENSIONS
 from nlpbatch.storage import with_retries
 
 BOOKKEEPING = ("_reject", "_input", "n_tokens")  # consumed here; `source` and `line` stay as lineage
 
 
-def write_table(table: pa.Table, filesystem, path: str, fmt: str) -> None:
+def write_table(
+    table: pa.Table, filesystem, path: str, fmt: str, text_column: str = "text", task: str | None = None
+) -> None:
+    """One output file: Parquet, JSON Lines of the rows, or a labelling tool's import format (`data.exports`)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         pq.write_table(table, path, filesystem=filesystem)
         return
+    rows = table.to_pylist()
+    if fmt in ("spacy", "label-studio"):
+        from nlpbatch.data.exports import label_studio_task, spacy_record
+        from nlpbatch.tasks import get_task
+
+        spans = get_task(task).spans
+        if fmt == "spacy":
+            rows = [spacy_record(row, spans(row), text_column) for row in rows]
+        else:
+            version = str(rows[0].get("model") or "nlpbatch") if rows else "nlpbatch"
+            tasks = [label_studio_task(row, spans(row), text_column, version) for row in rows]
+            with filesystem.open_output_stream(path) as out:  # Label Studio imports one JSON list of tasks
+                out.write(json.dumps(tasks, ensure_ascii=False).encode("utf-8"))
+            return
     with filesystem.open_output_stream(path) as out:
-        for row in table.to_pylist():
+        for row in rows:
             out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 class AnnotationSink(Datasink):
     def __init__(
-        self, filesystem, out_path: str, fmt: str, run_id: str, provenance: dict, rows_per_file: int, file_prefix: str
+        self,
+        filesystem,
+        out_path: str,
+        fmt: str,
+        run_id: str,
+        provenance: dict,
+        rows_per_file: int,
+        file_prefix: str,
+        text_column: str = "text",
+        task: str | None = None,
     ):
         self.filesystem = filesystem
         self.out_path = out_path  # the attempt's staging prefix
@@ -37,6 +64,8 @@ class AnnotationSink(Datasink):
         self.file_prefix = file_prefix  # part-<run id>-<attempt>-: the name proves whose file it is
         self.provenance = provenance
         self.rows_per_file = rows_per_file
+        self.text_column = text_column  # the labelling tools' formats: the text their spans index
+        self.task = task
         self.results: list[dict] = []
 
     @property
@@ -79,11 +108,14 @@ class AnnotationSink(Datasink):
                 "run_id": pa.array([self.run_id] * bad.num_rows, pa.string()),
             }
         )
-        ext = "parquet" if self.fmt == "parquet" else "jsonl"
         for name, part in (("data", good), ("rejects", bad)):
             if part.num_rows:
-                path = f"{self.out_path}/{name}/{self.file_prefix}{ctx.task_idx:06d}.{ext}"
-                with_retries(lambda p=part, f=path: write_table(p, self.filesystem, f, self.fmt), f"write {path}")
+                fmt = self.fmt if name == "data" else ("parquet" if self.fmt == "parquet" else "jsonl")
+                path = f"{self.out_path}/{name}/{self.file_prefix}{ctx.task_idx:06d}.{EXTENSIONS[fmt]}"
+                with_retries(
+                    lambda p=part, f=path, k=fmt: write_table(p, self.filesystem, f, k, self.text_column, self.task),
+                    f"write {path}",
+                )
                 result["files"].append(path)
         result["rows_out"], result["rows_rejected"] = good.num_rows, bad.num_rows
         return result

@@ -74,6 +74,9 @@ class Task:
     # (final eval metrics, TrainConfig) -> settings chosen on the validation set that the model card keeps for
     # evaluate and annotate (QA: the null threshold)
     card_settings: Callable[[dict, Any], dict] = lambda metrics, cfg: {}
+    # output rows mark labelled spans of their text, which labelling tools review and training reads back
+    # (`annotate --output-format spacy|label-studio`)
+    span_formats: bool = False
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

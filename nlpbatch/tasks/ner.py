@@ -446,6 +446,7 @@ NER_TASK = Task(
     decode_options=decode_options,
     output_columns=("entities",),
     spans=spans,
+    span_formats=True,
 )
 TASK = NER_TASK
 

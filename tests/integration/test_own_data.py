@@ -46,3 +46,66 @@ def test_train_and_evaluate_on_wnut17_files_with_its_own_labels(ray_cluster, tin
 
     scored, _ = evaluate_model(eval_config("ner", str(tmp_path / "model")), str(validation))
     assert scored["overall_f1"] == final["overall_f1"] and scored["unknown_types"] == ["drug"]
+
+
+def test_label_studio_round_trip_annotate_review_train_evaluate(ray_cluster, tiny_ner_model, data_dir, tmp_path):
+    """annotate ner --output-format label-studio writes tasks with predictions; `show` reads them; the reviewer's
+    export (the predictions accepted as annotations) trains and evaluates, and its spans read back exactly as
+    annotate wrote them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlpbatch.annotate.pipeline import run_annotation
+    from nlpbatch.config import load_annotate_config
+    from nlpbatch.data.conll import parse_conll
+    from nlpbatch.data.spans import spans_to_tags
+    from nlpbatch.show import read_rows
+    from nlpbatch.tasks.ner import load_split
+
+    texts = [" ".join(r["tokens"]) for r in parse_conll(data_dir / "conll2003" / "validation.txt")[:60]]
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(60)], "text": texts}), tmp_path / "corpus.parquet")
+    manifest = run_annotation(
+        load_annotate_config(
+            task="ner",
+            model=str(tiny_ner_model),
+            input=str(tmp_path / "corpus.parquet"),
+            output=str(tmp_path / "out"),
+            output_format="label-studio",
+            aggregation="first",  # word-level entities: spans on word boundaries
+            max_actors=1,
+        )
+    )
+    files = [f for f in manifest["output_files"] if f.startswith("data/")]
+    assert files and all(f.endswith(".json") for f in files)
+    tasks = [t for f in files for t in json.loads((tmp_path / "out" / f).read_text())]
+    assert len(tasks) == 60 and {t["data"]["id"] for t in tasks} == {f"d{i}" for i in range(60)}
+    results = [r for t in tasks for r in t["predictions"][0]["result"]]
+    assert len(results) > 50 and all(r["type"] == "labels" and r["to_name"] == "text" for r in results)
+    _, shown = read_rows(str(tmp_path / "out"), 5)
+    assert [len(r["entities"]) for r in shown] == [len(t["predictions"][0]["result"]) for t in tasks[:5]]
+
+    for task in tasks:  # the reviewer accepts every prediction and exports
+        task["annotations"] = [{"result": task.pop("predictions")[0]["result"]}]
+    reviewed = tmp_path / "reviewed.json"
+    reviewed.write_text(json.dumps(tasks))
+    raw = load_split(str(reviewed), "train")
+    names = raw.features["ner_tags"].feature.names
+    for task, tags in zip(tasks, raw["ner_tags"]):
+        spans = [
+            (r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in task["annotations"][0]["result"]
+        ]
+        assert spans_to_tags(task["data"]["text"], spans)[1] == [names[t] for t in tags]  # no span was moved
+
+    cfg = load_train_config(
+        task="ner",
+        model=str(tiny_ner_model),
+        output=str(tmp_path / "model"),
+        train=str(reviewed),
+        validation=str(reviewed),
+        epochs=1,
+        num_workers=1,
+        quiet=True,
+    )
+    final = run_training(cfg)["final"]["eval"]
+    scored, _ = evaluate_model(eval_config("ner", str(tmp_path / "model")), str(reviewed))
+    assert scored["overall_f1"] == final["overall_f1"] and scored["per_type"].keys() == final["per_type"].keys()

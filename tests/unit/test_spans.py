@@ -212,3 +212,31 @@ def test_hostile_files_are_one_clear_error(tmp_path, name, content, message):
     path.write_bytes(content)
     with pytest.raises(DataError, match=re.escape(message)):
         load_split(str(path), "train")
+
+
+def test_spacy_and_label_studio_exports_read_back_as_their_spans(data_dir, tmp_path):
+    """What `annotate ner --output-format spacy|label-studio` writes for a row reads back, through the training
+    readers, as exactly the row's entities (where they fall on words)."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    from nlpbatch.annotate.sink import write_table
+
+    rows = _sentences(data_dir, 100)
+    table_rows = []
+    for i, row in enumerate(rows):
+        text, spans = _text_and_spans(row)
+        entities = [{"label": t, "start": s, "end": e, "text": text[s:e], "score": 0.5} for s, e, t in spans]
+        table_rows.append({"id": f"d{i}", "text": text, "entities": entities, "model": "m"})
+    table = pa.Table.from_pylist(table_rows)
+    for fmt, name in (("spacy", "out.jsonl"), ("label-studio", "out.json")):
+        write_table(table, pafs.LocalFileSystem(), str(tmp_path / name), fmt, "text", "ner")
+        if fmt == "label-studio":  # a reviewer accepts the predictions
+            tasks = json.loads((tmp_path / name).read_text())
+            assert tasks[0]["data"]["id"] == "d0" and tasks[0]["predictions"][0]["model_version"] == "m"
+            for task in tasks:
+                task["annotations"] = [{"result": task.pop("predictions")[0]["result"]}]
+            (tmp_path / name).write_text(json.dumps(tasks))
+        ds = load_split(str(tmp_path / name), "train")
+        names = ds.features["ner_tags"].feature.names
+        assert [[names[t] for t in tags] for tags in ds["ner_tags"]] == [r["ner_tags"] for r in rows], fmt
