@@ -32,6 +32,8 @@ PREDICTION_HELP = {  # how predictions are read, for evaluation during training 
     "max_answer_length": "QA: longest answer in tokens",
     "window_reduce": "classify: a text longer than one window gets the label of its windows' mean, first or max "
     "probabilities",
+    "label_thresholds": "classify, multi-label: a label is given at or over its threshold: 0.4 for all, or "
+    "'toxic=0.3,spam=0.6' (others 0.5); default: the thresholds training tuned on the validation set (model card)",
     "null_threshold": 'QA (SQuAD v2.0): answer "no answer" when the null score beats the best span by more than '
     "this (default: the best threshold training found on the validation set, stored in the model)",
 }
@@ -53,6 +55,8 @@ TRAIN_HELP = {
     "tokens_column": "NER token records and hub datasets: the column with the tokens (default tokens)",
     "tags_column": "NER token records and hub datasets: the column with the tags (default ner_tags, else tags)",
     "tag_column": "NER column files: the tag's column, 1-based (default: the last)",
+    "multi_label": "classify: several labels per example, from a comma list in a TSV/CSV label cell (a list in "
+    "JSONL / Parquet / a hub Sequence is multi-label anyway); sigmoid per label, thresholds tuned on validation",
     "text_column": "classify: column with the text (default text, else sentence)",
     "text_pair_column": "classify: column with the second text of a sentence pair",
     "label_column": "classify: column with the label",
@@ -307,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--null-threshold", type=float, help=TRAIN_HELP["null_threshold"])
     ev.add_argument("--window-reduce", choices=CHOICES["window_reduce"], help=TRAIN_HELP["window_reduce"])
+    ev.add_argument("--label-thresholds", help=TRAIN_HELP["label_thresholds"])
     ev.add_argument("--eval-batch-size", type=int, help="batch per worker (default 64)")
     ev.add_argument("--use-gpu", action="store_true", default=None, help="score on the GPU (bf16 autocast)")
     ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
@@ -450,6 +455,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         doc_stride=args.doc_stride,
         null_threshold=args.null_threshold,
         window_reduce=args.window_reduce,
+        label_thresholds=args.label_thresholds,
         eval_batch_size=args.eval_batch_size,
         use_gpu=args.use_gpu,
         quiet=args.quiet,

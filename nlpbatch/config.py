@@ -58,6 +58,8 @@ class TrainConfig:
     max_answer_length: int = 30
     null_threshold: float | None = None  # QA: "no answer" when the null score beats the best span by more than this
     window_reduce: str = "mean"  # classify: a long text's label from its windows' mean | first | max probabilities
+    multi_label: bool = False  # classify: a TSV/CSV label cell is a comma list (label lists in JSONL/Parquet: always)
+    label_thresholds: str | None = None  # classify multi-label: "0.4" or "a=0.3,b=0.6"; None: tuned on validation
     group_by_length: bool = True
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
@@ -87,7 +89,7 @@ class TrainConfig:
     def data_options(self) -> dict:
         """How the task's reader reads a file (formats and column names), for training and evaluation alike."""
         keys = ("tag_scheme", "span_alignment", "data_format", "tokens_column", "tags_column", "tag_column")
-        keys += ("text_column", "text_pair_column", "label_column")
+        keys += ("text_column", "text_pair_column", "label_column", "multi_label")
         return {k: getattr(self, k) for k in keys}
 
     @property
@@ -198,6 +200,7 @@ class AnnotateConfig:
     max_answer_length: int = 30
     null_threshold: float | None = None  # QA: "no answer" when the null score beats the best span by more than this
     window_reduce: str = "mean"  # classify: a long text's label from its windows' mean | first | max probabilities
+    label_thresholds: str | None = None  # classify multi-label: "0.4" or "a=0.3,b=0.6"; None: the model card's
     min_actors: int | None = None  # None: the pool's full size from the start (measured: an autoscaling pool
     # from 1 actor stayed small and ran at 60% of a fixed pool of 2 on 2 cores, benchmarks/results/annotate_ner_cpu)
     max_actors: int | None = None  # None: what the cluster holds (its CPUs less one for reads, or its GPUs)

@@ -7,6 +7,7 @@ from typing import Any
 
 from nlpbatch.config import ConfigError, TrainConfig
 from nlpbatch.data.squad import SkipReport
+from nlpbatch.model_card import CARD_DEFAULTS
 from nlpbatch.tasks import get_task
 
 
@@ -24,7 +25,8 @@ def eval_config(task: str, model: str, **kwargs: Any) -> TrainConfig:
     trained = trained_settings(model)
     if trained.get("task", task) != task:
         raise ConfigError(f"{model} is a {trained['task']} model: use `nlpbatch evaluate {trained['task']}`")
-    settings = ("max_length", "doc_stride", "text_column", "text_pair_column", "label_column", "null_threshold")
+    settings = ("max_length", "doc_stride", "text_column", "text_pair_column", "label_column", "multi_label")
+    settings += CARD_DEFAULTS
     defaults = {k: trained[k] for k in settings if trained.get(k) is not None}
     given = {k: v for k, v in kwargs.items() if v is not None}
     cfg = TrainConfig(task=task, output="", model=model, **{**defaults, **given})

@@ -21,12 +21,14 @@ def read_text(path: str | Path) -> str:
 
 
 def load_hub_dataset(name: str, split: str, local_layout: str):
-    """`datasets.load_dataset(name, split=split)`; when the hub cannot be reached (offline, a firewall), a DataError
-    that says how to use local files instead of a ConnectionError traceback."""
+    """`datasets.load_dataset(name, split=split)` (`NAME:CONFIG` for a dataset's configuration); when the hub
+    cannot be reached (offline, a firewall), a DataError that says how to use local files instead of a
+    ConnectionError traceback."""
     from datasets import load_dataset
 
+    repo, _, config = name.partition(":")  # NAME:CONFIG picks a configuration (wikiann:en, glue:mrpc)
     try:
-        return load_dataset(name, split=split)
+        return load_dataset(repo, config or None, split=split)
     except (ConnectionError, OSError, ValueError, RuntimeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         hint = "Offline? "

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from nlpbatch.data import DataError, read_text
 from nlpbatch.rows import passthrough, timed
-from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split, no_errors
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split
 
 PROBABILITIES = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
 
@@ -51,12 +51,15 @@ def load_split(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str = "label",
-    labels: list[str] | None = None,
+    labels: list[str] | str | None = None,
+    multi_label: bool = False,
     **_: Any,
 ):
-    """A Dataset with `text` (and `text_pair`) and a ClassLabel `label`, from a file, a data dir (DIR/SPLIT.tsv) or
-    a hub dataset name. Every missing column or value names the file and row."""
-    from datasets import ClassLabel, Dataset, Features, Value
+    """A Dataset with `text` (and `text_pair`) and a ClassLabel `label` (multi-label: a list of them), from a file,
+    a data dir (DIR/SPLIT.tsv), or a hub dataset name (`NAME:CONFIG`). A label cell holding a list (JSON Lines,
+    Parquet, a hub Sequence) makes the data multi-label, as does `multi_label` (a TSV / CSV cell split on commas).
+    Every missing column or value names the file and row."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
     path = locate_split(source, split, "classify", ".tsv", "classification")
     if path is None:
@@ -64,7 +67,14 @@ def load_split(
             raise DataError("classify: give --train/--validation files or --data-dir (no default dataset)")
         from nlpbatch.data import load_hub_dataset
 
-        rows = load_hub_dataset(source, split, "SPLIT.tsv files").to_list()
+        ds = load_hub_dataset(source, split, "SPLIT.tsv files")
+        rows = ds.to_list()
+        feature = ds.features.get(label_column)
+        names_of = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
+        if names_of:  # ClassLabel ids: their names, as the dataset gives them
+            for row in rows:
+                value = row[label_column]
+                row[label_column] = [names_of[v] for v in value] if isinstance(value, list) else names_of[value]
         where = f"hub dataset {source}"
     else:
         rows = read_rows(path)
@@ -72,35 +82,62 @@ def load_split(
     if not rows:
         raise DataError(f"{where}: no rows")
     text_column = text_column or ("text" if "text" in rows[0] else "sentence")
-    for column in (text_column, text_pair_column, label_column):
-        if column and column not in rows[0]:
-            flag = {text_column: "--text-column", text_pair_column: "--text-pair-column"}.get(column, "--label-column")
-            raise DataError(f"{where}: no column {column!r} (columns: {', '.join(map(str, rows[0]))}); set {flag}")
+    missing = [c for c in (text_column, text_pair_column, label_column) if c and c not in rows[0]]
+    if missing:
+        flags = {text_column: "--text-column", text_pair_column: "--text-pair-column", label_column: "--label-column"}
+        raise DataError(
+            f"{where}: no column {', '.join(map(repr, missing))} (columns: {', '.join(map(str, rows[0]))}); set "
+            + ", ".join(flags[c] for c in missing)
+        )
     if max_examples is not None:
         rows = rows[:max_examples]
+    multi = multi_label or any(isinstance(row.get(label_column), list) for row in rows)
     texts, pairs, values = [], [], []
     for number, row in enumerate(rows, 2 if path is not None and path.suffix.lower() in (".tsv", ".csv") else 1):
         text, label = row.get(text_column), row.get(label_column)
         pair = row.get(text_pair_column) if text_pair_column else None
-        if not isinstance(text, str) or label in (None, "") or (text_pair_column and not isinstance(pair, str)):
+        if multi_label and isinstance(label, str):  # a TSV / CSV cell: a comma list, empty when no label applies
+            label = [v.strip() for v in label.split(",") if v.strip()]
+        bad_label = (multi and not isinstance(label, list)) or (not multi and label in (None, ""))
+        if not isinstance(text, str) or bad_label or (text_pair_column and not isinstance(pair, str)):
             raise DataError(
                 f"{where}:{number}: a row needs {text_column!r}, {label_column!r}"
                 + (f" and {text_pair_column!r}" if text_pair_column else "")
+                + (" (multi-label: a list of labels, or a comma list with --multi-label)" if multi else "")
             )
         texts.append(text)
         pairs.append(pair)
-        values.append(str(label))
+        values.append([str(v) for v in label] if multi else str(label))
     names = [n.strip() for n in labels.split(",")] if isinstance(labels, str) else list(labels or [])
-    names += sorted(set(values) - set(names))
-    columns = {"text": texts, "label": [names.index(v) for v in values]}
-    features = {"text": Value("string"), "label": ClassLabel(names=names)}
+    found = {v for value in values for v in (value if multi else [value])}
+    names += sorted(found - set(names))
+    if multi:
+        columns = {"text": texts, "label": [[names.index(v) for v in value] for value in values]}
+        features = {"text": Value("string"), "label": Sequence(ClassLabel(names=names))}
+    else:
+        columns = {"text": texts, "label": [names.index(v) for v in values]}
+        features = {"text": Value("string"), "label": ClassLabel(names=names)}
     if text_pair_column:
         columns["text_pair"], features["text_pair"] = pairs, Value("string")
     return Dataset.from_dict(columns, features=Features(features))
 
 
+def is_multi_label(raw) -> bool:
+    """Multi-label data: each example's label is a list."""
+    return not hasattr(raw.features["label"], "names")
+
+
 def label_names(raw) -> list[str]:
-    return list(raw.features["label"].names)
+    feature = raw.features["label"]
+    return list(feature.names if hasattr(feature, "names") else feature.feature.names)
+
+
+def _targets(raw) -> list:
+    """What the model trains on: the label id (softmax), or a multi-hot row of floats (sigmoid, BCE loss)."""
+    if not is_multi_label(raw):
+        return list(raw["label"])
+    n = len(label_names(raw))
+    return [[1.0 if i in set(ids) else 0.0 for i in range(n)] for ids in raw["label"]]
 
 
 def _model_class():
@@ -119,6 +156,7 @@ def build_model(model_path: str, raw_train, cfg: Any = None):
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
+        problem_type="multi_label_classification" if is_multi_label(raw_train) else "single_label_classification",
         ignore_mismatched_sizes=True,  # a fresh head, whatever head the base model had
     )
 
@@ -138,7 +176,7 @@ def features(raw, tokenizer, cfg: Any) -> list[dict]:
     pairs = list(raw["text_pair"]) if "text_pair" in raw.column_names else None
     enc = tokenizer(list(raw["text"]), pairs, truncation=True, max_length=cfg.max_length)
     keys = [k for k in INPUTS if k in enc]
-    return [{**{k: enc[k][i] for k in keys}, "labels": label, "index": i} for i, label in enumerate(raw["label"])]
+    return [{**{k: enc[k][i] for k in keys}, "labels": label, "index": i} for i, label in enumerate(_targets(raw))]
 
 
 def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
@@ -154,7 +192,7 @@ def eval_features(raw, tokenizer, cfg: Any) -> list[dict]:
         return_overflowing_tokens=True,
     )
     keys = [k for k in INPUTS if k in enc]
-    labels = raw["label"]
+    labels = _targets(raw)
     return [
         {**{k: enc[k][j] for k in keys}, "labels": labels[example], "index": j, "example": example}
         for j, example in enumerate(enc["overflow_to_sample_mapping"])
@@ -184,7 +222,10 @@ def collator(tokenizer):
 
 
 def outputs_to_gather(output, batch) -> dict:
-    return {"probs": (output.logits.float().softmax(-1), -1.0), "labels": (batch["labels"][:, None], -1)}
+    labels = batch["labels"]
+    if labels.dim() == 2:  # multi-hot targets: a multi-label model, one sigmoid a label
+        return {"probs": (output.logits.float().sigmoid(), -1.0), "labels": (labels, -1)}
+    return {"probs": (output.logits.float().softmax(-1), -1.0), "labels": (labels[:, None], -1)}
 
 
 def classification_scores(gold: list[int], pred: list[int], names: list[str]) -> dict:
@@ -215,9 +256,64 @@ def classification_scores(gold: list[int], pred: list[int], names: list[str]) ->
     return metrics
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def tune_thresholds(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Per label, the threshold of THRESHOLD_GRID with that label's best F1 on these examples (ties: the one
+    nearest 0.5), from [examples, labels] probabilities and 0/1 gold."""
+    chosen = []
+    for p, g in zip(np.asarray(probs, float).T, np.asarray(gold, bool).T):
+        predicted = p[None, :] >= THRESHOLD_GRID[:, None]
+        tp = (predicted & g).sum(1)
+        wrong = (predicted != g).sum(1)
+        f1 = 2 * tp / np.maximum(2 * tp + wrong, 1)
+        chosen.append(THRESHOLD_GRID[np.lexsort((np.abs(THRESHOLD_GRID - 0.5), -f1))[0]])
+    return np.asarray(chosen)
+
+
+def parse_thresholds(value: Any, names: list[str]) -> np.ndarray | None:
+    """--label-thresholds as given (`0.4` for every label, or `toxic=0.3,spam=0.6`, unnamed labels at 0.5) or as
+    the model card stores it ({label: threshold}); None when unset."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) or (isinstance(value, str) and "=" not in value):
+        return np.full(len(names), float(value))
+    given = value if isinstance(value, dict) else dict(item.split("=", 1) for item in value.split(","))
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"label_thresholds: no label {', '.join(unknown)} (labels: {', '.join(names)})")
+    return np.asarray([float(given.get(name, 0.5)) for name in names])
+
+
+def multi_label_scores(gold: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
+    """Micro and macro F1, subset accuracy (every label of an example right) and per-label precision / recall / F1
+    from [examples, labels] 0/1 arrays."""
+    gold, pred = np.asarray(gold, bool), np.asarray(pred, bool)
+    tp, fp, fn = (gold & pred).sum(0), (~gold & pred).sum(0), (gold & ~pred).sum(0)
+    precision = np.divide(tp, tp + fp, out=np.zeros(len(names)), where=tp + fp > 0)
+    recall = np.divide(tp, tp + fn, out=np.zeros(len(names)), where=tp + fn > 0)
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(names)), where=2 * tp + fp + fn > 0)
+    micro_p = tp.sum() / max(1, tp.sum() + fp.sum())
+    micro_r = tp.sum() / max(1, tp.sum() + fn.sum())
+    return {
+        "micro_f1": float(2 * tp.sum() / max(1, 2 * tp.sum() + fp.sum() + fn.sum())),
+        "micro_precision": float(micro_p),
+        "micro_recall": float(micro_r),
+        "macro_f1": float(f1.mean()) if len(names) else 0.0,
+        "subset_accuracy": float((gold == pred).all(1).mean()) if len(gold) else 0.0,
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "number": int(n)}
+            for name, p, r, f, n in zip(names, precision, recall, f1, gold.sum(0))
+        },
+        "n": int(len(gold)),
+    }
+
+
 def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = None):
     """Scores by label name: the model's prediction ids through its id2label, the data's gold ids through the
-    data's labels, so differently ordered label lists still score right."""
+    data's labels, so differently ordered label lists still score right. Multi-label: each label at its threshold
+    (`label_thresholds`, else tuned here per label and reported, for the model card)."""
     model_names = [model_config.id2label[i] for i in range(len(model_config.id2label))]
     data_names = label_names(raw)
     names = data_names + [n for n in model_names if n not in data_names]
@@ -226,9 +322,28 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
     windows: list[list[int]] = [[] for _ in range(len(raw))]
     for j, feature in enumerate(eval_feats):
         windows[feature["example"]].append(j)
-    pred = [names.index(model_names[int(reduce_windows(probs[w], how).argmax())]) for w in windows]
-    gold = [int(g) for g in raw["label"]]
-    metrics = classification_scores(gold, pred, names)
+    reduced = np.stack([reduce_windows(probs[w], how) for w in windows]) if windows else np.zeros((0, len(names)))
+    if is_multi_label(raw):
+        # the model's probabilities in the order of `names`; a label only the data has is never predicted
+        full = np.zeros((len(raw), len(names)))
+        full[:, [names.index(n) for n in model_names]] = reduced
+        gold = np.zeros((len(raw), len(names)), bool)
+        for i, ids in enumerate(raw["label"]):
+            gold[i, [names.index(data_names[k]) for k in ids]] = True
+        given = parse_thresholds(getattr(cfg, "label_thresholds", None), model_names)
+        model_thresholds = given if given is not None else tune_thresholds(full[:, : len(model_names)], gold)
+        thresholds = np.concatenate([model_thresholds, np.ones(len(names) - len(model_names))])
+        predicted = full >= thresholds
+        metrics = multi_label_scores(gold, predicted, names)
+        at_half = multi_label_scores(gold, full >= 0.5, names)
+        metrics["at_0.5"] = {k: at_half[k] for k in ("micro_f1", "macro_f1", "subset_accuracy")}
+        metrics["thresholds"] = dict(zip(model_names, model_thresholds.tolist()))
+        metrics["thresholds_tuned_here"] = given is None
+        metrics["windows"] = len(eval_feats)
+        return metrics, [[names[j] for j in np.flatnonzero(row)] for row in predicted]
+    pred = [names.index(model_names[int(row.argmax())]) for row in reduced]
+    gold_ids = [int(g) for g in raw["label"]]
+    metrics = classification_scores(gold_ids, pred, names)
     metrics["windows"] = len(eval_feats)
     return metrics, [names[p] for p in pred]
 
@@ -238,29 +353,69 @@ def _softmax(logits):
     return (shifted / shifted.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def decode(batch: pa.Table, id2label: dict[int, str], window_reduce: str = "mean") -> pa.Table:
-    """A document's label from its windows' probabilities (`reduce_windows`): `label`, `score` and every label's
-    probability, most likely first."""
+def decode(
+    batch: pa.Table,
+    id2label: dict[int, str],
+    window_reduce: str = "mean",
+    multi_label: bool = False,
+    thresholds: Any = None,
+) -> pa.Table:
+    """A document's labels from its windows' logits, as probabilities (softmax; multi-label: a sigmoid a label)
+    reduced over the windows (`reduce_windows`): `label` and `score` (the most likely), `probabilities` (every
+    label, most likely first) and `labels` (single-label: [label]; multi-label: each label at or over its
+    threshold, 0.5 unless the model card or --label-thresholds set one)."""
     t0 = time.perf_counter()
     reasons = batch.column("_reject").to_pylist()
     names = [id2label[i] for i in range(len(id2label))]
-    labels, scores, probabilities = [], [], []
-    for windows, reason in zip(batch.column("_probs").to_pylist(), reasons):
+    cut = parse_thresholds(thresholds, names) if multi_label else None
+    cut = np.full(len(names), 0.5) if multi_label and cut is None else cut
+    labels, scores, probabilities, chosen = [], [], [], []
+    for windows, reason in zip(batch.column("_logits").to_pylist(), reasons):
         if reason is not None or not windows:
-            labels.append(None)
-            scores.append(None)
-            probabilities.append(None)
+            for column in (labels, scores, probabilities, chosen):
+                column.append(None)
             continue
-        mean = reduce_windows(windows, window_reduce)
+        logits = np.asarray(windows, np.float64)
+        window_probs = 1 / (1 + np.exp(-logits)) if multi_label else _softmax(logits)
+        mean = reduce_windows(window_probs, window_reduce)
         order = np.argsort(-mean, kind="stable")
         labels.append(names[order[0]])
         scores.append(float(mean[order[0]]))
         probabilities.append([{"label": names[i], "score": float(mean[i])} for i in order])
+        chosen.append([names[i] for i in order if mean[i] >= cut[i]] if multi_label else [names[order[0]]])
     out = passthrough(batch, ["id"], reasons)
     out = out.append_column("label", pa.array(labels, pa.string()))
     out = out.append_column("score", pa.array(scores, pa.float64()))
     out = out.append_column("probabilities", pa.array(probabilities, PROBABILITIES))
+    out = out.append_column("labels", pa.array(chosen, pa.list_(pa.string())))
     return timed(out, "decode", time.perf_counter() - t0)
+
+
+def _decode_options(cfg: Any, model_config: Any) -> dict:
+    return {
+        "id2label": {int(k): v for k, v in model_config.id2label.items()},
+        "window_reduce": cfg.window_reduce,
+        "multi_label": getattr(model_config, "problem_type", None) == "multi_label_classification",
+        "thresholds": getattr(cfg, "label_thresholds", None),
+    }
+
+
+def _check_train(cfg: Any) -> list[str]:
+    value = getattr(cfg, "label_thresholds", None)
+    if isinstance(value, dict):  # as the model card keeps them
+        items = list(value.values())
+    else:
+        items = [] if value in (None, "") else [item.rpartition("=")[2] for item in str(value).split(",")]
+    try:
+        bad = [v for v in items if not 0.0 <= float(v) <= 1.0]
+    except ValueError:
+        bad = items
+    return [f"label_thresholds: {value!r} is not 0.4 or 'label=0.3,other=0.6' (thresholds in 0..1)"] if bad else []
+
+
+def _card_settings(metrics: dict, cfg: Any) -> dict:
+    """A multi-label model keeps the per-label thresholds its validation chose (or it was given)."""
+    return {"label_thresholds": metrics["thresholds"]} if "thresholds" in metrics else {}
 
 
 def _write_predictions(predictions: list[str], path: str) -> None:
@@ -268,18 +423,26 @@ def _write_predictions(predictions: list[str], path: str) -> None:
 
 
 def _plot_scores(history: list[dict]) -> list[tuple[str, list[float], str]]:
+    first = "micro_f1" if "micro_f1" in history[0]["eval"] and "accuracy" not in history[0]["eval"] else "accuracy"
     return [
-        ("accuracy", [h["eval"]["accuracy"] for h in history], "o-"),
+        (first.replace("_", " "), [h["eval"][first] for h in history], "o-"),
         ("macro F1", [h["eval"]["macro_f1"] for h in history], "s-"),
     ]
 
 
 def _headline(ev: dict) -> str:
+    if "subset_accuracy" in ev:
+        return f"micro F1 {ev['micro_f1']:.4f} subset accuracy {ev['subset_accuracy']:.4f}"
     return f"accuracy {ev['accuracy']:.4f}" + (f" F1 {ev['f1']:.4f}" if "f1" in ev else "")
 
 
 def _summary(row: dict) -> str:
-    return f"{row['label']} ({row['score']:.2f})" if row.get("label") is not None else ""
+    if row.get("label") is None:
+        return ""
+    chosen = row.get("labels")
+    if chosen is not None and chosen != [row["label"]]:  # multi-label: every label over its threshold
+        return ", ".join(chosen) or f"(none; top {row['label']} {row['score']:.2f})"
+    return f"{row['label']} ({row['score']:.2f})"
 
 
 TASK = Task(
@@ -293,8 +456,10 @@ TASK = Task(
     outputs_to_gather=outputs_to_gather,
     score=score,
     label_names=label_names,
-    check_train=no_errors,
-    fingerprint=lambda cfg: {k: getattr(cfg, k) for k in ("text_column", "text_pair_column", "label_column")},
+    check_train=_check_train,
+    fingerprint=lambda cfg: {
+        k: getattr(cfg, k) for k in ("text_column", "text_pair_column", "label_column", "multi_label")
+    },
     headline=_headline,
     plot_scores=_plot_scores,
     write_predictions=_write_predictions,
@@ -303,15 +468,14 @@ TASK = Task(
     default_window=512,
     pair=False,
     token_columns=(),
-    window_columns=(("_probs", "float32"),),
-    reduce_torch=lambda outputs: [outputs[0].float().softmax(-1)],
-    reduce_numpy=lambda outputs: [_softmax(outputs[0])],
+    # a window's logits, one float a label: softmax or sigmoid (multi-label) are the model's, applied in decode
+    window_columns=(("_logits", "float32"),),
+    reduce_torch=lambda outputs: [outputs[0].float()],
+    reduce_numpy=lambda outputs: [outputs[0].astype(np.float32)],
     decode=decode,
-    decode_options=lambda cfg, model_config: {
-        "id2label": {int(k): v for k, v in model_config.id2label.items()},
-        "window_reduce": cfg.window_reduce,
-    },
-    output_columns=("label", "score", "probabilities"),
+    decode_options=_decode_options,
+    output_columns=("label", "score", "probabilities", "labels"),
     spans=lambda row: [],
     summary=_summary,
+    card_settings=_card_settings,
 )

@@ -17,8 +17,12 @@ class ResidentBatches:
         padded = collate(feats)
         padded.pop("index", None)
         self.lengths = torch.tensor([len(f["input_ids"]) for f in feats])
-        # int32 halves the memory; the step casts its slice back to the int64 the model and the loss expect
-        self.tensors = {k: v.to(device, torch.int32) for k, v in padded.items()}
+        # int32 halves the memory; the step casts its slice back to the int64 the model and the loss expect. Float
+        # tensors (a multi-label example's multi-hot targets) are per example: kept as floats, never cut to width.
+        self.per_example = {k for k, v in padded.items() if v.is_floating_point() or v.ndim == 1}
+        self.tensors = {
+            k: v.to(device, torch.float32 if v.is_floating_point() else torch.int32) for k, v in padded.items()
+        }
         self.device = device
 
     def tokens(self, indices: list[int]) -> int:
@@ -28,4 +32,7 @@ class ResidentBatches:
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         width = -(-int(self.lengths[indices].max()) // PAD_MULTIPLE) * PAD_MULTIPLE
         rows = torch.tensor(indices).to(self.device, non_blocking=True)
-        return {k: (v[rows, :width] if v.ndim == 2 else v[rows]).long() for k, v in self.tensors.items()}
+        return {
+            k: v[rows] if v.is_floating_point() else (v[rows] if k in self.per_example else v[rows, :width]).long()
+            for k, v in self.tensors.items()
+        }

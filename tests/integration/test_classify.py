@@ -75,3 +75,48 @@ def test_classify_trains_evaluates_annotates_and_shows(ray_cluster, tiny_ner_mod
         rows = annotate_texts(load_annotate_config(input="-", output="-", window_reduce=how, **common), long_texts)
         assert predictions == [r["label"] for r in rows]
     assert scored["windows"] > len(long_texts)  # some texts span two windows or more
+
+
+def test_multi_label_trains_tunes_thresholds_and_annotates_what_evaluate_scores(
+    ray_cluster, tiny_ner_model, data_dir, tmp_path
+):
+    """Label lists train a sigmoid head; the thresholds validation tuned are stored in the model card; evaluate (2
+    workers gathered = 1 process) scores with them, and annotate gives each document the labels evaluate predicted."""
+    import json
+
+    sentences = (data_dir / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:400]
+    rows = []
+    for line in sentences:
+        text, label = line.rsplit("\t", 1)
+        tags = (["positive"] if label == "1" else []) + (["long"] if len(text.split()) > 8 else [])
+        rows.append({"text": text, "label": tags})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:300]))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[300:]))
+    model = tmp_path / "model"
+    metrics = run_training(
+        load_train_config(
+            task="classify",
+            model=str(tiny_ner_model),
+            output=str(model),
+            train=str(tmp_path / "train.jsonl"),
+            validation=str(tmp_path / "dev.jsonl"),
+            max_length=64,
+            epochs=1,
+            num_workers=2,
+            quiet=True,
+        )
+    )
+    final = metrics["final"]["eval"]
+    assert set(final["per_class"]) == {"long", "positive"} and final["thresholds_tuned_here"]
+    assert {"micro_f1", "macro_f1", "subset_accuracy", "at_0.5"} <= set(final)
+    card = json.loads((model / "nlpbatch.json").read_text())
+    assert card["label_thresholds"] == final["thresholds"]
+    assert json.loads((model / "config.json").read_text())["problem_type"] == "multi_label_classification"
+
+    scored, predictions = evaluate_model(eval_config("classify", str(model)), str(tmp_path / "dev.jsonl"))
+    assert not scored["thresholds_tuned_here"] and scored["thresholds"] == final["thresholds"]
+    assert scored["micro_f1"] == final["micro_f1"] and scored["subset_accuracy"] == final["subset_accuracy"]
+    common = {"task": "classify", "model": str(model), "max_length": 64, "stride": 16, "input": "-", "output": "-"}
+    annotated = annotate_texts(load_annotate_config(**common), [r["text"] for r in rows[300:]])
+    assert [sorted(r["labels"]) for r in annotated] == [sorted(p) for p in predictions]
+    assert any(len(p) == 2 for p in predictions) or any(not p for p in predictions)  # a set, not one label

@@ -37,3 +37,34 @@ def test_resident_batches_equal_the_collator(data_dir, task_name, examples):
         for key, tensor in expected.items():
             assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor), key
         assert batches.tokens(indices) == int(expected["attention_mask"].sum())
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_resident_classification_batches_equal_the_collator(data_dir, tmp_path, multi):
+    """Per-example targets (a label id; multi-label: a multi-hot row of 40 floats, wider than most batches) come
+    out whole and in their own dtype."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from nlpbatch.models import resolve_model
+
+    task = get_task("classify")
+    lines = (data_dir / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:200]
+    rows = [{"text": line.rsplit("\t", 1)[0], "label": line.rsplit("\t", 1)[1]} for line in lines]
+    if multi:
+        rows = [{**r, "label": [f"l{(i * k) % 40}" for k in range(1, 4)]} for i, r in enumerate(rows)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = task.load_split(str(tmp_path / "d.jsonl"), "train")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    feats = task.train_features(raw, tokenizer, TrainConfig(task="classify", output="", max_length=64))
+    collate = task.collator(tokenizer)
+    batches = ResidentBatches(feats, collate, torch.device("cpu"))
+    lengths = [len(f["input_ids"]) for f in feats]
+    for indices in GlobalBatchSampler(len(feats), 16, 0, 1, seed=0, lengths=lengths):
+        expected = collate([feats[i] for i in indices])
+        expected.pop("index")
+        got = batches(indices)
+        for key, tensor in expected.items():
+            assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor), key
+    assert expected["labels"].shape == ((len(indices), 40) if multi else (len(indices),))

@@ -41,7 +41,8 @@ def test_scores_equal_a_hand_count():
 
 
 def test_a_document_is_the_mean_of_its_windows():
-    probs = pa.array([[[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]], [], [[0.6, 0.4]]], pa.list_(pa.list_(pa.float32())))
+    probs = [[[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]], [], [[0.6, 0.4]]]
+    logits = pa.array([np.log(p).tolist() for p in probs], pa.list_(pa.list_(pa.float32())))  # softmax gives p back
     batch = pa.table(
         {
             "id": ["long", "bad", "short"],
@@ -50,13 +51,14 @@ def test_a_document_is_the_mean_of_its_windows():
             "n_tokens": [9, 0, 3],
             "_reject": [None, "text is empty", None],
             "_input": [None, "{}", None],
-            "_probs": probs,
+            "_logits": logits,
         }
     )
     out = decode(batch, {0: "neg", 1: "pos"}).to_pylist()
     assert [r["label"] for r in out] == ["pos", None, "neg"]  # mean P(pos) of the long one: 1.6 / 3
     assert out[0]["score"] == pytest.approx(np.mean([0.1, 0.8, 0.7]), abs=1e-6)
     assert [p["label"] for p in out[0]["probabilities"]] == ["pos", "neg"] and out[1]["probabilities"] is None
+    assert [r["labels"] for r in out] == [["pos"], None, ["neg"]]
 
 
 def test_sentence_pairs_are_one_window_of_two_segments(data_dir):
@@ -93,3 +95,54 @@ def test_a_text_of_several_windows_is_scored_from_all_of_them_as_annotate_reduce
         metrics, pred = classify.score({"probs": probs}, feats, raw, model, SimpleNamespace(window_reduce=how))
         assert pred == expected and metrics["windows"] == 4
     assert classify.reduce_windows(probs[:3], "max").tolist() == [0.9, 0.8]
+
+
+def test_multi_label_data_metrics_and_thresholds(tmp_path):
+    """Label lists make the data multi-label (JSONL lists; a TSV comma list with multi_label); scores count each
+    label at its threshold, by hand; thresholds tuned per label pick each label's best F1; decode gives every label
+    over its threshold."""
+    import json
+
+    from nlpbatch.tasks.classify import multi_label_scores, parse_thresholds, tune_thresholds
+
+    rows = [{"text": "a", "label": ["spam", "toxic"]}, {"text": "b", "label": []}, {"text": "c", "label": ["spam"]}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "m.tsv").write_text("text\tlabel\na\tspam,toxic\nb\t \nc\tspam\n")
+    from_jsonl = load_split(str(tmp_path / "m.jsonl"), "train")
+    assert from_jsonl.features["label"].feature.names == ["spam", "toxic"]
+    assert from_jsonl["label"] == [[0, 1], [], [0]]
+    from_tsv = load_split(str(tmp_path / "m.tsv"), "train", multi_label=True)  # an empty cell: no label applies
+    assert from_tsv["label"] == from_jsonl["label"] and from_tsv.features == from_jsonl.features
+    (tmp_path / "bad.jsonl").write_text('{"text": "a", "label": ["x"]}\n{"text": "b", "label": "x"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: a row needs 'text', 'label' \(multi-label: a list"):
+        load_split(str(tmp_path / "bad.jsonl"), "train")
+
+    gold = np.array([[1, 1], [0, 0], [1, 0], [0, 1]])
+    pred = np.array([[1, 0], [0, 0], [1, 1], [0, 1]])
+    scores = multi_label_scores(gold, pred, ["spam", "toxic"])
+    # spam: tp 2; toxic: tp 1, fp 1, fn 1 -> micro 2*3 / (2*3 + 1 + 1)
+    assert scores["micro_f1"] == pytest.approx(6 / 8) and scores["subset_accuracy"] == 0.5
+    assert scores["per_class"]["spam"]["f1"] == 1.0 and scores["per_class"]["toxic"]["f1"] == pytest.approx(0.5)
+    assert scores["macro_f1"] == pytest.approx(0.75)
+
+    probs = np.array([[0.9, 0.2], [0.1, 0.3], [0.35, 0.25], [0.2, 0.8]])
+    gold = np.array([[1, 0], [0, 0], [1, 1], [0, 1]])
+    assert tune_thresholds(probs, gold).tolist() == [0.35, 0.25]  # the lowest score of each label's positives
+    assert parse_thresholds("spam=0.3", ["spam", "toxic"]).tolist() == [0.3, 0.5]
+    assert parse_thresholds({"toxic": 0.7}, ["spam", "toxic"]).tolist() == [0.5, 0.7]
+
+    logits = pa.array([[[2.0, -1.0, 0.5]], [[-3.0, -3.0, -3.0]]], pa.list_(pa.list_(pa.float32())))
+    batch = pa.table(
+        {
+            "id": ["x", "y"],
+            "source": ["f"] * 2,
+            "line": [1, 2],
+            "n_tokens": [3, 3],
+            "_reject": pa.nulls(2, pa.string()),
+            "_input": pa.nulls(2, pa.string()),
+            "_logits": logits,
+        }
+    )
+    out = decode(batch, {0: "a", 1: "b", 2: "c"}, multi_label=True, thresholds={"c": 0.7}).to_pylist()
+    assert out[0]["labels"] == ["a"] and out[1]["labels"] == []  # sigmoid(0.5) = 0.62 < c's 0.7
+    assert out[0]["probabilities"][0]["score"] == pytest.approx(1 / (1 + np.exp(-2.0)))
