@@ -114,6 +114,8 @@ ANNOTATE_HELP = {
     "none); strings as they are, other values as JSON text",
     "question_column": "QA: input column with each row's question",
     "questions": "QA: file with one question per line, asked of every document",
+    "text_pair_column": "classify: input column with the second text of a sentence pair (default: the column the "
+    "model was trained with; a pair model needs its pairs)",
     "aggregation": "NER: first | max (whole words, a word's label from its first / most confident sub-token) | simple "
     "(sub-word tokens, can cut words), as the transformers pipeline",
     "max_length": "window length in tokens (default 512 NER, 384 QA)",

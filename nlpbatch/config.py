@@ -189,6 +189,7 @@ class AnnotateConfig:
     keep_columns: str | None = None  # input columns copied to each output row, comma-separated; None: the text
     question_column: str = "question"  # QA: one question per row ...
     questions: str | None = None  # ... or a file with one question per line, asked of every document
+    text_pair_column: str | None = None  # classify: the second text of a sentence pair (default: as trained)
     aggregation: str = "first"  # NER: first | max | simple (measured: benchmarks/results/ner_aggregation_cpu.json)
     max_length: int | None = None  # window length in tokens; None: 512 NER, 384 QA
     stride: int = 128  # tokens shared by neighbouring windows

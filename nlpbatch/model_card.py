@@ -27,8 +27,8 @@ def read_card(model_path: str | Path) -> dict:
 
 
 # settings chosen at training time that evaluate and annotate take from the card unless given (windows are not among
-# them: annotate's window is a throughput choice, not a property of the model)
-CARD_DEFAULTS = ("null_threshold", "label_thresholds")
+# them: annotate's window is a throughput choice, not a property of the model; a pair model needs its pairs)
+CARD_DEFAULTS = ("null_threshold", "label_thresholds", "text_pair_column")
 
 
 def card_defaults(cfg, model_path: str | Path):

@@ -219,13 +219,20 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
     if len(formats) != 1:
         raise ConfigError(f"{cfg.input}: mixed input formats {sorted(formats)}; pass --input-format or split them")
     fmt = formats.pop()
-    questions = _read_questions(cfg.questions)
     task = get_task(cfg.task)
-    question_column = cfg.question_column if task.pair and questions is None else None
+    model_path = _local_model_path(cfg.model)
+    trained_for = task_of_model(model_path)
+    if trained_for not in (None, cfg.task):
+        raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
+    cfg = card_defaults(cfg, model_path)  # a pair model's second column is the card's unless given
+    questions = _read_questions(cfg.questions)
+    question_column = second_column(cfg, questions)
     required = [cfg.id_column, cfg.text_column] + ([question_column] if question_column else [])
     hints = {cfg.id_column: "set --id-column", cfg.text_column: "set --text-column"}
-    if question_column:
+    if question_column and task.pair:
         hints[question_column] = "set --question-column, or ask every document the same questions with --questions FILE"
+    elif question_column:
+        hints[question_column] = "the model classifies sentence pairs: set --text-pair-column"
     rows_in = check_inputs([i.path for i in infos], fmt, in_fs, required, cfg.id_column, cfg.kept, hints)
     rows_in *= len(questions) if questions else 1
     if rows_in == 0 and not cfg.allow_empty:
@@ -233,11 +240,6 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
             f"{cfg.input}: no rows to annotate ({len(infos)} file(s), all empty); pass --allow-empty to publish an "
             "empty output"
         )
-
-    model_path = _local_model_path(cfg.model)
-    trained_for = task_of_model(model_path)
-    if trained_for not in (None, cfg.task):
-        raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
     model_config = AutoConfig.from_pretrained(model_path)
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
     return Plan(infos, fmt, questions, question_column, required, rows_in, model_path, model_config)
@@ -429,9 +431,18 @@ class _progress:
         self.bar.close()
 
 
+def second_column(cfg: AnnotateConfig, questions: list[str] | None) -> str | None:
+    """The input column of a row's second input: a QA question (unless --questions asks every document the same
+    ones), or the second text of a sentence pair (`text_pair_column`, for a model trained on pairs)."""
+    if get_task(cfg.task).pair:
+        return cfg.question_column if questions is None else None
+    return cfg.text_pair_column or None  # "": single texts, even for a pair model
+
+
 def _parse_options(cfg: AnnotateConfig, fmt: str, question_column: str | None, questions: list[str] | None) -> dict:
     """`stages.parse_rows`' keyword arguments."""
     return {
+        "second": "question" if get_task(cfg.task).pair else "text pair",
         "fmt": fmt,
         "id_column": cfg.id_column,
         "text_column": cfg.text_column,
@@ -520,7 +531,8 @@ def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool
 
     task = get_task(cfg.task)
     questions = _read_questions(cfg.questions)
-    question_column = (cfg.question_column if own_columns else "question") if task.pair and not questions else None
+    question_column = second_column(cfg, questions)
+    question_column = question_column if own_columns or question_column is None else "question"
     parse = _parse_options(cfg, "jsonl", question_column, questions)
     if not own_columns:
         parse = {**parse, "id_column": "id", "text_column": "text", "keep": []}

@@ -30,9 +30,10 @@ def get_tokenizer(model_path: str):
     return AutoTokenizer.from_pretrained(model_path)
 
 
-def _check_row(doc_id, text, question, needs_question: bool, max_chars: int) -> str | None:
+def _check_row(doc_id, text, question, needs_question: bool, max_chars: int, second: str = "question") -> str | None:
     """Why a document row cannot be annotated, or None. Every field's type and size is checked here, so no later
-    stage meets a value it cannot handle."""
+    stage meets a value it cannot handle. `second`: what the row's second input is called (a QA question, or the
+    second text of a classified pair, which may be as long as a text)."""
     if doc_id is None:
         return "id is null"
     if isinstance(doc_id, bool) or not isinstance(doc_id, str | int):
@@ -43,7 +44,7 @@ def _check_row(doc_id, text, question, needs_question: bool, max_chars: int) -> 
         return "text is null"
     if not isinstance(text, str):
         return f"text is not a string ({type(text).__name__})"
-    for name, value in (("id", doc_id), ("text", text), ("question", question)):
+    for name, value in (("id", doc_id), ("text", text), (second, question)):
         if (problem := not_unicode(name, value)) is not None:
             return problem
     if not text.strip():
@@ -51,14 +52,15 @@ def _check_row(doc_id, text, question, needs_question: bool, max_chars: int) -> 
     if len(text) > max_chars:
         return f"text has {len(text)} characters, over max_chars {max_chars}"
     if needs_question:
+        limit = MAX_QUESTION_CHARS if second == "question" else max_chars
         if question is None:
-            return "question is null"
+            return f"{second} is null"
         if not isinstance(question, str):
-            return f"question is not a string ({type(question).__name__})"
+            return f"{second} is not a string ({type(question).__name__})"
         if not question.strip():
-            return "question is empty"
-        if len(question) > MAX_QUESTION_CHARS:
-            return f"question has {len(question)} characters, over {MAX_QUESTION_CHARS}"
+            return f"{second} is empty"
+        if len(question) > limit:
+            return f"{second} has {len(question)} characters, over {limit}"
     return None
 
 
@@ -102,10 +104,12 @@ def parse_rows(
     questions: list[str] | None,
     max_chars: int,
     keep: list[str] = (),
+    second: str = "question",
 ) -> pa.Table:
     """Raw input rows (`reader.JsonlLines` lines or `reader.ParquetRowGroups` columns) -> validated document rows.
 
-    With `questions`, every document is paired with every question (QA over a fixed question list). A rejected row
+    With `questions`, every document is paired with every question (QA over a fixed question list); `question_column`
+    is the row's second input (its question, or the second text of a pair, named `second` in reasons). A rejected row
     keeps its file, line and raw input; nothing in a row can raise out of this function. `keep`: input columns
     carried to the output as `_keep_<name>` strings (other values as JSON text).
     """
@@ -130,7 +134,7 @@ def parse_rows(
         kept = {f"_keep_{name}": _as_text(record.get(name)) for name in keep}
         bad_kept = next((p for k, v in kept.items() if (p := not_unicode(f"column {k[6:]!r}", v))), None)
         for question in asked:
-            reason = error or _check_row(doc_id, text, question, needs_question, max_chars) or bad_kept
+            reason = error or _check_row(doc_id, text, question, needs_question, max_chars, second) or bad_kept
             rows.append(
                 {
                     **({k: None for k in kept} if reason else kept),
@@ -158,15 +162,19 @@ def _as_text(value) -> str | None:
         return repr(value)[:MAX_RAW_CHARS]
 
 
-def _encode(tokenizer, pair: bool, texts: list[str], questions: list[str], max_length: int, stride: int):
+def _encode(tokenizer, pair: str | None, texts: list[str], questions: list[str], max_length: int, stride: int):
     """(windows, windows per text): every text's windows (tokenizers.Encoding: the first, then its overflow)
     straight from the Rust tokenizer, without the per-token Python lists that `tokenizer(...)` would build.
-    `pair`: (question, text) inputs, of which only the text is cut into windows."""
+    `pair`: "question" for (question, text) inputs of which only the text is cut into windows; "text" for a
+    sentence pair (text, second text) in one window, truncated longest side first, as training saw it."""
     backend = tokenizer.backend_tokenizer
-    strategy = "only_second" if pair else "longest_first"
+    strategy = "only_second" if pair == "question" else "longest_first"
     backend.enable_truncation(max_length, stride=stride, strategy=strategy, direction=tokenizer.truncation_side)
     backend.no_padding()
-    encodings = backend.encode_batch(list(zip(questions, texts)) if pair else texts)
+    inputs = {"question": lambda: list(zip(questions, texts)), "text": lambda: list(zip(texts, questions))}
+    encodings = backend.encode_batch(inputs[pair]() if pair else texts)
+    if pair == "text":
+        return list(encodings), [1] * len(encodings)
     windows = [window for enc in encodings for window in (enc, *enc.overflowing)]
     return windows, [1 + len(enc.overflowing) for enc in encodings]
 
@@ -214,13 +222,14 @@ def tokenize_slice(batch: pa.Table, task: str, model_path: str, max_length: int,
     from nlpbatch.tasks import get_task
 
     t0 = time.perf_counter()
-    pair = get_task(task).pair
     tokenizer = get_tokenizer(model_path)
     reasons = batch.column("_reject").to_pylist()
     texts = batch.column("text").to_pylist()
     questions = [q.lstrip() if q else q for q in batch.column("question").to_pylist()]
     good = [i for i, r in enumerate(reasons) if r is None]
-    if pair and good:
+    # a pair task's rows carry their question; another task's rows carry a second text only as a sentence pair
+    pair = "question" if get_task(task).pair else ("text" if any(questions[i] for i in good) else None)
+    if pair == "question" and good:
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - stride - 1
         lengths = tokenizer([questions[i] for i in good], add_special_tokens=False)["input_ids"]
         for i, ids in zip(good, lengths):
@@ -257,7 +266,7 @@ def tokenize_slice(batch: pa.Table, task: str, model_path: str, max_length: int,
     offsets = np.fromiter(pairs, np.int32, count=2 * n).reshape(n, 2)
     sequence = _ids(w.sequence_ids for w in windows)
     word_ids = _ids(w.word_ids for w in windows)
-    own = sequence == (1 if pair else 0)  # pair tasks: only the text's tokens are decoded (never the question's)
+    own = sequence == (1 if pair == "question" else 0)  # QA: only the text's tokens are decoded, not the question's
     offsets[~own] = -1
     word_ids[~own] = -1
     with_types = "token_type_ids" in tokenizer.model_input_names

@@ -120,3 +120,59 @@ def test_multi_label_trains_tunes_thresholds_and_annotates_what_evaluate_scores(
     annotated = annotate_texts(load_annotate_config(**common), [r["text"] for r in rows[300:]])
     assert [sorted(r["labels"]) for r in annotated] == [sorted(p) for p in predictions]
     assert any(len(p) == 2 for p in predictions) or any(not p for p in predictions)  # a set, not one label
+
+
+def test_sentence_pairs_annotate_as_evaluate_scores_them(ray_cluster, tiny_ner_model, data_dir, tmp_path):
+    """An MRPC-style pair model: annotate reads the second text from the column it was trained with (model card),
+    tokenizes the pair into one window as training did, and labels each pair as evaluate predicted it; a row
+    without its second text is a reject with the reason."""
+    import csv
+
+    model = tmp_path / "model"
+    columns = {"text_column": "#1 String", "text_pair_column": "#2 String", "label_column": "Quality"}
+    run_training(
+        load_train_config(
+            task="classify",
+            model=str(tiny_ner_model),
+            output=str(model),
+            data_dir=str(data_dir / "mrpc"),
+            max_train_examples=96,
+            max_eval_examples=48,
+            max_length=64,
+            epochs=1,
+            num_workers=1,
+            quiet=True,
+            **columns,
+        )
+    )
+    _, predictions = evaluate_model(eval_config("classify", str(model)), str(data_dir / "mrpc"), max_examples=48)
+    with open(data_dir / "mrpc" / "validation.tsv", encoding="utf-8-sig") as fh:
+        pairs = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[:48]
+    table = {
+        "id": [f"p{i}" for i in range(49)],
+        "#1 String": [p["#1 String"] for p in pairs] + ["an orphan"],
+        "#2 String": [p["#2 String"] for p in pairs] + [None],
+    }
+    pq.write_table(pa.table(table), tmp_path / "pairs.parquet")
+    manifest = run_annotation(
+        load_annotate_config(
+            task="classify",
+            model=str(model),
+            input=str(tmp_path / "pairs.parquet"),
+            output=str(tmp_path / "out"),
+            text_column="#1 String",
+            max_length=64,
+            stride=16,
+            max_reject_rate=0.1,
+        )
+    )
+    from nlpbatch.show import read_rows
+
+    _, rows = read_rows(str(tmp_path / "out"), 100)
+    got = {r["id"]: r for r in rows}
+    assert [got[f"p{i}"]["label"] for i in range(48)] == predictions
+    assert manifest["rows_rejected"] == 1 and "text pair is null" in str(manifest["reject_reasons"])
+    common = {"task": "classify", "model": str(model), "max_length": 64, "stride": 16, "input": "-", "output": "-"}
+    in_process = annotate_texts(load_annotate_config(**common), table["#1 String"][:48], table["#2 String"][:48])
+    assert [r["label"] for r in in_process] == predictions
+    assert [got[f"p{i}"]["score"] for i in range(48)] == pytest.approx([r["score"] for r in in_process], abs=1e-5)

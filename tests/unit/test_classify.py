@@ -76,6 +76,38 @@ def test_sentence_pairs_are_one_window_of_two_segments(data_dir):
     assert [f["labels"] for f in feats] == list(raw["label"]) and [f["index"] for f in feats] == [0, 1, 2, 3]
 
 
+def test_annotate_tokenizes_a_sentence_pair_as_training_did(data_dir):
+    """annotate's tokenize stage puts (text, second text) in one window, truncated longest side first, with the
+    token types training and evaluate use: the same ids, the same segments, one window a pair."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from nlpbatch.annotate.stages import tokenize_slice
+    from nlpbatch.models import resolve_model
+    from nlpbatch.tasks.classify import eval_features
+
+    model = resolve_model(None)
+    raw = load_split(str(data_dir / "mrpc"), "validation", 40, "#1 String", "#2 String", "Quality")
+    feats = eval_features(raw, AutoTokenizer.from_pretrained(model), SimpleNamespace(max_length=32, doc_stride=8))
+    n = len(raw)
+    batch = pa.table(
+        {
+            "id": [str(i) for i in range(n)],
+            "text": raw["text"],
+            "question": raw["text_pair"],
+            "source": ["f"] * n,
+            "line": list(range(n)),
+            "_reject": pa.nulls(n, pa.string()),
+            "_input": pa.nulls(n, pa.string()),
+        }
+    )
+    out = tokenize_slice(batch, "classify", model, 32, 8)
+    assert [w for row in out["_input_ids"].to_pylist() for w in row] == [f["input_ids"] for f in feats]
+    assert [w for row in out["_type_ids"].to_pylist() for w in row] == [f["token_type_ids"] for f in feats]
+    assert all(len(row) == 1 for row in out["_input_ids"].to_pylist())  # truncated, never cut into windows
+
+
 def test_a_text_of_several_windows_is_scored_from_all_of_them_as_annotate_reduces_them():
     from types import SimpleNamespace
 
