@@ -139,7 +139,8 @@ def ours(task: str, train: str, validation: str, options: dict, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_train_config(
             task=task,
-            output=tmp,
+            output=args.keep_model or tmp,
+            overwrite=True,
             train=train,
             validation=validation,
             cpus_per_worker=os.cpu_count() or 1,
@@ -170,6 +171,7 @@ def main() -> None:
     parser.add_argument("--trainer-batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-ours", action="store_true")
+    parser.add_argument("--keep-model", help="keep our model here (default runs/trainer-compare-DATASET; '' deletes)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -181,6 +183,8 @@ def main() -> None:
     from nlpbatch.tasks import get_task
 
     task, train_file, validation_file, options, textbook_epochs = DATASETS[args.dataset]
+    if args.keep_model is None:
+        args.keep_model = f"runs/trainer-compare-{args.dataset}"
     train, validation = (str(Path(args.data_dir) / f) for f in (train_file, validation_file))
     spec = get_task(task)
     raw_train = spec.load_split(train, "train", args.train_examples, **options)

@@ -178,3 +178,22 @@ def test_multi_label_data_metrics_and_thresholds(tmp_path):
     out = decode(batch, {0: "a", 1: "b", 2: "c"}, multi_label=True, thresholds={"c": 0.7}).to_pylist()
     assert out[0]["labels"] == ["a"] and out[1]["labels"] == []  # sigmoid(0.5) = 0.62 < c's 0.7
     assert out[0]["probabilities"][0]["score"] == pytest.approx(1 / (1 + np.exp(-2.0)))
+
+
+def test_a_hub_shaped_folder_keeps_its_class_names(tmp_path):
+    """A dataset laid out as on the hub (read by `datasets.load_dataset`, the hub's code path): ClassLabel ids come
+    back as their names, single- and multi-label."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    single = Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+    Dataset.from_dict({"sentence": ["bad", "good"], "label": [0, 1]}, features=single).to_parquet(
+        str(tmp_path / "single" / "train.parquet")
+    )
+    multi = Features({"text": Value("string"), "topics": Sequence(ClassLabel(names=["art", "war"]))})
+    Dataset.from_dict({"text": ["x", "y"], "topics": [[1], [0, 1]]}, features=multi).to_parquet(
+        str(tmp_path / "multi" / "train.parquet")
+    )
+    ds = load_split(str(tmp_path / "single"), "train")
+    assert ds.features["label"].names == ["negative", "positive"] and ds["label"] == [0, 1]
+    ds = load_split(str(tmp_path / "multi"), "train", label_column="topics")
+    assert ds.features["label"].feature.names == ["art", "war"] and ds["label"] == [[1], [0, 1]]
