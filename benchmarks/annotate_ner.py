@@ -70,12 +70,14 @@ def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) ->
     return time.perf_counter() - t0
 
 
-def run_ours(corpus: str, model: str, out: str, tokens: int | None = None, backend: str = "auto", **settings) -> dict:
+def run_ours(
+    corpus: str, model: str, out: str, tokens: int | None = None, backend: str = "auto", task: str = "ner", **settings
+) -> dict:
     """The annotate job with its defaults, except `backend` and `settings` (layout, max_actors, cpus_per_actor)."""
     from nlpbatch.annotate.pipeline import run_annotation
     from nlpbatch.config import load_annotate_config
 
-    cfg = load_annotate_config(task="ner", model=model, input=corpus, output=out, backend=backend, **settings)
+    cfg = load_annotate_config(task=task, model=model, input=corpus, output=out, backend=backend, **settings)
     with PeakRss() as mem:
         t0 = time.perf_counter()
         manifest = run_annotation(cfg)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -74,7 +75,8 @@ TRAIN_HELP = {
     "subtoken_labels": "NER: 'all' trains a word's continuation subtokens on its I- tag, 'first' only its first "
     "subtoken (scoring always reads the first)",
     "max_length": "window length in tokens (default 512 NER, 384 QA)",
-    "doc_stride": "QA: tokens shared by neighbouring context windows",
+    "doc_stride": "tokens shared by neighbouring windows: QA training contexts, and every task's evaluation windows of "
+    "long texts",
     **PREDICTION_HELP,
     "group_by_length": "batch examples of similar length (less padding)",
     "max_train_examples": "use only the first N training examples (quick runs)",
@@ -165,9 +167,19 @@ CHOICES = {
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+TASK_PREFIXES = {"ner": "ner", "qa": "qa", "classify": "classify"}  # a help text's first word names its task
+
+
+def _other_task(help_text: str, task: str | None) -> bool:
+    """Whether a flag belongs to another built-in task than `task` (its help starts with "NER", "QA", "classify"):
+    `train ner --help` lists what NER uses."""
+    first = re.split(r"[\s:,(]", help_text, maxsplit=1)[0].lower()
+    return task in TASK_PREFIXES and first in TASK_PREFIXES and first != task
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig, task: str | None = None) -> None:
     """One flag per config field, so YAML keys and flags never drift apart; every flag documented with its
-    default, choices and whether it is required."""
+    default, choices and whether it is required; with `task`, another task's flags are accepted but not listed."""
     helps = TRAIN_HELP if cls is TrainConfig else ANNOTATE_HELP
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
@@ -185,6 +197,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) 
         else:
             suffix = f" (default {field.default})"
         help_text = helps[field.name] + suffix
+        if _other_task(help_text, task):
+            help_text = argparse.SUPPRESS
         flags = [flag, *ALIASES.get(field.name, ())]
         if kind is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -237,10 +251,12 @@ def _all_parsers(parser: argparse.ArgumentParser):
                 yield from _all_parsers(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(task: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; `task` (when the command line names one) keeps other tasks' flags out of `--help`."""
     parser = Parser(
         prog="nlpbatch",
-        description="Fine-tune (Ray Train) and annotate corpora (Ray Data) with Hugging Face NER and QA models.",
+        description="Fine-tune (Ray Train) and annotate corpora (Ray Data) with Hugging Face models: NER, extractive "
+        "QA, text and sentence-pair classification.",
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", allow_abbrev=False, help="fine-tune with Ray Train (data-parallel, DDP)")
     train.add_argument("task", **OPTIONAL_TASK_ARG)
     train.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
-    _add_config_flags(train)
+    _add_config_flags(train, TrainConfig, task)
 
     ann = sub.add_parser(
         "annotate", allow_abbrev=False, help="stream a corpus through a model with Ray Data; spans to storage"
@@ -262,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`--input -` does the same for JSONL lines on stdin",
     )
     ann.add_argument("--question", help="QA with --text: the question to ask of every text")
-    _add_config_flags(ann, AnnotateConfig)
+    _add_config_flags(ann, AnnotateConfig, task)
 
     night = sub.add_parser(
         "nightly",
@@ -285,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="without --require-input-marker: take dt=D once day D (UTC) ended this many hours ago (default 0)",
     )
-    _add_config_flags(night, AnnotateConfig)
+    _add_config_flags(night, AnnotateConfig, task)
 
     corpus = sub.add_parser(
         "corpus", allow_abbrev=False, help="build a benchmark corpus from the shared CoNLL/SQuAD data"
@@ -542,7 +558,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    named = argv[1] if len(argv) > 1 and argv[1] in TASK_PREFIXES and {"-h", "--help"} & set(argv) else None
+    args = build_parser(named).parse_args(argv)
     if args.verbose:
         os.environ["NLPBATCH_VERBOSE"] = "1"  # read where Ray starts (raycluster.ensure_ray)
     command = {

@@ -229,3 +229,25 @@ def test_the_shipped_crontab_submits_what_the_readme_submits():
     words = shlex.split(line)
     runtime_env = json.loads(words[words.index("--runtime-env-json") + 1])
     assert runtime_env["excludes"] == documented  # no venv or run folder uploaded with every night's job
+
+
+@pytest.mark.parametrize(
+    ("argv", "listed", "not_listed"),
+    [
+        (
+            ["train", "ner", "--help"],
+            ["--tag-scheme", "--tokens-column", "--epochs"],
+            ["--text-pair-column", "--n-best"],
+        ),
+        (["train", "classify", "--help"], ["--multi-label", "--text-pair-column"], ["--tag-scheme", "--n-best"]),
+        (["annotate", "qa", "--help"], ["--question-column", "--null-threshold"], ["--aggregation", "--window-reduce"]),
+        (["train", "--help"], ["--tag-scheme", "--multi-label", "--n-best"], []),
+    ],
+)
+def test_a_task_help_lists_that_task_flags(capsys, argv, listed, not_listed):
+    from nlpbatch.cli import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in listed) and not any(flag in out for flag in not_listed)
