@@ -21,13 +21,32 @@ def ensure_ray(logical_cpus_needed: int = 1) -> None:
         return
     verbose = os.environ.get("NLPBATCH_VERBOSE") == "1"
     level = logging.INFO if verbose else logging.ERROR
+    # a local cluster's workers: quiet too (transformers' save bars), unless --verbose
+    env = {} if verbose else {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if os.environ.get("RAY_ADDRESS"):
+        # a joined cluster (`ray job submit`) keeps the job's own runtime_env: no env vars of ours on top
         context = ray.init(log_to_driver=True, logging_level=level)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # address="local": a new local cluster even when another Ray runs on this machine (`ray start`, a test)
         cpus = max(os.cpu_count() or 1, logical_cpus_needed)
-        context = ray.init(address="local", num_cpus=cpus, log_to_driver=True, logging_level=level)
+        # Its workers are told its address: Ray Train's controller looks a cluster up by address, and with another
+        # Ray on the machine an unnamed lookup fails ("Found multiple active Ray instances") in a logged traceback.
+        given = os.environ.get("RAY_GCS_SERVER_PORT")
+        port = given or str(_free_port())
+        env["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
+        os.environ["RAY_GCS_SERVER_PORT"] = port  # read once, by the GCS this init starts
+        try:
+            context = ray.init(
+                address="local",
+                num_cpus=cpus,
+                log_to_driver=True,
+                logging_level=level,
+                runtime_env={"env_vars": env},
+            )
+        finally:
+            if given is None:
+                del os.environ["RAY_GCS_SERVER_PORT"]
     if not verbose:
         for name in ("ray", "ray.data", "ray.train", "ray.tune"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -37,3 +56,11 @@ def ensure_ray(logical_cpus_needed: int = 1) -> None:
     from nlpbatch.errors import handle_sigterm
 
     handle_sigterm()  # ours again: Ray's core worker replaced it with a stack-dumping one
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]

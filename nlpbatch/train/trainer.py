@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -99,7 +100,7 @@ def _prepare_storage(cfg: TrainConfig, output: Path, name: str, fingerprint: dic
 def run_training(cfg: TrainConfig) -> dict:
     """Fine-tune with Ray Train; returns the metrics also written to OUTPUT/metrics.json."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from transformers import AutoConfig
 
@@ -150,6 +151,8 @@ def run_training(cfg: TrainConfig) -> dict:
             storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            # Ray Train's own INFO lines (worker group, checkpoints reported) stay in its logs unless --verbose
+            logging_config=LoggingConfig(log_level="INFO" if os.environ.get("NLPBATCH_VERBOSE") == "1" else "WARNING"),
         ),
     )
     t_fit = time.perf_counter()
