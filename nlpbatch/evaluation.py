@@ -89,7 +89,11 @@ def evaluate_model(
             raise ConfigError("--use-gpu: no GPU is visible to this process")
     task = get_task(cfg.task)
     skips = SkipReport()
-    raw = task.load_split(data, split, max_examples, skip_invalid=skip_invalid, skips=skips, **cfg.data_options())
+    from nlpbatch.data import fetch_data
+
+    raw = task.load_split(
+        fetch_data(data), split, max_examples, skip_invalid=skip_invalid, skips=skips, **cfg.data_options()
+    )
     if num_workers == 0:
         from nlpbatch.progress import progress_mode
 

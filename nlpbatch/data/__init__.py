@@ -20,6 +20,40 @@ def read_text(path: str | Path) -> str:
         ) from None
 
 
+def fetch_data(source: str | None) -> str | None:
+    """An s3:// training or evaluation source (an object, or a glob of objects) copied to a local temporary folder,
+    as the local path (or glob) the readers take; any other source as it is. $AWS_ENDPOINT_URL points at an
+    S3-compatible store, as for annotate."""
+    if not source or not source.startswith("s3://"):
+        return source
+    import atexit
+    import fnmatch
+    import shutil
+    import tempfile
+
+    from pyarrow import fs
+
+    from nlpbatch.storage import filesystem_for, with_retries
+
+    filesystem, path = filesystem_for(source)
+    pattern = any(c in path for c in "*?[")
+    if pattern:
+        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+        infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+        keys = sorted(i.path for i in infos if i.type == fs.FileType.File and fnmatch.fnmatchcase(i.path, path))
+    else:
+        keys = [path] if filesystem.get_file_info(path).type == fs.FileType.File else []
+    if not keys:
+        raise DataError(f"{source}: no such object (or nothing matches the pattern)")
+    local = tempfile.mkdtemp(prefix="nlpbatch-data-")
+    atexit.register(shutil.rmtree, local, ignore_errors=True)
+    for key in keys:
+        target = Path(local) / key.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with_retries(lambda k=key, t=target: fs.copy_files(k, str(t), filesystem, fs.LocalFileSystem()), f"read {key}")
+    return str(Path(local) / path.lstrip("/")) if pattern else str(Path(local) / keys[0].lstrip("/"))
+
+
 def load_hub_dataset(name: str, split: str, local_layout: str):
     """`datasets.load_dataset(name, split=split)` (`NAME:CONFIG` for a dataset's configuration); when the hub
     cannot be reached (offline, a firewall), a DataError that says how to use local files instead of a

@@ -26,8 +26,10 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
     """Both splits, validated (errors name the file and line / question id) before any Ray work."""
     task = get_task(cfg.task)
     options = cfg.data_options()
+    from nlpbatch.data import fetch_data
+
     raw_train = task.load_split(
-        cfg.train or cfg.data_dir,
+        fetch_data(cfg.train or cfg.data_dir),
         "train",
         cfg.max_train_examples,
         skip_invalid=cfg.skip_invalid,
@@ -36,7 +38,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         **options,
     )
     raw_eval = task.load_split(  # the training labels, in their order, plus any type only validation has
-        cfg.validation or cfg.data_dir,
+        fetch_data(cfg.validation or cfg.data_dir),
         "validation",
         cfg.max_eval_examples,
         skip_invalid=cfg.skip_invalid,

@@ -109,3 +109,27 @@ def test_label_studio_round_trip_annotate_review_train_evaluate(ray_cluster, tin
     final = run_training(cfg)["final"]["eval"]
     scored, _ = evaluate_model(eval_config("ner", str(tmp_path / "model")), str(reviewed))
     assert scored["overall_f1"] == final["overall_f1"] and scored["per_type"].keys() == final["per_type"].keys()
+
+
+def test_training_files_on_s3_read_as_the_local_ones(
+    s3_bucket, s3_server, tiny_ner_model, data_dir, tmp_path, monkeypatch
+):
+    """--train / --validation / evaluate --data take s3:// objects and globs: copied down and read exactly as the
+    same files on disk; a key that does not exist is one clear error."""
+    from nlpbatch.data import DataError
+
+    client, bucket = s3_bucket
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    sentences = (data_dir / "wnut17" / "validation.conll").read_text(encoding="utf-8").split("\n\n")
+    for i in range(2):
+        local = tmp_path / f"part-{i}.conll"
+        local.write_text("\n\n".join(sentences[i * 40 : (i + 1) * 40]) + "\n")
+        client.put_object(Bucket=bucket, Key=f"own/part-{i}.conll", Body=local.read_bytes())
+    cfg = eval_config("ner", str(tiny_ner_model))
+    remote, _ = evaluate_model(cfg, f"s3://{bucket}/own/part-*.conll")
+    local, _ = evaluate_model(cfg, str(tmp_path / "part-*.conll"))
+    assert remote == local and remote["n"] == 80
+    one, _ = evaluate_model(cfg, f"s3://{bucket}/own/part-1.conll")
+    assert one["n"] == 40
+    with pytest.raises(DataError, match="no such object"):
+        evaluate_model(cfg, f"s3://{bucket}/own/missing.conll")
