@@ -1,7 +1,7 @@
 """Validation quality of nlpbatch's default recipe beside a plain Hugging Face Trainer run, same model, same data,
 same machine, one run: WNUT-17 NER from its own column files, GLUE MRPC and SST-2 classification from their TSVs.
 
-    python benchmarks/trainer_compare.py wnut17 --trainer-lr 5e-5,2e-4 \
+    python benchmarks/trainer_compare.py wnut17 --trainer-lr 5e-5,2e-4 \\
         --out benchmarks/results/wnut17_vs_trainer_cpu.json
     python benchmarks/trainer_compare.py mrpc --trainer-lr 5e-5,2e-4 --out benchmarks/results/mrpc_vs_trainer_cpu.json
     python benchmarks/trainer_compare.py sst2 --train-examples 8000 --out benchmarks/results/sst2_vs_trainer_cpu.json
