@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotate_ner import corpus_tokens, run_ours  # noqa: E402  (one way to time the annotate job)
+from annotate_ner import corpus_tokens, pipeline_at_best_batch, run_ours  # noqa: E402  (one way to time both)
 
 
 def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) -> float:
@@ -94,20 +94,10 @@ def main() -> None:
         tokens, sweep_tokens = corpus_tokens(texts, model), corpus_tokens(sweep_texts, model)
         result["corpus"] = {"rows": len(texts), "tokens": tokens}
 
-        sweep_result = {}
-        for bs in [int(b) for b in args.pipeline_batch_sizes.split(",")]:
-            seconds = run_pipeline(sweep_texts, model, bs, threads)
-            sweep_result[str(bs)] = {"rows": len(sweep_texts), "tokens_per_second": sweep_tokens / seconds}
-            print("pipeline sweep", bs, sweep_result[str(bs)], flush=True)
-        best_bs = int(max(sweep_result, key=lambda k: sweep_result[k]["tokens_per_second"]))
-        seconds = run_pipeline(texts, model, best_bs, threads)
-        result["pipeline"] = {
-            "sweep": sweep_result,
-            "best_batch_size": best_bs,
-            "tokens_per_second": tokens / seconds,
-            "seconds": seconds,
-        }
-        print("pipeline", result["pipeline"], flush=True)
+        result["pipeline"] = pipeline_at_best_batch(
+            run_pipeline, model, texts, tokens, sweep_texts, sweep_tokens, args.pipeline_batch_sizes, threads
+        )
+        seconds = result["pipeline"]["seconds"]
         save()
 
         result["ours"] = {}

@@ -70,6 +70,21 @@ def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) ->
     return time.perf_counter() - t0
 
 
+def pipeline_at_best_batch(run, model, texts, tokens, sweep_texts, sweep_tokens, batch_sizes: str, threads) -> dict:
+    """The pipeline (`run(texts, model, batch_size, threads)` -> seconds) at each batch size on the sweep texts,
+    then at the fastest on the whole corpus."""
+    sweep = {}
+    for bs in [int(b) for b in batch_sizes.split(",")]:
+        seconds = run(sweep_texts, model, bs, threads)
+        sweep[str(bs)] = {"rows": len(sweep_texts), "tokens_per_second": sweep_tokens / seconds}
+        print("pipeline sweep", bs, sweep[str(bs)], flush=True)
+    best = int(max(sweep, key=lambda k: sweep[k]["tokens_per_second"]))
+    seconds = run(texts, model, best, threads)
+    result = {"sweep": sweep, "best_batch_size": best, "tokens_per_second": tokens / seconds, "seconds": seconds}
+    print("pipeline", result, flush=True)
+    return result
+
+
 def run_ours(
     corpus: str, model: str, out: str, tokens: int | None = None, backend: str = "auto", task: str = "ner", **settings
 ) -> dict:
@@ -157,20 +172,9 @@ def main() -> None:
         tokens, sweep_tokens = corpus_tokens(texts, model), corpus_tokens(sweep_texts, model)
         result["corpus"] = {"rows": len(texts), "tokens": tokens}
 
-        sweep_result = {}
-        for bs in [int(b) for b in args.pipeline_batch_sizes.split(",")]:
-            seconds = run_pipeline(sweep_texts, model, bs, threads)
-            sweep_result[str(bs)] = {"rows": len(sweep_texts), "tokens_per_second": sweep_tokens / seconds}
-            print("pipeline sweep", bs, sweep_result[str(bs)], flush=True)
-        best_bs = int(max(sweep_result, key=lambda k: sweep_result[k]["tokens_per_second"]))
-        seconds = run_pipeline(texts, model, best_bs, threads)
-        result["pipeline"] = {
-            "sweep": sweep_result,
-            "best_batch_size": best_bs,
-            "tokens_per_second": tokens / seconds,
-            "seconds": seconds,
-        }
-        print("pipeline", result["pipeline"], flush=True)
+        result["pipeline"] = pipeline_at_best_batch(
+            run_pipeline, model, texts, tokens, sweep_texts, sweep_tokens, args.pipeline_batch_sizes, threads
+        )
         save()
 
         result["ours"] = {}

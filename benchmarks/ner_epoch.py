@@ -17,6 +17,25 @@ import time
 from pathlib import Path
 
 
+def ner_encoder(tokenizer, cont: list[int]):
+    """The textbook NER preprocessing for `datasets.map`: words tokenized, each word's tag on its first subtoken and
+    (training) its continuation tag on the others, -100 where nothing is scored."""
+
+    def encode(batch, first_only: bool):
+        enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True)
+        labels = []
+        for i, tags in enumerate(batch["ner_tags"]):
+            prev, row = None, []
+            for w in enc.word_ids(i):
+                row.append(-100 if w is None else tags[w] if w != prev else (-100 if first_only else cont[tags[w]]))
+                prev = w
+            labels.append(row)
+        enc["labels"] = labels
+        return enc
+
+    return encode
+
+
 def reference_trainer(args, raw_train, raw_eval, model_path: str) -> dict:
     """The standard recipe: tokenize + align labels with datasets.map, DataCollatorForTokenClassification, Trainer."""
     import numpy as np
@@ -34,19 +53,7 @@ def reference_trainer(args, raw_train, raw_eval, model_path: str) -> dict:
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    cont = continuation_ids(label_names(raw_train))
-
-    def tokenize_and_align(batch, first_only: bool):
-        enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True)
-        labels = []
-        for i, tags in enumerate(batch["ner_tags"]):
-            prev, row = None, []
-            for w in enc.word_ids(i):
-                row.append(-100 if w is None else tags[w] if w != prev else (-100 if first_only else cont[tags[w]]))
-                prev = w
-            labels.append(row)
-        enc["labels"] = labels
-        return enc
+    tokenize_and_align = ner_encoder(tokenizer, continuation_ids(label_names(raw_train)))
 
     cols = raw_train.column_names
     train = raw_train.map(tokenize_and_align, batched=True, remove_columns=cols, fn_kwargs={"first_only": False})

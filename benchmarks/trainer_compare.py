@@ -18,10 +18,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ner_epoch import ner_encoder  # noqa: E402  (the textbook NER preprocessing, one copy)
 
 DATASETS = {
     # name: (task, train file, validation file, load_split options, the Trainer's recipe epochs)
@@ -59,19 +63,7 @@ def trainer_run(task: str, raw_train, raw_eval, model_path: str, lr: float, epoc
     if task == "ner":
         from nlpbatch.tasks.ner import continuation_ids, label_names
 
-        cont = continuation_ids(label_names(raw_train))
-
-        def encode(batch, first_only: bool):
-            enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True)
-            labels = []
-            for i, tags in enumerate(batch["ner_tags"]):
-                prev, row = None, []
-                for w in enc.word_ids(i):
-                    row.append(-100 if w is None else tags[w] if w != prev else (-100 if first_only else cont[tags[w]]))
-                    prev = w
-                labels.append(row)
-            enc["labels"] = labels
-            return enc
+        encode = ner_encoder(tokenizer, continuation_ids(label_names(raw_train)))
 
         collator = DataCollatorForTokenClassification(tokenizer)
     else:

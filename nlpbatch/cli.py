@@ -167,14 +167,12 @@ CHOICES = {
 }
 
 
-TASK_PREFIXES = {"ner": "ner", "qa": "qa", "classify": "classify"}  # a help text's first word names its task
-
-
 def _other_task(help_text: str, task: str | None) -> bool:
-    """Whether a flag belongs to another built-in task than `task` (its help starts with "NER", "QA", "classify"):
-    `train ner --help` lists what NER uses."""
+    """Whether a flag belongs to another built-in task than `task` (its help starts with that task's name: "NER:",
+    "QA (...)", "classify:"): `train ner --help` lists what NER uses."""
     first = re.split(r"[\s:,(]", help_text, maxsplit=1)[0].lower()
-    return task in TASK_PREFIXES and first in TASK_PREFIXES and first != task
+    names = task_names()
+    return task in names and first in names and first != task
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig, task: str | None = None) -> None:
@@ -559,7 +557,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    named = argv[1] if len(argv) > 1 and argv[1] in TASK_PREFIXES and {"-h", "--help"} & set(argv) else None
+    named = argv[1] if len(argv) > 1 and argv[1] in task_names() and {"-h", "--help"} & set(argv) else None
     args = build_parser(named).parse_args(argv)
     if args.verbose:
         os.environ["NLPBATCH_VERBOSE"] = "1"  # read where Ray starts (raycluster.ensure_ray)

@@ -20,6 +20,33 @@ def read_text(path: str | Path) -> str:
         ) from None
 
 
+def read_rows(path: str | Path) -> list[tuple[int, dict]]:
+    """[(row number, record)] of a JSON Lines file (1-based lines, blank lines skipped) or a Parquet file (1-based
+    rows); a line that is not a JSON object, or a file pyarrow cannot read, is a DataError naming it."""
+    import json
+
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(enumerate(pq.read_table(path).to_pylist(), 1))
+        except Exception as err:  # pyarrow's own errors: not Parquet, truncated
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
+    records = []
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise DataError(f"{path}:{number}: not a JSON line ({err})") from err
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: a JSON line must be an object, got {type(record).__name__}")
+        records.append((number, record))
+    return records
+
+
 def fetch_data(source: str | None) -> str | None:
     """An s3:// training or evaluation source (an object, or a glob of objects) copied to a local temporary folder,
     as the local path (or glob) the readers take; any other source as it is. $AWS_ENDPOINT_URL points at an

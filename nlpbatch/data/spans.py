@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from nlpbatch.data import DataError, read_text
+from nlpbatch.data import DataError, read_rows, read_text
 from nlpbatch.progress import say
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -50,34 +50,15 @@ def read_records(
     told by the first record's keys unless `data_format` names it. Rows are 1-based lines (JSONL), task positions
     (Label Studio) or row numbers (Parquet)."""
     path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
+    if path.suffix.lower() != ".parquet" and read_text(path).lstrip().startswith("["):
         try:
-            records = list(enumerate(pq.read_table(path).to_pylist(), 1))
-        except Exception as err:  # pyarrow's own errors: not Parquet, truncated
-            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
-    else:
-        text = read_text(path)
-        if text.lstrip().startswith("["):
-            try:
-                tasks = json.loads(text)
-            except ValueError as err:
-                raise DataError(f"{path}: not valid JSON ({err})") from err
-            if not tasks:
-                raise DataError(f"{path}: an empty Label Studio export (no tasks)")
-            return "label-studio", list(enumerate(tasks, 1))
-        records = []
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise DataError(f"{path}:{number}: not a JSON line ({err})") from err
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: a JSON line must be an object, got {type(record).__name__}")
-            records.append((number, record))
+            tasks = json.loads(read_text(path))
+        except ValueError as err:
+            raise DataError(f"{path}: not valid JSON ({err})") from err
+        if not tasks:
+            raise DataError(f"{path}: an empty Label Studio export (no tasks)")
+        return "label-studio", list(enumerate(tasks, 1))
+    records = read_rows(path)
     if not records:
         raise DataError(f"{path}: no records (empty file?)")
     if data_format not in ("auto", None):

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlpbatch.data import DataError, read_text
+from nlpbatch.data import DataError, read_rows, read_text
 
 HUB_NAME = "rajpurkar/squad"
 
@@ -99,21 +99,7 @@ def flatten_rows(path: str | Path) -> list[dict]:
     as a list of {text, answer_start} too), one question each; a row whose answers are empty (or `is_impossible`) is
     unanswerable, as in the hub's squad_v2."""
     path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            records = list(enumerate(pq.read_table(path).to_pylist(), 1))
-        except Exception as err:  # pyarrow's own errors: not Parquet, truncated
-            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
-    else:
-        records = []
-        for number, line in enumerate(read_text(path).split("\n"), 1):
-            if line.strip():
-                try:
-                    records.append((number, json.loads(line)))
-                except ValueError as err:
-                    raise DataError(f"{path}:{number}: not a JSON line ({err})") from err
+    records = read_rows(path)
     rows = []
     for number, record in records:
         missing = [k for k in ("context", "question") if not isinstance(record, dict) or k not in record]

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from nlpbatch.data import DataError, read_text
+from nlpbatch.data import read_rows as read_records
 from nlpbatch.rows import passthrough, timed
 from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split
 
@@ -29,17 +30,10 @@ PROBABILITIES = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The rows of a TSV / CSV (header first; TSV unquoted as GLUE writes it) or JSONL file, as dicts."""
+    """The rows of a TSV / CSV (header first; TSV unquoted as GLUE writes it), JSONL or Parquet file, as dicts."""
+    if path.suffix.lower() in (".jsonl", ".json", ".parquet"):
+        return [record for _, record in read_records(path)]
     text = read_text(path)
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as err:
-                    raise DataError(f"{path}:{number}: not a JSON line ({err})") from err
-        return rows
     dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix.lower() == ".tsv" else {}
     return list(csv.DictReader(text.splitlines(), **dialect))
 
