@@ -392,6 +392,9 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
         values.update(loaded)
     set_by_flag = {k for k, v in overrides.items() if v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if cls is TrainConfig and isinstance(values.get("task"), str) and is_task(values["task"]):
+        for key, value in get_task(values["task"]).recipe.items():  # the task's measured defaults
+            values.setdefault(key, value)
 
     def where(key: str) -> str:
         if key in set_by_flag:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,8 @@ class Task:
     # output rows mark labelled spans of their text, which labelling tools review and training reads back
     # (`annotate --output-format spacy|label-studio`)
     span_formats: bool = False
+    # training settings this task defaults to instead of TrainConfig's (chosen by measurement; flags and YAML win)
+    recipe: dict = field(default_factory=dict)
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

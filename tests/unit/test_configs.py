@@ -251,3 +251,19 @@ def test_a_task_help_lists_that_task_flags(capsys, argv, listed, not_listed):
         main(argv)
     out = capsys.readouterr().out
     assert all(flag in out for flag in listed) and not any(flag in out for flag in not_listed)
+
+
+def test_a_task_recipe_sets_defaults_that_flags_and_yaml_override(tmp_path, monkeypatch):
+    import dataclasses
+
+    from nlpbatch.config import load_train_config
+    from nlpbatch.tasks import classify
+
+    own = dataclasses.replace(classify.TASK, recipe={"learning_rate": 5e-5, "epochs": 3})
+    monkeypatch.setattr(classify, "TASK", own)
+    cfg = load_train_config(task="classify", output="x")
+    assert (cfg.learning_rate, cfg.epochs) == (5e-5, 3)
+    assert load_train_config(task="classify", output="x", learning_rate=1e-4).learning_rate == 1e-4
+    (tmp_path / "c.yaml").write_text("task: classify\noutput: x\nepochs: 7\n")
+    assert load_train_config(tmp_path / "c.yaml").epochs == 7
+    assert load_train_config(task="ner", output="x").learning_rate == 2e-4  # another task keeps the general default
