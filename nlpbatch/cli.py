@@ -103,9 +103,9 @@ TRAIN_HELP = {
 }
 ANNOTATE_HELP = {
     "model": "fine-tuned model dir (or HF model id)",
-    "input": "local path, glob or s3://bucket/prefix of .parquet / .jsonl / .jsonl.gz files",
+    "input": "local path, glob or s3://bucket/prefix of .parquet / .jsonl / .jsonl.gz / .csv / .tsv files",
     "output": "local dir or s3:// prefix: data/, rejects/ and a _SUCCESS.json manifest",
-    "input_format": "parquet or jsonl (default: from the file extensions)",
+    "input_format": "parquet, jsonl or csv (.tsv: tab-separated; default: from the file extensions)",
     "follow_symlinks": "enter symlinked folders and files of the input (each real file is read once); by default "
     "they are skipped",
     "output_format": "parquet or jsonl; NER also spacy (spaCy/Prodigy span JSONL) or label-studio (tasks with "
@@ -153,7 +153,7 @@ ANNOTATE_HELP = {
 }
 ALIASES = {"stride": ("--doc-stride",), "doc_stride": ("--stride",)}  # one window overlap, two names in the wild
 CHOICES = {
-    "input_format": ["parquet", "jsonl"],
+    "input_format": ["parquet", "jsonl", "csv"],
     "output_format": list(OUTPUT_FORMATS),
     "aggregation": ["simple", "first", "max"],
     "layout": ["auto", "fused", "split"],

@@ -267,8 +267,8 @@ class AnnotateConfig:
 
     def validate(self) -> None:
         errors = _shared_errors(self)
-        if self.input_format not in (None, "parquet", "jsonl"):
-            errors.append(f"input_format: {self.input_format!r} is not parquet or jsonl")
+        if self.input_format not in (None, "parquet", "jsonl", "csv"):
+            errors.append(f"input_format: {self.input_format!r} is not parquet, jsonl or csv")
         if self.output_format not in OUTPUT_FORMATS:
             errors.append(f"output_format: {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
         elif self.output_format in ("spacy", "label-studio"):

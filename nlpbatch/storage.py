@@ -32,6 +32,8 @@ INPUT_EXTENSIONS = {
     ".json.bz2": "jsonl",
     ".jsonl.zst": "jsonl",
     ".json.zst": "jsonl",
+    ".csv": "csv",  # a header row; comma-separated, quoted
+    ".tsv": "csv",  # a header row; tab-separated, unquoted
 }
 S3_MAX_ATTEMPTS = int(os.environ.get("NLPBATCH_S3_MAX_ATTEMPTS", "10"))  # per call, the SDK's own retries
 TRANSIENT = (
@@ -206,7 +208,7 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 8, base: float 
 
 
 def format_of(path: str) -> str | None:
-    """parquet | jsonl from a file name (any letter case), or None for a file that is not input."""
+    """parquet | jsonl | csv from a file name (any letter case), or None for a file that is not input."""
     lower = path.lower()
     for ext, kind in sorted(INPUT_EXTENSIONS.items(), key=lambda kv: -len(kv[0])):
         if lower.endswith(ext):
@@ -327,18 +329,11 @@ def list_input_infos(
             skipped.append(candidate.path)
     if not files:
         what = f" (found only {', '.join(skipped[:5])})" if skipped else ""
-        tables = [p for p in skipped if p.lower().endswith((".csv", ".tsv"))]
-        if tables:  # a table file the user expected to work: say so, and how to convert it
-            raise NoInputError(
-                f"{tables[0]}: CSV/TSV is not an annotate input yet; convert it to Parquet, e.g. "
-                f"python -c \"import pandas as pd; pd.read_csv('{tables[0]}', sep=None, engine='python')"
-                ".to_parquet('corpus.parquet')\", then pass --input corpus.parquet"
-            )
-        raise NoInputError(f"{uri}: no input files (.parquet, .jsonl, .jsonl.gz){what}")
+        raise NoInputError(f"{uri}: no input files (.parquet, .jsonl, .jsonl.gz, .csv, .tsv){what}")
     if skipped:
         say(
-            f"{uri}: skipping {len(skipped)} file(s) that are not .parquet or .jsonl: {', '.join(skipped[:5])}"
-            + (" ..." if len(skipped) > 5 else "")
+            f"{uri}: skipping {len(skipped)} file(s) that are not .parquet, .jsonl, .csv or .tsv: "
+            f"{', '.join(skipped[:5])}" + (" ..." if len(skipped) > 5 else "")
         )
     return files
 

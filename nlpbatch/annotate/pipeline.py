@@ -77,6 +77,9 @@ def check_inputs(
         if fmt == "parquet":
             rows += check_parquet(filesystem, path, columns, optional=(id_column,), present=kept, hints=hints)
             continue
+        if fmt == "csv":
+            rows += _check_csv(filesystem, path, list(dict.fromkeys([*columns, *kept])), hints or {})
+            continue
         wanted = list(dict.fromkeys([*columns, *kept]))
         sample: list[dict] = []
         try:
@@ -93,6 +96,27 @@ def check_inputs(
             raise ConfigError(f"{path}: cannot be read ({type(err).__name__}: {err}); fix or remove the file") from err
         _check_keys(path, sample, wanted, hints or {})
     return rows
+
+
+def _check_csv(filesystem, path: str, columns: list[str], hints: dict[str, str]) -> int:
+    """A CSV / TSV file's data rows (counted by the reader the read uses), after its header is checked for the
+    columns."""
+    from nlpbatch.annotate.reader import csv_header, csv_tables
+
+    try:
+        with filesystem.open_input_stream(path) as fh:
+            header = csv_header(fh, path)
+        missing = [c for c in columns if c not in header]
+        if missing:
+            fixes = "".join(f"; {h}" for h in dict.fromkeys(hints.get(c) for c in missing) if h)
+            which = " or ".join(repr(c) for c in missing)
+            raise ConfigError(f"{path}: no column {which} (header: {', '.join(header)}){fixes}")
+        with filesystem.open_input_stream(path) as fh:
+            return sum(t.num_rows for t in csv_tables(fh, path, header, columns[:1]))
+    except ConfigError:
+        raise
+    except Exception as err:  # pyarrow's parse errors: name the file
+        raise ConfigError(f"{path}: cannot be read as CSV ({type(err).__name__}: {err}); fix or remove it") from err
 
 
 SAMPLE_RECORDS = 1000  # JSON objects per file looked at for the columns
@@ -460,7 +484,7 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
 
     from nlpbatch.annotate import stages
     from nlpbatch.annotate.predictors import Annotator, Predictor
-    from nlpbatch.annotate.reader import JsonlLines, ParquetRowGroups
+    from nlpbatch.annotate.reader import CsvRows, JsonlLines, ParquetRowGroups
     from nlpbatch.raycluster import ensure_ray
 
     # a local cluster gets a CPU token beyond the actors' for the read and write tasks
@@ -468,9 +492,11 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
     resources = ray.cluster_resources()
     actors = max(cfg.min_actors or 1, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
     batch_rows = cfg.rows_per_batch(plan.rows_in, actors)
+    columns = list(dict.fromkeys([*plan.required, *cfg.kept]))
     if plan.fmt == "parquet":
-        columns = list(dict.fromkeys([*plan.required, *cfg.kept]))
         source = ParquetRowGroups(plan.files, columns=columns, filesystem=in_fs, include_paths=True)
+    elif plan.fmt == "csv":
+        source = CsvRows(plan.files, columns=columns, filesystem=in_fs, include_paths=True)
     else:
         source = JsonlLines(plan.files, filesystem=in_fs, include_paths=True)
     ds = ray.data.read_datasource(source)

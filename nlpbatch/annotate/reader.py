@@ -7,6 +7,10 @@ happen per row in `stages.parse_rows`, where a bad line becomes a reject naming 
 
 Parquet is read one row group at a time; a row group that cannot be decoded yields reject rows for each of its
 rows (the count comes from the footer), so a corrupt block is rejected, never lost.
+
+CSV / TSV (a header row first; `.tsv` tab-separated and unquoted, as GLUE and most exports write it) is streamed
+by pyarrow's CSV reader with every column read as text; a row with the wrong number of fields becomes a reject row
+naming its line, and `csv_tables` serves both the driver's count and the read.
 """
 
 from __future__ import annotations
@@ -165,3 +169,84 @@ def check_parquet(
         if column not in names:
             raise ConfigError(f"{path}: no column {column!r} to keep (columns: {', '.join(names)})")
     return rows
+
+
+def csv_header(stream, path: str) -> list[str]:
+    """The column names of a CSV / TSV file: its first line (a UTF-8 BOM dropped)."""
+    import csv
+
+    first = b""
+    while b"\n" not in first and (chunk := stream.read(1 << 16)):
+        first += chunk
+    line = first.split(b"\n", 1)[0].removeprefix(BOM).removesuffix(b"\r").decode("utf-8", errors="replace")
+    tsv = path.lower().endswith(".tsv")
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
+    return next(csv.reader([line], **dialect), [])
+
+
+def _csv_parse(path: str, bad: list | None = None):
+    import pyarrow.csv as pacsv
+
+    def keep(row) -> str:  # a row with the wrong number of fields: kept as a reject, never dropped unseen
+        bad.append(row)
+        return "skip"
+
+    tsv = path.lower().endswith(".tsv")
+    return pacsv.ParseOptions(
+        delimiter="\t" if tsv else ",",
+        quote_char=False if tsv else '"',
+        newlines_in_values=not tsv,
+        invalid_row_handler=keep if bad is not None else None,
+    )
+
+
+def csv_tables(stream, path: str, header: list[str], columns: list[str]) -> Iterator[pa.Table]:
+    """The named columns of a CSV / TSV file as text, in blocks, plus `line` (the header is line 1, each row one
+    line after it: a line break quoted inside a value is not counted) and `_error` (a malformed row's reason, its
+    values null)."""
+    import pyarrow.csv as pacsv
+
+    bad: list = []
+    reader = pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=False, block_size=1 << 22),
+        parse_options=_csv_parse(path, bad),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            include_columns=columns,
+            strings_can_be_null=False,
+            check_utf8=False,  # checked per value below: one bad value is one reject
+        ),
+    )
+    line = 2
+    for batch in reader:
+        n = batch.num_rows
+        skipped = {r.number for r in bad}  # the block's malformed rows, by line: the good rows take the others
+        lines = [x for x in range(line, line + n + len(bad)) if x not in skipped][:n]
+        errors: list[str | None] = [None] * n
+        values = [_valid_utf8(name, pa.chunked_array([batch.column(name)]), errors) for name in columns]
+        yield pa.table(
+            [*values, pa.array(lines, pa.int64()), pa.array(errors, pa.string())], names=[*columns, "line", "_error"]
+        )
+        line += n + len(bad)
+        if bad:  # rows skipped in this block: one reject row each
+            reasons = [f"row with {r.actual_columns} fields, the header has {r.expected_columns}" for r in bad]
+            numbers = [r.number or 0 for r in bad]
+            yield pa.table(
+                [*(pa.nulls(len(bad), pa.string()) for _ in columns), pa.array(numbers, pa.int64()), reasons],
+                names=[*columns, "line", "_error"],
+            )
+            bad.clear()
+
+
+class CsvRows(FileBasedDatasource):
+    """`csv_tables` of each file; the header is read first, from a second look at the file."""
+
+    def __init__(self, paths, columns: list[str], **kwargs):
+        super().__init__(paths, **kwargs)
+        self.columns = columns
+
+    def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
+        with self._filesystem.open_input_stream(path) as head:
+            header = csv_header(head, path)
+        yield from csv_tables(f, path, header, self.columns)

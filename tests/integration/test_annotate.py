@@ -298,3 +298,40 @@ def test_progress_counts_rows_as_they_are_annotated(
     assert run_annotation(cfg)["rows_out"] == 1500
     done = [int(n.replace(",", "")) for n in re.findall(r"annotate ner: ([\d,]+)/1,500 rows", capsys.readouterr().err)]
     assert any(0 < n < 1500 for n in done), done
+
+
+def test_csv_and_tsv_inputs_annotate_as_their_texts_with_malformed_rows_rejected(ray_cluster, tiny_ner_model, tmp_path):
+    """CSV (quoted, a comma and a line break inside a value) and TSV (GLUE-style, unquoted) inputs: every row is
+    annotated as its text is in process, or rejected with its line (a row with too many fields, a value that is
+    not UTF-8); nothing is lost: rows in = rows out + rejected."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.csv").write_bytes(
+        b'id,text,lang\nc1,"Angela Merkel visited Paris, then Berlin.",de\nc2,too,many,fields\n'
+        b'c3,"Two lines:\nSiemens in M\xc3\xbcnchen",de\nc4,K\xf6ln is latin-1,de\n'
+    )
+    (corpus / "b.tsv").write_text('id\ttext\tlang\nt1\tJosé "Pepe" Álvarez works at Google\tes\nt2\tZoë\ten\n')
+    cfg = load_annotate_config(
+        task="ner",
+        model=str(tiny_ner_model),
+        input=str(corpus),
+        output=str(tmp_path / "out"),
+        keep_columns="text,lang",
+        max_reject_rate=0.5,
+    )
+    manifest = run_annotation(cfg)
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_rejected"]) == (6, 4, 2)
+    got = {r["id"]: r for r in _output(manifest)}
+    texts = {
+        "c1": "Angela Merkel visited Paris, then Berlin.",
+        "c3": "Two lines:\nSiemens in München",
+        "t1": 'José "Pepe" Álvarez works at Google',
+        "t2": "Zoë",
+    }
+    assert {k: r["text"] for k, r in got.items()} == texts and got["t1"]["lang"] == "es"
+    reference = annotate_texts(cfg, list(texts.values()))
+    assert [got[k]["entities"] for k in texts] == [r["entities"] for r in reference]
+    rejects = {(r["source"].rsplit("/", 1)[-1], r["line"]): r["reason"] for r in _output(manifest, "rejects")}
+    assert rejects[("a.csv", 3)] == "row with 4 fields, the header has 3"
+    # rows are numbered one line each: the quoted line break above puts the latin-1 row on line 5, not 6
+    assert "not valid UTF-8" in rejects[("a.csv", 5)]

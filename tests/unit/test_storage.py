@@ -72,7 +72,7 @@ def test_input_listing_reads_each_row_once(tmp_path, capsys):
         "v2/_temporary/0/a.jsonl",  # Spark's uncommitted attempt
         "v2/.staging/a.jsonl",
         "v2/sub/_SUCCESS",
-        "v2/notes.csv",
+        "v2/notes.txt",
         "v2/UPPER.JSONL",
         "v2/c.jsonl.zst",
     ]:
@@ -82,7 +82,7 @@ def test_input_listing_reads_each_row_once(tmp_path, capsys):
     os.symlink(corpus / "v2", corpus / "v2" / "sub" / "loop")  # a loop
     expected = ["v2/UPPER.JSONL", "v2/a.jsonl", "v2/c.jsonl.zst", "v2/sub/b.parquet"]
     assert _files(corpus) == expected
-    assert "skipping 1 file(s) that are not .parquet or .jsonl: " in capsys.readouterr().err
+    assert "skipping 1 file(s) that are not .parquet, .jsonl, .csv or .tsv: " in capsys.readouterr().err
     followed = _files(corpus, follow_symlinks=True)  # asked: each real file once, the loop ends
     assert len(followed) == len(expected) and {os.path.basename(f) for f in followed} == {
         os.path.basename(f) for f in expected
@@ -138,13 +138,9 @@ def test_sdk_throttling_errors_are_retried(monkeypatch):
         with_retries(lambda: (_ for _ in ()).throw(denied), "lease")
 
 
-def test_a_csv_input_says_how_to_convert_it_and_unknown_hosts_are_not_retried(tmp_path, monkeypatch):
-    from nlpbatch.storage import NoInputError, is_transient, list_input_infos
+def test_unknown_hosts_are_not_retried():
+    from nlpbatch.storage import is_transient
 
-    (tmp_path / "docs.csv").write_text("id,text\na,Paris\n")
-    filesystem, path = filesystem_for(str(tmp_path / "docs.csv"))
-    with pytest.raises(NoInputError, match=r"docs.csv: CSV/TSV is not an annotate input yet; convert it to Parquet"):
-        list_input_infos(str(tmp_path / "docs.csv"), filesystem, path)
     # a host that does not resolve is not transient, whatever else the message says ("connection" is)
     assert not is_transient(OSError("AWS Error NETWORK_CONNECTION: curlCode: 6, Couldn't resolve host name"))
     assert is_transient(OSError("AWS Error NETWORK_CONNECTION: connection reset by peer"))
