@@ -65,14 +65,19 @@ def export_onnx(
     """Write MODEL/onnx/model.onnx (graph-optimised fp32) and, with quantize="int8", model.int8.onnx. Returns
     the files written. `fuse_attention=False` keeps the model's own (SDPA) attention unfused and int8 on the other
     MatMuls only: the earlier export, kept for benchmarks/onnx_export.py."""
+    import time
+
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
 
+    from nlpbatch.progress import say
     from nlpbatch.tasks import get_task, task_of_model
 
     name = task_of_model(model_path)
     if name is None:
         raise ValueError(f"{model_path}: config.json names no architecture of a task nlpbatch knows")
+    t0 = time.perf_counter()
+    say(f"export: loading the {name} model from {model_path}")
     task = get_task(name)
     model = task.load_trained(model_path).eval()
     # Traced from the eager attention: ONNX Runtime's BERT optimizer fuses that pattern into one Attention op (and
@@ -84,6 +89,7 @@ def export_onnx(
     folder.mkdir(exist_ok=True)
     raw = folder / "model.raw.onnx"
     ids = torch.ones((2, 16), dtype=torch.long)
+    say("export: tracing the model to ONNX (fp32)")
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", 1: "sequence"} for name in names + list(task.head_outputs)}
     import warnings
@@ -102,6 +108,7 @@ def export_onnx(
             dynamo=False,  # the TorchScript exporter needs no onnxscript and handles these encoders
         )
     config = model.config
+    say(f"export: optimizing the graph (fused attention: {'yes' if fuse_attention else 'no'})")
     optimized = optimize_model(
         str(raw), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
     )
@@ -113,6 +120,7 @@ def export_onnx(
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         written["int8"] = str(folder / ONNX_FILES["int8"])
+        say("export: quantizing to int8 (dynamic, per channel)")
         import logging
 
         root = logging.getLogger()
@@ -132,4 +140,5 @@ def export_onnx(
             root.setLevel(level)
     elif (folder / ONNX_FILES["int8"]).exists():
         (folder / ONNX_FILES["int8"]).unlink()  # a stale int8 file of earlier weights must not be picked up
+    say(f"export: wrote {', '.join(written)} under {folder} in {time.perf_counter() - t0:.0f} s")
     return written

@@ -36,6 +36,8 @@ def exported_ner(tiny_ner_model, tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(json.loads(proc.stdout)["onnx"]) == {"fp32", "int8"}
+    steps = [line for line in proc.stderr.splitlines() if line.startswith("[nlpbatch] export: ")]
+    assert len(steps) == 5 and steps[-1].startswith("[nlpbatch] export: wrote fp32, int8")  # it says what it does
     return path
 
 
