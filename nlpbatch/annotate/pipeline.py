@@ -245,9 +245,6 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
     fmt = formats.pop()
     task = get_task(cfg.task)
     model_path = _local_model_path(cfg.model)
-    trained_for = task_of_model(model_path)
-    if trained_for not in (None, cfg.task):
-        raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
     cfg = card_defaults(cfg, model_path)  # a pair model's second column is the card's unless given
     questions = _read_questions(cfg.questions)
     question_column = second_column(cfg, questions)
@@ -264,6 +261,9 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
             f"{cfg.input}: no rows to annotate ({len(infos)} file(s), all empty); pass --allow-empty to publish an "
             "empty output"
         )
+    trained_for = task_of_model(model_path)
+    if trained_for not in (None, cfg.task):
+        raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
     model_config = AutoConfig.from_pretrained(model_path)
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
     return Plan(infos, fmt, questions, question_column, required, rows_in, model_path, model_config)
