@@ -142,6 +142,7 @@ def ours(task: str, train: str, validation: str, options: dict, args) -> dict:
             max_eval_examples=args.eval_examples,
             quiet=True,
             **options,
+            **args.overrides,
         )
         metrics = run_training(cfg)
     return {
@@ -164,18 +165,21 @@ def main() -> None:
     parser.add_argument("--trainer-batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-ours", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE: a recipe setting of ours to try")
     parser.add_argument("--keep-model", help="keep our model here (default runs/trainer-compare-DATASET; '' deletes)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     import torch
     import transformers
+    import yaml
 
     from nlpbatch.config import TrainConfig
     from nlpbatch.models import resolve_model
     from nlpbatch.tasks import get_task
 
     task, train_file, validation_file, options, textbook_epochs = DATASETS[args.dataset]
+    args.overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.keep_model is None:
         args.keep_model = f"runs/trainer-compare-{args.dataset}"
     train, validation = (str(Path(args.data_dir) / f) for f in (train_file, validation_file))
@@ -209,7 +213,7 @@ def main() -> None:
         result["ours"] = ours(task, train, validation, options, args)
         print("ours", json.dumps(result["ours"]["eval"]), flush=True)
         save()
-    for lr in (float(v) for v in args.trainer_lr.split(",")):
+    for lr in (float(v) for v in args.trainer_lr.split(",") if v):
         run = trainer_run(task, raw_train, raw_eval, resolve_model(None), lr, epochs, args)
         result["trainer"].append(run)
         print("trainer", lr, json.dumps(run["eval"]), flush=True)
