@@ -222,7 +222,7 @@ def _unsupported_compression(path: str) -> str | None:
     return match.group(1) if match and f".jsonl.{match.group(1)}" not in INPUT_EXTENSIONS else None
 
 
-def _glob_base(path: str) -> tuple[str, list[str]]:
+def glob_base(path: str) -> tuple[str, list[str]]:
     """(the folder a glob starts in, the pattern's segments below it)."""
     segments = path.split("/")
     first = next(i for i, seg in enumerate(segments) if any(ch in seg for ch in "*?["))
@@ -289,7 +289,7 @@ def list_input_infos(
         info = with_retries(lambda: filesystem.get_file_info(path), f"list {uri}")
         pattern = None
         if info.type == fs.FileType.NotFound and any(ch in path for ch in "*?["):
-            base, pattern = _glob_base(path)
+            base, pattern = glob_base(path)
             info = with_retries(lambda: filesystem.get_file_info(base), f"list {uri}")
         else:
             base = path
@@ -343,7 +343,7 @@ def input_root(filesystem, path: str) -> str:
     from pyarrow import fs
 
     if any(ch in path for ch in "*?[") and filesystem.get_file_info(path).type == fs.FileType.NotFound:
-        return _glob_base(path)[0]
+        return glob_base(path)[0]
     return path
 
 

@@ -78,7 +78,7 @@ def check_inputs(
             rows += check_parquet(filesystem, path, columns, optional=(id_column,), present=kept, hints=hints)
             continue
         if fmt == "csv":
-            rows += _check_csv(filesystem, path, list(dict.fromkeys([*columns, *kept])), hints or {})
+            rows += _check_csv(filesystem, path, columns, kept, hints)
             continue
         wanted = list(dict.fromkeys([*columns, *kept]))
         sample: list[dict] = []
@@ -98,19 +98,15 @@ def check_inputs(
     return rows
 
 
-def _check_csv(filesystem, path: str, columns: list[str], hints: dict[str, str]) -> int:
+def _check_csv(filesystem, path: str, columns: list[str], kept: list[str], hints: dict[str, str] | None) -> int:
     """A CSV / TSV file's data rows (counted by the reader the read uses), after its header is checked for the
-    columns."""
-    from nlpbatch.annotate.reader import csv_header, csv_tables
+    required and kept columns as a Parquet file's are."""
+    from nlpbatch.annotate.reader import csv_header, csv_tables, require_columns
 
     try:
         with filesystem.open_input_stream(path) as fh:
             header = csv_header(fh, path)
-        missing = [c for c in columns if c not in header]
-        if missing:
-            fixes = "".join(f"; {h}" for h in dict.fromkeys(hints.get(c) for c in missing) if h)
-            which = " or ".join(repr(c) for c in missing)
-            raise ConfigError(f"{path}: no column {which} (header: {', '.join(header)}){fixes}")
+        require_columns(path, header, columns, kept, hints)
         with filesystem.open_input_stream(path) as fh:
             return sum(t.num_rows for t in csv_tables(fh, path, header, columns[:1]))
     except ConfigError:

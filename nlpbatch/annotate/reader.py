@@ -150,11 +150,7 @@ def check_parquet(
     except (OSError, pa.ArrowInvalid) as err:
         raise ConfigError(f"{path}: not a readable Parquet file ({err}); fix or remove it") from err
     names = schema.names
-    missing = [column for column in columns if column not in names]
-    if missing:  # all of them at once, each with the option that names it
-        fixes = "".join(f"; {h}" for h in dict.fromkeys((hints or {}).get(c) for c in missing) if h)
-        which = " or ".join(repr(c) for c in missing)
-        raise ConfigError(f"{path}: no column {which} (columns: {', '.join(names)}){fixes}")
+    require_columns(path, names, columns, present, hints)
     for column in columns:
         kind = schema.field(column).type
         if pa.types.is_dictionary(kind):  # dictionary-encoded text (pandas categoricals, Spark): its values count
@@ -165,10 +161,24 @@ def check_parquet(
             allowed = allowed or pa.types.is_integer(kind)
         if not allowed:
             raise ConfigError(f"{path}: column {column!r} is {kind}, expected string")
-    for column in present:  # kept columns: any type, but they must exist (a typo is named, not silently null)
+    return rows
+
+
+def require_columns(
+    path: str, names: list[str], columns: list[str], present: list[str] = (), hints: dict[str, str] | None = None
+) -> None:
+    """A table file's required `columns` (all missing ones at once, each with the option that names it) and kept
+    `present` columns (a typo is named, not silently null) among its column `names`."""
+    from nlpbatch.config import ConfigError
+
+    missing = [column for column in columns if column not in names]
+    if missing:
+        fixes = "".join(f"; {h}" for h in dict.fromkeys((hints or {}).get(c) for c in missing) if h)
+        which = " or ".join(repr(c) for c in missing)
+        raise ConfigError(f"{path}: no column {which} (columns: {', '.join(names)}){fixes}")
+    for column in present:
         if column not in names:
             raise ConfigError(f"{path}: no column {column!r} to keep (columns: {', '.join(names)})")
-    return rows
 
 
 def csv_header(stream, path: str) -> list[str]:

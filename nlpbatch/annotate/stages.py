@@ -171,8 +171,11 @@ def _encode(tokenizer, pair: str | None, texts: list[str], questions: list[str],
     strategy = "only_second" if pair == "question" else "longest_first"
     backend.enable_truncation(max_length, stride=stride, strategy=strategy, direction=tokenizer.truncation_side)
     backend.no_padding()
-    inputs = {"question": lambda: list(zip(questions, texts)), "text": lambda: list(zip(texts, questions))}
-    encodings = backend.encode_batch(inputs[pair]() if pair else texts)
+    if pair == "question":
+        inputs = list(zip(questions, texts))
+    else:
+        inputs = list(zip(texts, questions)) if pair == "text" else texts
+    encodings = backend.encode_batch(inputs)
     if pair == "text":
         return list(encodings), [1] * len(encodings)
     windows = [window for enc in encodings for window in (enc, *enc.overflowing)]

@@ -20,9 +20,10 @@ def read_text(path: str | Path) -> str:
         ) from None
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict]]:
-    """[(row number, record)] of a JSON Lines file (1-based lines, blank lines skipped) or a Parquet file (1-based
-    rows); a line that is not a JSON object, or a file pyarrow cannot read, is a DataError naming it."""
+def read_rows(path: str | Path, text: str | None = None) -> list[tuple[int, dict]]:
+    """[(row number, record)] of a JSON Lines file (1-based lines, blank lines skipped; `text`: its content when
+    already read) or a Parquet file (1-based rows); a line that is not a JSON object, or a file pyarrow cannot read,
+    is a DataError naming it."""
     import json
 
     path = Path(path)
@@ -34,7 +35,7 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
         except Exception as err:  # pyarrow's own errors: not Parquet, truncated
             raise DataError(f"{path}: not a readable Parquet file ({err})") from err
     records = []
-    for number, line in enumerate(read_text(path).split("\n"), 1):
+    for number, line in enumerate((read_text(path) if text is None else text).split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -54,20 +55,23 @@ def fetch_data(source: str | None) -> str | None:
     if not source or not source.startswith("s3://"):
         return source
     import atexit
-    import fnmatch
     import shutil
     import tempfile
 
     from pyarrow import fs
 
-    from nlpbatch.storage import filesystem_for, with_retries
+    from nlpbatch.storage import filesystem_for, glob_base, match_segments, with_retries
 
     filesystem, path = filesystem_for(source)
     pattern = any(c in path for c in "*?[")
-    if pattern:
-        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+    if pattern:  # matched a path segment at a time, as annotate's --input globs are
+        base, segments = glob_base(path)
         infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
-        keys = sorted(i.path for i in infos if i.type == fs.FileType.File and fnmatch.fnmatchcase(i.path, path))
+        keys = sorted(
+            i.path
+            for i in infos
+            if i.type == fs.FileType.File and match_segments(segments, i.path[len(base) :].lstrip("/").split("/"))
+        )
     else:
         keys = [path] if filesystem.get_file_info(path).type == fs.FileType.File else []
     if not keys:

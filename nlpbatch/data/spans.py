@@ -50,15 +50,16 @@ def read_records(
     told by the first record's keys unless `data_format` names it. Rows are 1-based lines (JSONL), task positions
     (Label Studio) or row numbers (Parquet)."""
     path = Path(path)
-    if path.suffix.lower() != ".parquet" and read_text(path).lstrip().startswith("["):
+    text = None if path.suffix.lower() == ".parquet" else read_text(path)
+    if text is not None and text.lstrip().startswith("["):
         try:
-            tasks = json.loads(read_text(path))
+            tasks = json.loads(text)
         except ValueError as err:
             raise DataError(f"{path}: not valid JSON ({err})") from err
         if not tasks:
             raise DataError(f"{path}: an empty Label Studio export (no tasks)")
         return "label-studio", list(enumerate(tasks, 1))
-    records = read_rows(path)
+    records = read_rows(path, text)
     if not records:
         raise DataError(f"{path}: no records (empty file?)")
     if data_format not in ("auto", None):

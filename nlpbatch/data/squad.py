@@ -99,15 +99,13 @@ def flatten_rows(path: str | Path) -> list[dict]:
     as a list of {text, answer_start} too), one question each; a row whose answers are empty (or `is_impossible`) is
     unanswerable, as in the hub's squad_v2."""
     path = Path(path)
-    records = read_rows(path)
     rows = []
-    for number, record in records:
-        missing = [k for k in ("context", "question") if not isinstance(record, dict) or k not in record]
+    for number, record in read_rows(path):  # each a dict
+        missing = [k for k in ("context", "question") if k not in record]
         if missing:
-            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise DataError(
                 f"{path}:{number}: a QA row needs id, context, question and answers{{text, answer_start}}; "
-                f"{', '.join(missing)} missing (got {keys})"
+                f"{', '.join(missing)} missing (got {sorted(record)})"
             )
         answers = record.get("answers")
         if isinstance(answers, list):  # [{"text", "answer_start"}, ...]
