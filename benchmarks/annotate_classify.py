@@ -16,14 +16,13 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotate_ner import corpus_tokens, pipeline_at_best_batch, run_ours  # noqa: E402  (one way to time both)
+from annotate_ner import model_and_corpora, pipeline_at_best_batch, run_ours  # noqa: E402  (one way to time both)
 
 
 def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) -> float:
@@ -51,13 +50,10 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/annotate_classify_cpu.json")
     args = parser.parse_args()
 
-    import pyarrow.parquet as pq
     import ray
     import torch
     import transformers
 
-    from nlpbatch.corpus import write_corpus
-    from nlpbatch.engines import export_onnx
     from nlpbatch.evaluation import eval_config, evaluate_model
 
     threads = os.cpu_count() or 1
@@ -81,18 +77,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = f"{tmp}/model"
-        shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
-        t0 = time.perf_counter()
-        export_onnx(model, "int8")
-        result["export_seconds"] = time.perf_counter() - t0
-        corpus, sweep = f"{tmp}/corpus", f"{tmp}/sweep"
-        write_corpus(args.data_dir, args.rows, corpus)
-        write_corpus(args.data_dir, args.sweep_rows, sweep)
-        texts = pq.read_table(f"{corpus}/part-00000.parquet")["text"].to_pylist()
-        sweep_texts = pq.read_table(f"{sweep}/part-00000.parquet")["text"].to_pylist()
-        tokens, sweep_tokens = corpus_tokens(texts, model), corpus_tokens(sweep_texts, model)
-        result["corpus"] = {"rows": len(texts), "tokens": tokens}
+        model, corpus, texts, tokens, sweep_texts, sweep_tokens = model_and_corpora(args, tmp, result)
 
         result["pipeline"] = pipeline_at_best_batch(
             run_pipeline, model, texts, tokens, sweep_texts, sweep_tokens, args.pipeline_batch_sizes, threads

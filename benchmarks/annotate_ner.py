@@ -85,6 +85,31 @@ def pipeline_at_best_batch(run, model, texts, tokens, sweep_texts, sweep_tokens,
     return result
 
 
+def model_and_corpora(args, tmp: str, result: dict) -> tuple:
+    """(model, corpus dir, its texts and tokens, the sweep's texts and tokens): `args.model` copied into `tmp` and
+    exported to int8 ONNX (its seconds in `result`), `args.rows` and `args.sweep_rows` corpus documents written."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from nlpbatch.corpus import write_corpus
+    from nlpbatch.engines import export_onnx
+
+    model = f"{tmp}/model"
+    shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
+    t0 = time.perf_counter()
+    export_onnx(model, "int8")
+    result["export_seconds"] = time.perf_counter() - t0
+    corpus, sweep = f"{tmp}/corpus", f"{tmp}/sweep"
+    write_corpus(args.data_dir, args.rows, corpus)
+    write_corpus(args.data_dir, args.sweep_rows, sweep)
+    texts = pq.read_table(f"{corpus}/part-00000.parquet")["text"].to_pylist()
+    sweep_texts = pq.read_table(f"{sweep}/part-00000.parquet")["text"].to_pylist()
+    tokens, sweep_tokens = corpus_tokens(texts, model), corpus_tokens(sweep_texts, model)
+    result["corpus"] = {"rows": len(texts), "tokens": tokens}
+    return model, corpus, texts, tokens, sweep_texts, sweep_tokens
+
+
 def run_ours(
     corpus: str, model: str, out: str, tokens: int | None = None, backend: str = "auto", task: str = "ner", **settings
 ) -> dict:
@@ -129,15 +154,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/annotate_ner_cpu.json")
     args = parser.parse_args()
 
-    import shutil
-
-    import pyarrow.parquet as pq
     import ray
     import torch
     import transformers
 
     from nlpbatch.corpus import write_corpus
-    from nlpbatch.engines import export_onnx
     from nlpbatch.evaluation import eval_config, evaluate_model
 
     threads = os.cpu_count() or 1
@@ -158,19 +179,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = f"{tmp}/model"
-        shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
-        t0 = time.perf_counter()
-        export_onnx(model, "int8")
-        result["export_seconds"] = time.perf_counter() - t0
-
-        corpus, sweep = f"{tmp}/corpus", f"{tmp}/sweep"
-        write_corpus(args.data_dir, args.rows, corpus)
-        write_corpus(args.data_dir, args.sweep_rows, sweep)
-        texts = pq.read_table(f"{corpus}/part-00000.parquet")["text"].to_pylist()
-        sweep_texts = pq.read_table(f"{sweep}/part-00000.parquet")["text"].to_pylist()
-        tokens, sweep_tokens = corpus_tokens(texts, model), corpus_tokens(sweep_texts, model)
-        result["corpus"] = {"rows": len(texts), "tokens": tokens}
+        model, corpus, texts, tokens, sweep_texts, sweep_tokens = model_and_corpora(args, tmp, result)
 
         result["pipeline"] = pipeline_at_best_batch(
             run_pipeline, model, texts, tokens, sweep_texts, sweep_tokens, args.pipeline_batch_sizes, threads
