@@ -136,6 +136,8 @@ ANNOTATE_HELP = {
     "one for reads (or its GPUs / --num-gpus)",
     "layout": "fused: parse, tokenize, predict, decode inside each inference actor; split: CPU tasks around the "
     "actors; auto: fused on CPU, split with --num-gpus",
+    "runner": "ray: stream through a Ray cluster (joined or started); local: in this process, no cluster; auto: "
+    "local for up to 1,000 rows on CPU when no cluster is joined (no RAY_ADDRESS), else ray",
     "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
     "cpus_per_actor": "CPUs per inference actor (its engine threads)",
     "backend": "inference engine: torch, onnx (int8 if exported, else fp32), onnx-fp32, onnx-int8; auto: onnx on CPU "
@@ -157,6 +159,7 @@ CHOICES = {
     "output_format": list(OUTPUT_FORMATS),
     "aggregation": ["simple", "first", "max"],
     "layout": ["auto", "fused", "split"],
+    "runner": ["auto", "ray", "local"],
     "packing": ["auto", "on", "off"],
     "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
     "subtoken_labels": ["all", "first"],
@@ -310,6 +313,13 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     corpus.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="(default parquet)")
     corpus.add_argument("--files", type=int, default=1, help="split the rows over this many files (default 1)")
     corpus.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    corpus.add_argument(
+        "--kind",
+        choices=["default", "short", "mixed", "long"],
+        default="default",
+        help="length mix: default (snippets, paragraphs, some past one window), short (one sentence, ~20 tokens), "
+        "mixed (mostly sentences, a few articles, ~50 tokens), long (articles of 2-6 paragraphs) (default default)",
+    )
     corpus.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)")
 
     ev = sub.add_parser(
@@ -456,7 +466,9 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or os.environ.get(DATA_ENV)
     if not data_dir:
         raise ConfigError(f"corpus needs --data-dir or ${DATA_ENV}")
-    paths = write_corpus(data_dir, args.rows, args.output, args.seed, args.format, args.files, args.s3_endpoint)
+    paths = write_corpus(
+        data_dir, args.rows, args.output, args.seed, args.format, args.files, args.s3_endpoint, args.kind
+    )
     print(json.dumps({"rows": args.rows, "files": paths}, indent=2))
     return 0
 

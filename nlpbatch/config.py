@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -13,6 +14,9 @@ from typing import Any
 from nlpbatch.data.exports import OUTPUT_FORMATS
 from nlpbatch.tasks import get_task, is_task, task_names
 
+# `--runner auto` annotates up to this many rows in this process: measured on 2 cores (benchmarks/results/
+# annotate_local_cpu.json), a local cluster's start-up costs more than the in-process work below it
+LOCAL_ROWS = 1000
 DATA_FORMATS = ("auto", "conll", "tokens", "spacy", "doccano", "label-studio")  # NER training files
 
 
@@ -206,6 +210,7 @@ class AnnotateConfig:
     # from 1 actor stayed small and ran at 60% of a fixed pool of 2 on 2 cores, benchmarks/results/annotate_ner_cpu)
     max_actors: int | None = None  # None: what the cluster holds (its CPUs less one for reads, or its GPUs)
     layout: str = "auto"  # fused | split; auto: fused for CPU actors, split (CPU tasks feed the GPU) with num_gpus
+    runner: str = "auto"  # ray | local (this process, no cluster) | auto: local for a small input on no cluster
     num_gpus: float = 0.0  # per inference actor; > 0 runs bf16 on GPU
     cpus_per_actor: float = 1.0
     backend: str = "auto"  # torch | onnx | onnx-fp32 | onnx-int8; auto: ONNX Runtime on CPU once exported
@@ -244,6 +249,17 @@ class AnnotateConfig:
         if self.num_gpus > 0:
             return max(1, int(cluster_gpus // self.num_gpus))
         return max(1, int((cluster_cpus - 1) // self.cpus_per_actor))
+
+    def local(self, rows_in: int) -> bool:
+        """Run in this process, without Ray? `auto`: for at most LOCAL_ROWS rows on CPU when no cluster is in
+        use (none joined by this process, no RAY_ADDRESS): a cluster's start-up would cost more than the work."""
+        if self.runner != "auto":
+            return self.runner == "local"
+        if self.num_gpus > 0 or rows_in > LOCAL_ROWS or os.environ.get("RAY_ADDRESS"):
+            return False
+        import ray
+
+        return not ray.is_initialized()
 
     def rows_per_batch(self, rows_in: int, actors: int) -> int:
         """batch_rows, else up to 256 documents a call, but at least 8 calls per actor. Measured on 2 cores, 2
@@ -304,6 +320,10 @@ class AnnotateConfig:
             errors.append(f"packing: 'on' runs the torch engine; with backend {self.backend!r} use packing off")
         if self.layout not in ("auto", "fused", "split"):
             errors.append(f"layout: {self.layout!r} is not auto, fused or split")
+        if self.runner not in ("auto", "ray", "local"):
+            errors.append(f"runner: {self.runner!r} is not auto, ray or local")
+        elif self.runner == "local" and self.num_gpus > 0:
+            errors.append("runner: local runs on this process's CPUs; drop num_gpus or use --runner ray")
         if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.run_id):
             errors.append(f"run_id: {self.run_id!r} must be letters, digits, '.', '_' or '-' (it names files)")
         if self.lease_ttl_seconds < 1:

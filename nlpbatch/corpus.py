@@ -1,5 +1,7 @@
-"""`nlpbatch corpus`: a benchmark corpus with a realistic length mix, built from the shared CoNLL sentences and
-SQuAD paragraphs: short news snippets, paragraph-sized documents, and some longer than a 512-token window."""
+"""`nlpbatch corpus`: benchmark corpora built from the shared CoNLL sentences and SQuAD paragraphs, in four length
+mixes (`KINDS`): the default (snippets, paragraphs and some documents longer than a 512-token window), short (one
+sentence: tweets, titles; about 20 tokens), mixed (mostly single sentences, a few articles; about 50 tokens on
+average) and long (articles of 2-6 paragraphs, mostly longer than one window)."""
 
 from __future__ import annotations
 
@@ -23,19 +25,38 @@ def _paragraphs(data_dir: str) -> list[str]:
     return [p["context"] for article in doc["data"] for p in article["paragraphs"]]
 
 
-def build_rows(data_dir: str, rows: int, seed: int = 0) -> list[dict]:
-    """Documents: 60% 1-5 CoNLL sentences, 30% one SQuAD paragraph, 10% 3-6 paragraphs (mostly > 512 tokens)."""
+KINDS = ("default", "short", "mixed", "long")
+
+
+def build_rows(data_dir: str, rows: int, seed: int = 0, kind: str = "default") -> list[dict]:
+    """Documents of one length mix (`KINDS`). default: 60% 1-5 CoNLL sentences, 30% one SQuAD paragraph, 10% 3-6
+    paragraphs (mostly > 512 tokens); short: one CoNLL sentence of 5+ words; mixed: 93% one sentence, 7% an article
+    of 1-4 paragraphs; long: an article of 2-6 paragraphs."""
+    if kind not in KINDS:
+        raise ValueError(f"corpus kind {kind!r} is not one of {', '.join(KINDS)}")
     rng = random.Random(seed)
     sentences, paragraphs = _sentences(data_dir), _paragraphs(data_dir)
+    if kind in ("short", "mixed"):
+        sentences = [s for s in sentences if len(s.split()) >= 5]
+
+    def article(least: int, most: int) -> str:
+        return "\n\n".join(rng.choice(paragraphs) for _ in range(rng.randint(least, most)))
+
     out = []
     for i in range(rows):
-        kind = rng.random()
-        if kind < 0.6:
+        draw = rng.random()
+        if kind == "short" or (kind == "mixed" and draw < 0.93):
+            text = rng.choice(sentences)
+        elif kind == "mixed":
+            text = article(1, 4)
+        elif kind == "long":
+            text = article(2, 6)
+        elif draw < 0.6:
             text = " ".join(rng.choice(sentences) for _ in range(rng.randint(1, 5)))
-        elif kind < 0.9:
+        elif draw < 0.9:
             text = rng.choice(paragraphs)
         else:
-            text = "\n\n".join(rng.choice(paragraphs) for _ in range(rng.randint(3, 6)))
+            text = article(3, 6)
         out.append({"id": f"doc-{i:08d}", "text": text})
     return out
 
@@ -48,6 +69,7 @@ def write_corpus(
     fmt: str = "parquet",
     files: int = 1,
     s3_endpoint: str | None = None,
+    kind: str = "default",
 ) -> list[str]:
     import pyarrow as pa
 
@@ -56,7 +78,7 @@ def write_corpus(
 
     fs, base = filesystem_for(output, s3_endpoint)
     fs.create_dir(base, recursive=True)
-    table = pa.Table.from_pylist(build_rows(data_dir, rows, seed))
+    table = pa.Table.from_pylist(build_rows(data_dir, rows, seed, kind))
     step = -(-rows // files)
     paths = []
     for f in range(files):

@@ -317,8 +317,12 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             cfg.task,
         )
         t_stream = time.perf_counter()
-        with _progress(cfg, plan.rows_in) as progress:
-            _build_dataset(cfg, plan, in_fs, progress.counter).write_datasink(sink)
+        local = cfg.local(plan.rows_in)
+        with _progress(cfg, plan.rows_in, local) as progress:
+            if local:
+                _stream_here(cfg, plan, in_fs, sink, progress)
+            else:
+                _build_dataset(cfg, plan, in_fs, progress.counter).write_datasink(sink)
         stream_seconds = time.perf_counter() - t_stream
 
         totals = reconcile(plan.rows_in, sink.results, cfg.output)  # checked before anything is published
@@ -337,6 +341,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "input": cfg.input,
             "input_files": [{**file_signature(i), "path": scheme + i.path} for i in plan.infos],
             "provenance": provenance,
+            "runner": "local" if local else "ray",
             "timings": {
                 "prepare_seconds": t_prepare,
                 "stream_seconds": stream_seconds,
@@ -377,19 +382,6 @@ def check_reject_rate(manifest: dict, cfg: AnnotateConfig) -> None:
     )
 
 
-class RowCounter:
-    """Rows and tokens done so far, added to by the inference stage and read by the driver's progress."""
-
-    def __init__(self):
-        self.rows = self.rejected = self.tokens = 0
-
-    def add(self, rows: int, rejected: int, tokens: int) -> None:
-        self.rows, self.rejected, self.tokens = self.rows + rows, self.rejected + rejected, self.tokens + tokens
-
-    def totals(self) -> tuple[int, int, int]:
-        return self.rows, self.rejected, self.tokens
-
-
 def decode_and_count(batch, decode, counter, **options):
     """The split layout's decode task, which also tells the progress counter what it finished."""
     from nlpbatch.annotate.predictors import count_done
@@ -404,21 +396,28 @@ class _progress:
     large files and would report them all at the end. Ray Data's own per-operator status is turned off: in a log
     it is a 10-line block every 10 s that never knows the total."""
 
-    def __init__(self, cfg: AnnotateConfig, rows_in: int):
+    def __init__(self, cfg: AnnotateConfig, rows_in: int, local: bool = False):
         import logging
 
+        self.mode, self.stop = progress_mode(cfg.quiet), threading.Event()
+        self.bar = Progress(f"annotate {cfg.task}", rows_in, "rows", self.mode)
+        self.counter, self.local = None, local
+        if local:  # the local runner tells `done` itself
+            from nlpbatch.annotate.predictors import RowCounter
+
+            self.totals = RowCounter()
+            return
         import ray
 
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
-        self.mode, self.stop = progress_mode(cfg.quiet), threading.Event()
-        self.bar = Progress(f"annotate {cfg.task}", rows_in, "rows", self.mode)
-        self.counter = None
         if self.mode != "quiet":
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             # on the driver's node: a lost worker node must not take the job's progress with it
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            from nlpbatch.annotate.predictors import RowCounter
+
             self.counter = ray.remote(num_cpus=0, scheduling_strategy=here)(RowCounter).remote()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -436,12 +435,24 @@ class _progress:
         elapsed = time.perf_counter() - self.bar.t0
         self.bar.update(rows - self.bar.n, rejected=rejected, tokens=f"{tokens / elapsed:,.0f}/s")
 
+    def done(self, batch) -> None:
+        """The local runner's annotated batch (the streaming job's actors tell the counter instead)."""
+        from nlpbatch.annotate.predictors import count_done
+
+        count_done(batch, self.totals)
+        rows, rejected, tokens = self.totals.totals()
+        elapsed = time.perf_counter() - self.bar.t0
+        self.bar.update(rows - self.bar.n, rejected=rejected, tokens=f"{tokens / elapsed:,.0f}/s")
+
     def __enter__(self):
         if self.counter is not None:
             self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.local:
+            self.bar.close()
+            return
         if self.counter is None:
             return
         self.stop.set()
@@ -541,6 +552,48 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
         return ds.map_batches(task.decode, batch_format="pyarrow", fn_kwargs=decode)
     options = {"decode": task.decode, "counter": counter, **decode}
     return ds.map_batches(decode_and_count, batch_format="pyarrow", fn_kwargs=options)
+
+
+def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progress) -> None:
+    """The local runner: the streaming job's read, fused stages and sink, in this process and in input order, a
+    file of about rows_per_file rows written at a time (memory stays bounded for any input)."""
+    from types import SimpleNamespace
+
+    from nlpbatch.annotate.predictors import Annotator
+    from nlpbatch.annotate.reader import read_file
+
+    say(f"annotate {cfg.task}: {plan.rows_in} rows, run in this process (no cluster; --runner ray for one)")
+    task = get_task(cfg.task)
+    annotator = Annotator(
+        cfg.task,
+        plan.model_path,
+        cfg.tokens_per_batch,
+        cfg.backend,
+        None,  # the engine's own thread count: every core of this process
+        cfg.packing,
+        _parse_options(cfg, plan.fmt, plan.question_column, plan.questions),
+        {"max_length": cfg.window, "stride": cfg.stride},
+        task.decode_options(cfg, plan.model_config),
+    )
+    columns = list(dict.fromkeys([*plan.required, *cfg.kept]))
+    batch_rows = cfg.rows_per_batch(plan.rows_in, 1)
+    sink.on_write_start()
+    results, pending = [], []
+
+    def write() -> None:
+        results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
+        pending.clear()
+
+    for path in plan.files:
+        for block in read_file(plan.fmt, in_fs, path, columns):
+            for start in range(0, block.num_rows, batch_rows):
+                pending.append(annotator(block.slice(start, batch_rows)))
+                progress.done(pending[-1])
+                if sum(t.num_rows for t in pending) >= cfg.rows_per_file:
+                    write()
+    if pending:
+        write()
+    sink.results = results
 
 
 def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool = False):

@@ -184,7 +184,7 @@ class Annotator:
     ):
         self.predict = Predictor(task, model_path, batch_tokens, False, backend, threads, packing)
         self.parse, self.tokenize, self.decode = parse, {"task": task, "model_path": model_path, **tokenize}, decode
-        self.counter = counter  # the driver's progress (pipeline.RowCounter), told after every batch
+        self.counter = counter  # the driver's progress (a RowCounter actor), told after every batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from nlpbatch.annotate import stages
@@ -196,11 +196,25 @@ class Annotator:
         return count_done(parts[0] if len(parts) == 1 else pa.concat_tables(parts), self.counter)
 
 
+class RowCounter:
+    """Rows and tokens done so far, added to by the inference stage and read by the driver's progress."""
+
+    def __init__(self):
+        self.rows = self.rejected = self.tokens = 0
+
+    def add(self, rows: int, rejected: int, tokens: int) -> None:
+        self.rows, self.rejected, self.tokens = self.rows + rows, self.rejected + rejected, self.tokens + tokens
+
+    def totals(self) -> tuple[int, int, int]:
+        return self.rows, self.rejected, self.tokens
+
+
 def count_done(batch: pa.Table, counter) -> pa.Table:
     """Tell the progress counter (if any) how many rows, rejects and tokens this batch finished; never fails."""
     if counter is not None and batch.num_rows:
         import pyarrow.compute as pc
 
         rejected = batch.num_rows - pc.sum(pc.is_null(batch["_reject"]).cast("int64")).as_py()
-        counter.add.remote(batch.num_rows, rejected, pc.sum(batch["n_tokens"]).as_py() or 0)
+        add = counter.add if isinstance(counter, RowCounter) else counter.add.remote  # here, or a Ray actor
+        add(batch.num_rows, rejected, pc.sum(batch["n_tokens"]).as_py() or 0)
     return batch

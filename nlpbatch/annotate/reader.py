@@ -46,30 +46,54 @@ def iter_lines(stream, chunk_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]
             yield number, pending.removesuffix(b"\r")
 
 
-class JsonlLines(FileBasedDatasource):
-    """Blocks of (raw line bytes, line number); `include_paths` adds the file."""
-
-    def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
-        try:
-            yield from self._blocks(f)
-        except Exception as err:  # checked on the driver first; a file damaged since is still named
-            raise OSError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
-
-    def _blocks(self, f) -> Iterator[pa.Table]:
-        raws, numbers = [], []
+def jsonl_blocks(f, path: str) -> Iterator[pa.Table]:
+    """Blocks of (raw line bytes, line number) of one JSON Lines stream."""
+    raws, numbers = [], []
+    try:
         for number, line in iter_lines(f):
             raws.append(line)
             numbers.append(number)
             if len(raws) >= BLOCK_ROWS:
                 yield pa.table([pa.array(raws, pa.binary()), pa.array(numbers, pa.int64())], schema=JSONL_SCHEMA)
                 raws, numbers = [], []
-        if raws:
-            yield pa.table([pa.array(raws, pa.binary()), pa.array(numbers, pa.int64())], schema=JSONL_SCHEMA)
+    except Exception as err:  # checked on the driver first; a file damaged since is still named
+        raise OSError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
+    if raws:
+        yield pa.table([pa.array(raws, pa.binary()), pa.array(numbers, pa.int64())], schema=JSONL_SCHEMA)
+
+
+class JsonlLines(FileBasedDatasource):
+    """`jsonl_blocks` of each file; `include_paths` adds the file."""
+
+    def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
+        yield from jsonl_blocks(f, path)
+
+
+def parquet_blocks(f, columns: list[str]) -> Iterator[pa.Table]:
+    """The named columns of one Parquet file as strings, one block per row group, plus `line` (the row's 1-based
+    position in the file) and `_error` (why the row's group could not be read, else null)."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(f)
+    first_row = 1
+    for group in range(parquet.num_row_groups):
+        n = parquet.metadata.row_group(group).num_rows
+        errors: list[str | None] = [None] * n
+        try:
+            table = parquet.read_row_group(group, columns=columns)
+            values = [_valid_utf8(name, _as_strings(table[name]), errors) for name in columns]
+        except Exception as err:  # a corrupt block: its rows become rejects, the rest of the file is read
+            errors = [f"unreadable Parquet row group {group}: {type(err).__name__}: {err}"[:1000]] * n
+            values = [pa.nulls(n, pa.string()) for _ in columns]
+        yield pa.table(
+            [*values, pa.array(range(first_row, first_row + n), pa.int64()), pa.array(errors, pa.string())],
+            names=[*columns, "line", "_error"],
+        )
+        first_row += n
 
 
 class ParquetRowGroups(FileBasedDatasource):
-    """The named columns as strings, one block per row group, plus `line` (the row's 1-based position in the file)
-    and `_error` (why the row's group could not be read, else null)."""
+    """`parquet_blocks` of each file."""
 
     def __init__(self, paths, columns: list[str], **kwargs):
         super().__init__(paths, **kwargs)
@@ -79,24 +103,7 @@ class ParquetRowGroups(FileBasedDatasource):
         return filesystem.open_input_file(path)  # Parquet needs random access (footer first)
 
     def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(f)
-        first_row = 1
-        for group in range(parquet.num_row_groups):
-            n = parquet.metadata.row_group(group).num_rows
-            errors: list[str | None] = [None] * n
-            try:
-                table = parquet.read_row_group(group, columns=self.columns)
-                columns = [_valid_utf8(name, _as_strings(table[name]), errors) for name in self.columns]
-            except Exception as err:  # a corrupt block: its rows become rejects, the rest of the file is read
-                errors = [f"unreadable Parquet row group {group}: {type(err).__name__}: {err}"[:1000]] * n
-                columns = [pa.nulls(n, pa.string()) for _ in self.columns]
-            yield pa.table(
-                [*columns, pa.array(range(first_row, first_row + n), pa.int64()), pa.array(errors, pa.string())],
-                names=[*self.columns, "line", "_error"],
-            )
-            first_row += n
+        yield from parquet_blocks(f, self.columns)
 
 
 def _valid_utf8(name: str, column: pa.ChunkedArray, errors: list[str | None]) -> pa.ChunkedArray:
@@ -249,14 +256,37 @@ def csv_tables(stream, path: str, header: list[str], columns: list[str]) -> Iter
             bad.clear()
 
 
+def csv_blocks(f, path: str, columns: list[str], filesystem) -> Iterator[pa.Table]:
+    """`csv_tables` of one file; the header is read first, from a second look at the file."""
+    with filesystem.open_input_stream(path) as head:
+        header = csv_header(head, path)
+    yield from csv_tables(f, path, header, columns)
+
+
 class CsvRows(FileBasedDatasource):
-    """`csv_tables` of each file; the header is read first, from a second look at the file."""
+    """`csv_blocks` of each file."""
 
     def __init__(self, paths, columns: list[str], **kwargs):
         super().__init__(paths, **kwargs)
         self.columns = columns
 
     def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
-        with self._filesystem.open_input_stream(path) as head:
-            header = csv_header(head, path)
-        yield from csv_tables(f, path, header, self.columns)
+        yield from csv_blocks(f, path, self.columns, self._filesystem)
+
+
+def read_file(fmt: str, filesystem, path: str, columns: list[str]) -> Iterator[pa.Table]:
+    """One input file's blocks, read in this process (the local runner) exactly as the Ray read task reads them,
+    with the `path` column its `include_paths` adds."""
+    if fmt == "parquet":
+        opened = filesystem.open_input_file(path)
+    else:
+        opened = filesystem.open_input_stream(path, compression="detect")
+    with opened as f:
+        if fmt == "parquet":
+            blocks = parquet_blocks(f, columns)
+        elif fmt == "csv":
+            blocks = csv_blocks(f, path, columns, filesystem)
+        else:
+            blocks = jsonl_blocks(f, path)
+        for block in blocks:
+            yield block.append_column("path", pa.array([path] * block.num_rows, pa.string()))

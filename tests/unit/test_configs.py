@@ -156,6 +156,26 @@ def test_rows_per_inference_call_fill_the_pool_then_grow():
     assert cfg.tokens_per_batch == 512
 
 
+def test_small_inputs_run_here_unless_a_cluster_is_asked_for(monkeypatch):
+    """`runner: auto` leaves the cluster out only where it would cost more than the work: a small CPU input with no
+    cluster named (the no-cluster case itself: test_in_process.py's subprocess run)."""
+    from nlpbatch.config import LOCAL_ROWS, load_annotate_config
+
+    def cfg(**settings):
+        return load_annotate_config(task="ner", model="m", input="in", output="out", **settings)
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not cfg().local(LOCAL_ROWS + 1)  # a large input streams through Ray
+    assert not cfg(num_gpus=1).local(6)  # GPUs are the cluster's
+    assert cfg(runner="local").local(10**6) and not cfg(runner="ray").local(6)  # asked for: as asked
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert not cfg().local(6)  # a cluster named (`ray job submit`): it runs there
+    with pytest.raises(ConfigError, match="runner: 'laptop' is not auto, ray or local"):
+        cfg(runner="laptop")
+    with pytest.raises(ConfigError, match="runner: local runs on this process's CPUs"):
+        cfg(runner="local", num_gpus=1)
+
+
 def test_packing_settings_are_checked():
     from nlpbatch.config import load_annotate_config
 
