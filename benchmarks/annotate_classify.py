@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotate_ner import model_and_corpora, pipeline_at_best_batch, run_ours  # noqa: E402  (one way to time both)
+from annotate_ner import machine_info, model_and_corpora, pipeline_at_best_batch, run_ours  # noqa: E402
 
 
 def run_pipeline(texts: list[str], model: str, batch_size: int, threads: int) -> float:
@@ -51,8 +50,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    import torch
-    import transformers
 
     from nlpbatch.evaluation import eval_config, evaluate_model
 
@@ -61,13 +58,7 @@ def main() -> None:
     result = {
         "benchmark": "classify annotation by engine vs the transformers text-classification pipeline; accuracy per "
         "engine",
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": threads,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "onnxruntime": __import__("onnxruntime").__version__,
-        },
+        "machine": machine_info(),
         "model": args.model,
         "validation": validation,
     }

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotate_ner import corpus_tokens, pipeline_at_best_batch, run_pipeline  # noqa: E402
+from annotate_ner import corpus_tokens, machine_info, pipeline_at_best_batch, run_pipeline  # noqa: E402
 
 
 def whole_command(model: str, corpus: str, out: str, runner: str = "ray") -> dict:
@@ -84,8 +83,6 @@ def main() -> None:
     import shutil
 
     import pyarrow.parquet as pq
-    import torch
-    import transformers
 
     from nlpbatch.config import load_annotate_config
     from nlpbatch.corpus import write_corpus
@@ -95,13 +92,7 @@ def main() -> None:
     result = {
         "benchmark": "annotate ner (defaults, whole command and streaming) vs the transformers pipeline (simple) on "
         "three length mixes; the job's model step vs the bare engine",
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": threads,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "onnxruntime": __import__("onnxruntime").__version__,
-        },
+        "machine": machine_info(),
         "model": args.model,
         "corpora": {},
     }

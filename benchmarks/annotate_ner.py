@@ -51,6 +51,21 @@ class PeakRss:
         self._thread.join()
 
 
+def machine_info() -> dict:
+    """The machine and library versions a benchmark's JSON records."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
 def corpus_tokens(texts: list[str], model: str) -> int:
     from transformers import AutoTokenizer
 
@@ -155,8 +170,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    import torch
-    import transformers
 
     from nlpbatch.corpus import write_corpus
     from nlpbatch.evaluation import eval_config, evaluate_model
@@ -165,13 +178,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "NER annotation by engine vs the transformers pipeline (simple), CoNLL F1 per engine",
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": threads,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "onnxruntime": __import__("onnxruntime").__version__,
-        },
+        "machine": machine_info(),
         "model": args.model,
     }
 

@@ -316,8 +316,14 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             cfg.text_column,
             cfg.task,
         )
-        t_stream = time.perf_counter()
         local = cfg.local(plan.rows_in)
+        t_cluster = time.perf_counter()
+        if not local:
+            from nlpbatch.raycluster import ensure_ray
+
+            # a local cluster gets a CPU token beyond the actors' for the read and write tasks
+            ensure_ray(int((cfg.max_actors or os.cpu_count() or 1) * cfg.cpus_per_actor) + 1)
+        t_stream = time.perf_counter()
         with _progress(cfg, plan.rows_in, local) as progress:
             if local:
                 _stream_here(cfg, plan, in_fs, sink, progress)
@@ -344,6 +350,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "runner": "local" if local else "ray",
             "timings": {
                 "prepare_seconds": t_prepare,
+                "cluster_start_seconds": t_stream - t_cluster,  # joining or starting Ray (0: the local runner)
                 "stream_seconds": stream_seconds,
                 "stage_task_seconds": stage_seconds,  # summed over parallel tasks
                 "docs_per_second": totals["rows_out"] / stream_seconds if stream_seconds else 0.0,
@@ -492,10 +499,6 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
     from nlpbatch.annotate import stages
     from nlpbatch.annotate.predictors import Annotator, Predictor
     from nlpbatch.annotate.reader import CsvRows, JsonlLines, ParquetRowGroups
-    from nlpbatch.raycluster import ensure_ray
-
-    # a local cluster gets a CPU token beyond the actors' for the read and write tasks
-    ensure_ray(int((cfg.max_actors or os.cpu_count() or 1) * cfg.cpus_per_actor) + 1)
     resources = ray.cluster_resources()
     actors = max(cfg.min_actors or 1, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
     batch_rows = cfg.rows_per_batch(plan.rows_in, actors)
