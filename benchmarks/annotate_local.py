@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a fine-tuned NER model dir (copied; the copy is exported)")
     parser.add_argument("--data-dir", default=os.environ.get("NLPBATCH_DATA_DIR", "../shared/data"))
-    parser.add_argument("--rows", default="6,100,1000,3000")
+    parser.add_argument("--rows", default="6,100,1000,3000,10000")
     parser.add_argument("--kind", default="default", help="the corpus length mix (nlpbatch corpus --kind)")
     parser.add_argument("--out", default="benchmarks/results/annotate_local_cpu.json")
     args = parser.parse_args()

@@ -133,11 +133,12 @@ ANNOTATE_HELP = {
     "min_actors": "inference actors kept running; below --max-actors the pool grows with the backlog (default: the "
     "pool's full size from the start)",
     "max_actors": "inference actors at most (the pool grows with the backlog); default: the cluster's CPUs less "
-    "one for reads (or its GPUs / --num-gpus)",
+    "one for reads (or its GPUs / --num-gpus); the local runner's threads (default: one per core)",
     "layout": "fused: parse, tokenize, predict, decode inside each inference actor; split: CPU tasks around the "
     "actors; auto: fused on CPU, split with --num-gpus",
-    "runner": "ray: stream through a Ray cluster (joined or started); local: in this process, no cluster; auto: "
-    "local for up to 1,000 rows on CPU when no cluster is joined (no RAY_ADDRESS), else ray",
+    "runner": "ray: stream through a Ray cluster (joined or started); local: in this process, one engine thread "
+    "per core (--max-actors threads), no cluster; auto: local on CPU when no cluster is named (no RAY_ADDRESS) on a "
+    "machine of up to 16 cores (any input) or for up to 1,000 rows, else ray",
     "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
     "cpus_per_actor": "CPUs per inference actor (its engine threads)",
     "backend": "inference engine: torch, onnx (int8 if exported, else fp32), onnx-fp32, onnx-int8; auto: onnx on CPU "

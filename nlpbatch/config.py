@@ -14,9 +14,13 @@ from typing import Any
 from nlpbatch.data.exports import OUTPUT_FORMATS
 from nlpbatch.tasks import get_task, is_task, task_names
 
-# `--runner auto` annotates up to this many rows in this process: measured on 2 cores (benchmarks/results/
-# annotate_local_cpu.json), a local cluster's start-up costs more than the in-process work below it
+# `--runner auto` with no cluster named: Ray would start a cluster of this machine alone, and this process, one
+# engine thread per core, beat it at every input size measured on 2 cores (6 to 10,000 documents,
+# benchmarks/results/annotate_local_cpu.json). Up to LOCAL_CORES cores: the stages that hold the GIL (parse, decode,
+# Arrow glue: about 3% of the model step, measured) stay under half a core; past it, and for any input above
+# LOCAL_ROWS, the processes of a Ray cluster. Up to LOCAL_ROWS rows, start-up dominates on any machine.
 LOCAL_ROWS = 1000
+LOCAL_CORES = 16
 DATA_FORMATS = ("auto", "conll", "tokens", "spacy", "doccano", "label-studio")  # NER training files
 
 
@@ -210,7 +214,7 @@ class AnnotateConfig:
     # from 1 actor stayed small and ran at 60% of a fixed pool of 2 on 2 cores, benchmarks/results/annotate_ner_cpu)
     max_actors: int | None = None  # None: what the cluster holds (its CPUs less one for reads, or its GPUs)
     layout: str = "auto"  # fused | split; auto: fused for CPU actors, split (CPU tasks feed the GPU) with num_gpus
-    runner: str = "auto"  # ray | local (this process, no cluster) | auto: local for a small input on no cluster
+    runner: str = "auto"  # ray | local (this process, no cluster) | auto: local when no cluster is named (local())
     num_gpus: float = 0.0  # per inference actor; > 0 runs bf16 on GPU
     cpus_per_actor: float = 1.0
     backend: str = "auto"  # torch | onnx | onnx-fp32 | onnx-int8; auto: ONNX Runtime on CPU once exported
@@ -250,12 +254,14 @@ class AnnotateConfig:
             return max(1, int(cluster_gpus // self.num_gpus))
         return max(1, int((cluster_cpus - 1) // self.cpus_per_actor))
 
-    def local(self, rows_in: int) -> bool:
-        """Run in this process, without Ray? `auto`: for at most LOCAL_ROWS rows on CPU when no cluster is in
-        use (none joined by this process, no RAY_ADDRESS): a cluster's start-up would cost more than the work."""
+    def local(self, rows_in: int, cores: int | None = None) -> bool:
+        """Run in this process, without Ray? `auto`: on CPU when no cluster is in use (none joined by this
+        process, no RAY_ADDRESS), for a machine of up to LOCAL_CORES cores or an input of up to LOCAL_ROWS rows."""
         if self.runner != "auto":
             return self.runner == "local"
-        if self.num_gpus > 0 or rows_in > LOCAL_ROWS or os.environ.get("RAY_ADDRESS"):
+        if self.num_gpus > 0 or os.environ.get("RAY_ADDRESS"):
+            return False
+        if rows_in > LOCAL_ROWS and (cores or os.cpu_count() or 1) > LOCAL_CORES:
             return False
         import ray
 

@@ -499,6 +499,7 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
     from nlpbatch.annotate import stages
     from nlpbatch.annotate.predictors import Annotator, Predictor
     from nlpbatch.annotate.reader import CsvRows, JsonlLines, ParquetRowGroups
+
     resources = ray.cluster_resources()
     actors = max(cfg.min_actors or 1, cfg.actors(resources.get("CPU", 1), resources.get("GPU", 0)))
     batch_rows = cfg.rows_per_batch(plan.rows_in, actors)
@@ -558,44 +559,60 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
 
 
 def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progress) -> None:
-    """The local runner: the streaming job's read, fused stages and sink, in this process and in input order, a
-    file of about rows_per_file rows written at a time (memory stays bounded for any input)."""
+    """The local runner: the streaming job's read, fused stages and sink in this process. One engine thread per
+    core, each with its own engine session and tokenizer (ONNX Runtime, torch and the Rust tokenizer release the
+    GIL), annotating batches side by side; the results are written in input order, a file of about rows_per_file
+    rows at a time, with a bounded number of batches in flight (memory stays bounded for any input)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
     from nlpbatch.annotate.predictors import Annotator
     from nlpbatch.annotate.reader import read_file
 
-    say(f"annotate {cfg.task}: {plan.rows_in} rows, run in this process (no cluster; --runner ray for one)")
-    task = get_task(cfg.task)
-    annotator = Annotator(
+    workers = cfg.max_actors or max(1, os.cpu_count() or 1)
+    say(f"annotate {cfg.task}: {plan.rows_in} rows, run in this process on {workers} threads (--runner ray: a cluster)")
+    options = (
         cfg.task,
         plan.model_path,
         cfg.tokens_per_batch,
         cfg.backend,
-        None,  # the engine's own thread count: every core of this process
+        1,  # engine threads each: the threads run batches side by side, as the actors of a cluster do
         cfg.packing,
         _parse_options(cfg, plan.fmt, plan.question_column, plan.questions),
         {"max_length": cfg.window, "stride": cfg.stride},
-        task.decode_options(cfg, plan.model_config),
+        get_task(cfg.task).decode_options(cfg, plan.model_config),
     )
+    mine = threading.local()
+
+    def annotate(batch):
+        if not hasattr(mine, "annotator"):  # loaded once per thread
+            mine.annotator = Annotator(*options)
+        return mine.annotator(batch)
+
     columns = list(dict.fromkeys([*plan.required, *cfg.kept]))
-    batch_rows = cfg.rows_per_batch(plan.rows_in, 1)
+    batch_rows = cfg.rows_per_batch(plan.rows_in, workers)
     sink.on_write_start()
-    results, pending = [], []
+    results, pending, running = [], [], deque()
 
-    def write() -> None:
-        results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
-        pending.clear()
+    def finish(keep: int) -> None:
+        """Collect annotated batches, oldest first, until at most `keep` are in flight; write full files."""
+        while len(running) > keep:
+            pending.append(running.popleft().result())
+            progress.done(pending[-1])
+            if sum(t.num_rows for t in pending) >= cfg.rows_per_file:
+                results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
+                pending.clear()
 
-    for path in plan.files:
-        for block in read_file(plan.fmt, in_fs, path, columns):
-            for start in range(0, block.num_rows, batch_rows):
-                pending.append(annotator(block.slice(start, batch_rows)))
-                progress.done(pending[-1])
-                if sum(t.num_rows for t in pending) >= cfg.rows_per_file:
-                    write()
+    with ThreadPoolExecutor(workers, thread_name_prefix="nlpbatch-annotate") as pool:
+        for path in plan.files:
+            for block in read_file(plan.fmt, in_fs, path, columns):
+                for start in range(0, block.num_rows, batch_rows):
+                    running.append(pool.submit(annotate, block.slice(start, batch_rows)))
+                    finish(2 * workers)
+        finish(0)
     if pending:
-        write()
+        results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
     sink.results = results
 
 

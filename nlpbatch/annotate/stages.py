@@ -6,9 +6,9 @@ through every stage untouched so they reach the rejects output: nothing is dropp
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
+import threading
 import time
 
 import numpy as np
@@ -22,12 +22,18 @@ CALL_CHARS = 2_000_000  # characters tokenized (and run through the model, fused
 INT_LISTS = pa.list_(pa.list_(pa.int32()))
 
 
-@functools.lru_cache(maxsize=4)
+_THREAD = threading.local()
+
+
 def get_tokenizer(model_path: str):
-    """One tokenizer per worker process, not one per batch."""
+    """One tokenizer per worker process and thread, not one per batch: a Rust tokenizer must not be used by two
+    threads at once (the local runner annotates on several)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_path)
+    cache = _THREAD.__dict__.setdefault("tokenizers", {})
+    if model_path not in cache:
+        cache[model_path] = AutoTokenizer.from_pretrained(model_path)
+    return cache[model_path]
 
 
 def _check_row(doc_id, text, question, needs_question: bool, max_chars: int, second: str = "question") -> str | None:

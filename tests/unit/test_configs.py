@@ -157,15 +157,16 @@ def test_rows_per_inference_call_fill_the_pool_then_grow():
 
 
 def test_small_inputs_run_here_unless_a_cluster_is_asked_for(monkeypatch):
-    """`runner: auto` leaves the cluster out only where it would cost more than the work: a small CPU input with no
-    cluster named (the no-cluster case itself: test_in_process.py's subprocess run)."""
-    from nlpbatch.config import LOCAL_ROWS, load_annotate_config
+    """`runner: auto` leaves Ray out where it would only add a cluster of this machine: no cluster named, CPU, a
+    machine of up to LOCAL_CORES cores or a small input (the no-cluster case itself: test_in_process.py's
+    subprocess run)."""
+    from nlpbatch.config import LOCAL_CORES, LOCAL_ROWS, load_annotate_config
 
     def cfg(**settings):
         return load_annotate_config(task="ner", model="m", input="in", output="out", **settings)
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert not cfg().local(LOCAL_ROWS + 1)  # a large input streams through Ray
+    assert not cfg().local(LOCAL_ROWS + 1, cores=LOCAL_CORES + 1)  # a large input on a large machine: Ray
     assert not cfg(num_gpus=1).local(6)  # GPUs are the cluster's
     assert cfg(runner="local").local(10**6) and not cfg(runner="ray").local(6)  # asked for: as asked
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
