@@ -1,6 +1,7 @@
 """CPU annotation on three length mixes (`nlpbatch corpus --kind short|mixed|long`), in one run, same model and
-machine: `nlpbatch annotate ner` with its defaults as a user runs it (a new process that starts its own local
-cluster: the whole command timed, and the streaming seconds from its manifest) against the transformers
+machine: `nlpbatch annotate ner` with its defaults as a user runs it (a new process, no cluster named: the whole
+command timed, and the streaming seconds from its manifest), and with `--runner ray` (a local cluster of this
+machine started by the command), against the transformers
 token-classification pipeline at its best batch size; and the job's model step against the bare engine (one
 thread, no Ray, the same windows sorted into length buckets, as benchmarks/engine_batch.py runs it).
 
@@ -39,7 +40,7 @@ def whole_command(model: str, corpus: str, out: str, runner: str = "ray") -> dic
         raise RuntimeError(proc.stderr[-3000:])
     with open(f"{out}/_SUCCESS.json") as fh:
         manifest = json.load(fh)
-    return {"wall_seconds": wall, "rows_out": manifest["rows_out"], **manifest["timings"]}
+    return {"wall_seconds": wall, "runner": manifest["runner"], "rows_out": manifest["rows_out"], **manifest["timings"]}
 
 
 def job_windows(model: str, texts: list[str]) -> list:
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--sweep-rows", type=int, default=300, help="the pipeline's batch-size sweep runs on these")
     parser.add_argument("--pipeline-batch-sizes", default="1,8,32")
     parser.add_argument("--bare-rows", type=int, default=1500, help="documents whose windows the bare engine runs")
+    parser.add_argument("--runners", default="auto,ray", help="ours with each --runner (auto: the default)")
     parser.add_argument("--out", default="benchmarks/results/annotate_corpora_cpu.json")
     args = parser.parse_args()
 
@@ -108,6 +110,7 @@ def main() -> None:
             texts = pq.read_table(f"{corpus}/part-00000.parquet")["text"].to_pylist()
             tokens = corpus_tokens(texts, model)
             entry = {"rows": len(texts), "tokens": tokens, "tokens_per_document": tokens / len(texts)}
+            result["corpora"][kind] = entry
             head = texts[: args.pipeline_rows]
             sweep = texts[: args.sweep_rows]
             pipeline = pipeline_at_best_batch(
@@ -121,32 +124,33 @@ def main() -> None:
                 threads,
             )
             entry["pipeline"] = {**pipeline, "rows": len(head)}
-            ours = whole_command(model, corpus, f"{tmp}/out-{kind}")
-            shutil.rmtree(f"{tmp}/out-{kind}")
-            ours["tokens_per_second_streaming"] = tokens / ours["stream_seconds"]
-            ours["tokens_per_second_whole_command"] = tokens / ours["wall_seconds"]
-            entry["ours"] = ours
             rate = pipeline["tokens_per_second"]
-            entry["ratio_streaming"] = ours["tokens_per_second_streaming"] / rate
-            # the pipeline's whole command on this corpus: its rate plus its model load (about 1 s), so the ratio
-            # of whole commands is the corpus's tokens over ours' wall seconds against the pipeline's rate
-            entry["ratio_whole_command"] = ours["tokens_per_second_whole_command"] / rate
             windows = job_windows(model, texts[: args.bare_rows])
             all_windows = job_windows(model, texts) if args.bare_rows < len(texts) else windows
             window_tokens = sum(len(w) for w in all_windows)  # what the job's model step ran
             bare = bare_engine(model, windows, batch_tokens)
-            step = window_tokens / ours["stage_task_seconds"]["predict"]  # per actor-second
-            entry["model_step"] = {
-                "window_tokens": window_tokens,
-                "job_window_tokens_per_actor_second": step,
-                "bare_engine_window_tokens_per_second": bare,
-                "bare_engine_windows_of_rows": min(args.bare_rows, len(texts)),
-                "bare_engine_window_tokens": sum(len(w) for w in windows),
-                "share_of_bare": step / bare,
+            entry["bare_engine"] = {
+                "window_tokens_per_second": bare,
+                "windows_of_rows": min(args.bare_rows, len(texts)),
+                "window_tokens": sum(len(w) for w in windows),
             }
-            result["corpora"][kind] = entry
-            print(kind, json.dumps({k: v for k, v in entry.items() if k.startswith("ratio")}), flush=True)
-            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # a run cut short keeps what it measured
+            for runner in args.runners.split(","):
+                ours = whole_command(model, corpus, f"{tmp}/out-{kind}", runner)
+                shutil.rmtree(f"{tmp}/out-{kind}")
+                ours["tokens_per_second_streaming"] = tokens / ours["stream_seconds"]
+                ours["tokens_per_second_whole_command"] = tokens / ours["wall_seconds"]
+                # the pipeline's whole command on this corpus is its rate plus its model load (about 1 s)
+                ours["ratio_streaming"] = ours["tokens_per_second_streaming"] / rate
+                ours["ratio_whole_command"] = ours["tokens_per_second_whole_command"] / rate
+                step = window_tokens / ours["stage_task_seconds"]["predict"]  # per engine thread-second
+                ours["model_step"] = {
+                    "window_tokens": window_tokens,
+                    "window_tokens_per_engine_second": step,
+                    "share_of_bare": step / bare,
+                }
+                entry[f"ours_{runner}"] = ours
+                print(kind, runner, {k: round(v, 2) for k, v in ours.items() if k.startswith("ratio")}, flush=True)
+                Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # a run cut short keeps its figures
 
 
 if __name__ == "__main__":
