@@ -605,12 +605,16 @@ def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progre
                 pending.clear()
 
     with ThreadPoolExecutor(workers, thread_name_prefix="nlpbatch-annotate") as pool:
-        for path in plan.files:
-            for block in read_file(plan.fmt, in_fs, path, columns):
-                for start in range(0, block.num_rows, batch_rows):
-                    running.append(pool.submit(annotate, block.slice(start, batch_rows)))
-                    finish(2 * workers)
-        finish(0)
+        try:
+            for path in plan.files:
+                for block in read_file(plan.fmt, in_fs, path, columns):
+                    for start in range(0, block.num_rows, batch_rows):
+                        running.append(pool.submit(annotate, block.slice(start, batch_rows)))
+                        finish(2 * workers)
+            finish(0)
+        except BaseException:  # a failure or a stop: batches not started are dropped, running ones end
+            pool.shutdown(cancel_futures=True)
+            raise
     if pending:
         results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
     sink.results = results

@@ -67,7 +67,9 @@ def test_input_and_output_may_not_overlap_and_user_files_stay(ray_cluster, tiny_
     assert sorted(r["id"] for r in rows) == sorted(f"d{i}" for i in range(20))
 
 
-def test_field_corpus_every_row_once_and_bad_values_are_rejects(ray_cluster, tiny_ner_model, tmp_path):
+@pytest.mark.parametrize("runner", ["ray", "local"])
+def test_field_corpus_every_row_once_and_bad_values_are_rejects(ray_cluster, tiny_ner_model, tmp_path, runner):
+    """Hostile field layouts and values, on a cluster and in this process (the local runner reads for itself)."""
     corpus = tmp_path / "j"
     good = [{"id": f"v{i}", "text": f"Zoë Müller met José in Zürich {i}.", "extra": i} for i in range(30)]
     _jsonl(
@@ -85,7 +87,8 @@ def test_field_corpus_every_row_once_and_bad_values_are_rejects(ray_cluster, tin
     os.symlink(corpus / "v", corpus / "latest")  # latest -> v
     os.symlink(corpus, corpus / "v" / "loop")  # a symlink loop
     out = tmp_path / "out"
-    manifest = run_annotation(_cfg(tiny_ner_model, corpus, out, keep_columns="text,extra", output_format="jsonl"))
+    cfg = _cfg(tiny_ner_model, corpus, out, keep_columns="text,extra", output_format="jsonl", runner=runner)
+    assert run_annotation(cfg)["runner"] == runner
     manifest, rows, rejects = _published(out)
     assert manifest["rows_in"] == 34 == len(rows) + len(rejects)
     seen = Counter((r["source"], r["line"]) for r in rows + rejects)
@@ -106,7 +109,7 @@ def test_field_corpus_every_row_once_and_bad_values_are_rejects(ray_cluster, tin
     pq.write_table(pa.table({"id": ["d0", "d1", "d2"], "text": categorical}), parquet / "dict.parquet")
     view = pa.array(["Rome", "Madrid"], pa.string_view())
     pq.write_table(pa.table({"id": ["s0", "s1"], "text": view}), parquet / "view.parquet")
-    manifest = run_annotation(_cfg(tiny_ner_model, parquet, tmp_path / "pout"))
+    manifest = run_annotation(_cfg(tiny_ner_model, parquet, tmp_path / "pout", runner=runner))
     manifest, rows, rejects = _published(tmp_path / "pout")
     assert manifest["rows_in"] == 8 and sorted(r["id"] for r in rows) == ["b0", "b2", "d0", "d1", "d2", "s0", "s1"]
     assert [(r["id"], r["reason"]) for r in rejects] == [
