@@ -106,6 +106,18 @@ def _save_checkpoint(directory: str, model, tokenizer, optimizer, scheduler, sta
     )
 
 
+def _quiet_ray_train_reports() -> None:
+    """Ray Train's worker logs every `report` (a 10-line TrainingReport an epoch) at INFO under a logger named by its
+    file's path, outside `ray.train`, so the LoggingConfig level misses it: raised here unless --verbose."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> dict:
     """Ray Train entry point. `config`: {"cfg": TrainConfig as dict, "raw_train"/"raw_eval": refs to the raw
     splits, "train_feats"/"eval_feats": refs to their features (tokenized once, on the driver), "fingerprint"}."""
@@ -113,6 +125,8 @@ def train_loop_per_worker(config: dict) -> dict:
     import ray.train
     import ray.train.torch
 
+    if not config.get("verbose"):
+        _quiet_ray_train_reports()
     cfg = TrainConfig(**config["cfg"])
     task = get_task(cfg.task)
     raw_train, raw_eval = ray.get(config["raw_train"]), ray.get(config["raw_eval"])

@@ -140,6 +140,7 @@ def run_training(cfg: TrainConfig) -> dict:
             "train_feats": ray.put(train_feats),
             "eval_feats": ray.put(eval_feats),
             "fingerprint": fingerprint,
+            "verbose": os.environ.get("NLPBATCH_VERBOSE") == "1",
         },
         scaling_config=ScalingConfig(
             # a (min, max) range makes the run elastic: it starts with what the cluster can give

@@ -218,6 +218,7 @@ def test_cli_training_reports_progress_once(ray_cluster, tiny_ner_model, data_di
         assert any(line.startswith("train: 25/25 steps (100%)") and "ETA 0:00" in line for line in progress), ours
         assert any(line.startswith("evaluate: ") and "batches (100%)" in line for line in progress), ours
     assert "LOAD REPORT" not in proc.stderr and "Loading weights" not in proc.stderr
+    assert "Reporting training result" not in proc.stderr  # Ray Train's per-epoch TrainingReport, unless --verbose
     from PIL import Image
 
     with Image.open(tmp_path / "out" / "training.png") as plot:  # loss and F1 curves beside metrics.json
