@@ -35,6 +35,7 @@ from nlpbatch.storage import (
 )
 from nlpbatch.tasks import get_task, task_of_model
 
+COUNT_NOTICE_BYTES = 256 * 2**20  # inputs past this get a line before their rows are counted
 __all__ = ["MANIFEST", "Plan", "annotate_texts", "plan_annotation", "run_annotation"]
 
 
@@ -250,6 +251,9 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
         hints[question_column] = "set --question-column, or ask every document the same questions with --questions FILE"
     elif question_column:
         hints[question_column] = "the model classifies sentence pairs: set --text-pair-column"
+    size = sum(max(i.size or 0, 0) for i in infos)
+    if size > COUNT_NOTICE_BYTES:  # reading every file to count its rows takes more than a few seconds
+        say(f"annotate {cfg.task}: counting the rows of {len(infos)} input file(s), {size / 2**20:,.0f} MiB")
     rows_in = check_inputs([i.path for i in infos], fmt, in_fs, required, cfg.id_column, cfg.kept, hints)
     rows_in *= len(questions) if questions else 1
     if rows_in == 0 and not cfg.allow_empty:

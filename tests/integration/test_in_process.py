@@ -140,3 +140,16 @@ def test_a_small_file_is_annotated_without_a_cluster(tiny_ner_model, tmp_path):
     lines = proc.stderr.splitlines()
     assert all(line.startswith("[nlpbatch] ") for line in lines), lines  # nothing of Ray's
     assert "run in this process" in lines[0] and seconds < 60  # about 7 s here: imports, model load, publish
+
+
+def test_a_large_input_says_it_is_counting_its_rows(tiny_ner_model, tmp_path, monkeypatch, capsys):
+    """Counting the rows reads every file: past COUNT_NOTICE_BYTES the wait gets a line first; a small input none."""
+    from nlpbatch.annotate import pipeline
+
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": TEXTS[i % 3]}) + "\n" for i in range(6)))
+    cfg = load_annotate_config(task="ner", model=str(tiny_ner_model), input=str(corpus), output=str(tmp_path / "o"))
+    assert pipeline.plan_annotation(cfg).rows_in == 6 and "counting" not in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "COUNT_NOTICE_BYTES", 100)
+    assert pipeline.plan_annotation(cfg).rows_in == 6
+    assert "annotate ner: counting the rows of 1 input file(s)" in capsys.readouterr().err
