@@ -215,7 +215,7 @@ def test_output_rows_carry_the_text_and_kept_columns(ray_cluster, tiny_ner_model
             model=str(tiny_ner_model),
             input=str(tmp_path / source),
             output=str(tmp_path / name),
-            max_actors=1,  # a few rows: one actor, not a pool to start per run
+            runner="local",  # no pool to start per run; the same columns through Ray: test_in_process.py
             **keep,
         )
         manifest = run_annotation(cfg)
