@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+
+# Lines Ray's own actors log on every run that tell a user nothing (Ray Train's and Ray Data's internal actors are
+# created with arguments in the object store; ray-project/ray#53727): kept in the session's logs, not printed
+RAY_NOISE = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store")
 
 
 def ensure_ray(logical_cpus_needed: int = 1) -> None:
@@ -53,9 +58,30 @@ def ensure_ray(logical_cpus_needed: int = 1) -> None:
         from nlpbatch.progress import say
 
         say(f"Ray logs: {context.address_info.get('session_dir', '?')}/logs (--verbose prints them here)")
+        _drop_noise_from_worker_logs()
     from nlpbatch.errors import handle_sigterm
 
     handle_sigterm()  # ours again: Ray's core worker replaced it with a stack-dumping one
+
+
+def _drop_noise_from_worker_logs() -> None:
+    """Wrap the handler that prints the workers' log lines here so RAY_NOISE lines are left out (Ray's own API for
+    it is private: with another Ray layout nothing is filtered)."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    for name, handler in list(dispatcher.handlers):
+        if name != "ray_print_logs":
+            continue
+
+        def printed(data: dict, handler=handler) -> None:
+            lines = [line for line in data.get("lines", []) if not RAY_NOISE.search(line)]
+            if lines:
+                handler({**data, "lines": lines})
+
+        dispatcher.remove_handler(name)
+        dispatcher.add_handler(name, printed)
 
 
 def _free_port() -> int:
