@@ -599,14 +599,17 @@ def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progre
     sink.on_write_start()
     results, pending, running = [], [], deque()
 
+    def write() -> None:  # one output file (and one of rejects) of the pending batches
+        results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
+        pending.clear()
+
     def finish(keep: int) -> None:
         """Collect annotated batches, oldest first, until at most `keep` are in flight; write full files."""
         while len(running) > keep:
             pending.append(running.popleft().result())
             progress.done(pending[-1])
             if sum(t.num_rows for t in pending) >= cfg.rows_per_file:
-                results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
-                pending.clear()
+                write()
 
     with ThreadPoolExecutor(workers, thread_name_prefix="nlpbatch-annotate") as pool:
         try:
@@ -620,7 +623,7 @@ def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progre
             pool.shutdown(cancel_futures=True)
             raise
     if pending:
-        results.append(sink.write(pending, SimpleNamespace(task_idx=len(results))))
+        write()
     sink.results = results
 
 
