@@ -22,6 +22,7 @@ from nlpbatch.config import (
 )
 from nlpbatch.data import DataError
 from nlpbatch.data.exports import OUTPUT_FORMATS
+from nlpbatch.engines import BACKENDS
 from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
 from nlpbatch.model_card import ModelCardError
 from nlpbatch.storage import StorageError
@@ -141,8 +142,8 @@ ANNOTATE_HELP = {
     "machine of up to 16 cores (any input) or for up to 1,000 rows, else ray",
     "num_gpus": "GPUs per inference actor (> 0: bf16 on GPU)",
     "cpus_per_actor": "CPUs per inference actor (its engine threads)",
-    "backend": "inference engine: torch, onnx (int8 if exported, else fp32), onnx-fp32, onnx-int8; auto: onnx on CPU "
-    "when `nlpbatch export` has run, else torch",
+    "backend": "inference engine: torch, onnx (int8 if exported, else fp32), onnx-fp32, onnx-int8, openvino-int8; "
+    "auto: on CPU the fastest file `nlpbatch export` wrote (openvino-int8, onnx-int8, onnx-fp32), else torch",
     "s3_endpoint": "S3-compatible endpoint URL, e.g. http://127.0.0.1:9000 (default $AWS_ENDPOINT_URL)",
     "run_id": "run id for file names and provenance (default: UTC time + random suffix)",
     "rows_per_file": "rows per output file (few large files suit object stores)",
@@ -162,7 +163,7 @@ CHOICES = {
     "layout": ["auto", "fused", "split"],
     "runner": ["auto", "ray", "local"],
     "packing": ["auto", "on", "off"],
-    "backend": ["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
+    "backend": list(BACKENDS),
     "subtoken_labels": ["all", "first"],
     "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
     "data_format": list(DATA_FORMATS),
@@ -354,7 +355,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", default=None, help="no progress bar or lines, only the scores")
     ev.add_argument(
         "--backend",
-        choices=["torch", "onnx", "onnx-fp32", "onnx-int8"],
+        choices=list(BACKENDS[1:]),
         default="torch",
         help="inference engine to score with (onnx*: the files `nlpbatch export` wrote)",
     )
@@ -367,7 +368,13 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         "--quantize",
         choices=["int8", "none"],
         default="int8",
-        help="also write a dynamically quantized int8 model (default int8; annotate then uses it on CPU)",
+        help="also write the int8 models (default int8; annotate then uses the fastest on CPU): ONNX Runtime dynamic "
+        "int8 and, with OpenVINO installed and calibration data at hand, OpenVINO static int8",
+    )
+    exp.add_argument(
+        "--calibration-data",
+        help="labelled data (as for train) whose first 300 training examples calibrate the OpenVINO int8 model "
+        "(default: the training data recorded in MODEL/metrics.json, when it is readable here)",
     )
     show = sub.add_parser(
         "show", allow_abbrev=False, help="print annotated rows with their spans highlighted; --html for a browser"
@@ -550,8 +557,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     if not Path(path).is_dir():
         raise ConfigError(f"--model {args.model}: export needs a local model dir")
-    written = export_onnx(path, None if args.quantize == "none" else args.quantize)
-    print(json.dumps({"model": path, "onnx": written}, indent=2))
+    calibration = None
+    if args.quantize == "int8":
+        from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES, available
+        from nlpbatch.evaluation import calibration_inputs
+        from nlpbatch.progress import say
+
+        found = calibration_inputs(path, args.calibration_data, CALIBRATION_EXAMPLES) if available() else None
+        if found:
+            calibration, source = found
+            say(f"export: calibration data for OpenVINO int8: {len(calibration)} windows of {source}")
+        elif available():
+            say("export: OpenVINO int8 skipped: no calibration data (pass --calibration-data, e.g. the training file)")
+    written = export_onnx(path, None if args.quantize == "none" else args.quantize, calibration=calibration)
+    print(json.dumps({"model": path, "files": written}, indent=2))
     return 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nlpbatch.data.exports import OUTPUT_FORMATS
+from nlpbatch.engines import BACKENDS
 from nlpbatch.tasks import get_task, is_task, task_names
 
 # `--runner auto` with no cluster named: Ray would start a cluster of this machine alone, and this process, one
@@ -217,7 +218,7 @@ class AnnotateConfig:
     runner: str = "auto"  # ray | local (this process, no cluster) | auto: local when no cluster is named (local())
     num_gpus: float = 0.0  # per inference actor; > 0 runs bf16 on GPU
     cpus_per_actor: float = 1.0
-    backend: str = "auto"  # torch | onnx | onnx-fp32 | onnx-int8; auto: ONNX Runtime on CPU once exported
+    backend: str = "auto"  # torch | onnx | onnx-fp32 | onnx-int8 | openvino-int8; auto: the fastest exported file
     s3_endpoint: str | None = None
     run_id: str | None = None
     rows_per_file: int = 100_000  # rows per output file (tens of MB): object stores want few large files
@@ -298,8 +299,8 @@ class AnnotateConfig:
                 errors.append(f"output_format: {self.output_format} writes entity spans, which {self.task} has not")
             if self.text_column not in self.kept:
                 errors.append(f"output_format: {self.output_format} needs the text: keep {self.text_column!r}")
-        if self.backend not in ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8"):
-            errors.append(f"backend: {self.backend!r} is not auto, torch, onnx, onnx-fp32 or onnx-int8")
+        if self.backend not in BACKENDS:
+            errors.append(f"backend: {self.backend!r} is not {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
         if not 0.0 <= self.max_reject_rate <= 1.0:
             errors.append(f"max_reject_rate: {self.max_reject_rate} is not between 0 and 1 (1: never fail on rejects)")
         if self.aggregation not in ("simple", "first", "max"):
@@ -322,7 +323,7 @@ class AnnotateConfig:
             errors.append(f"keep_columns: {', '.join(clash)} would clash with an output column; keep others")
         if self.packing not in ("auto", "on", "off"):
             errors.append(f"packing: {self.packing!r} is not auto, on or off")
-        elif self.packing == "on" and self.backend.startswith("onnx"):
+        elif self.packing == "on" and self.backend not in ("auto", "torch"):
             errors.append(f"packing: 'on' runs the torch engine; with backend {self.backend!r} use packing off")
         if self.layout not in ("auto", "fused", "split"):
             errors.append(f"layout: {self.layout!r} is not auto, fused or split")

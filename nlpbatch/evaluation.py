@@ -125,3 +125,39 @@ def evaluate_model(
         metrics = with_skipped_questions(metrics, skips.count)
         metrics["skipped"] = {"count": skips.count, "examples": skips.skipped}
     return metrics, predictions
+
+
+def calibration_inputs(model: str, data: str | None = None, n: int = 300) -> tuple[list[dict], str] | None:
+    """Model inputs (one example each, int64 [1, length] arrays) of the first `n` training examples of `data`, else
+    of the training data recorded in MODEL/metrics.json, for static int8 calibration; with where they came from.
+    None when no data is given and the recorded data is not readable here."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from nlpbatch.data import fetch_data
+    from nlpbatch.models import resolve_model
+    from nlpbatch.progress import say
+    from nlpbatch.tasks import task_of_model
+    from nlpbatch.tasks.base import MODEL_INPUTS
+
+    path = resolve_model(model)
+    metrics = Path(path) / "metrics.json"
+    recorded = json.loads(metrics.read_text()).get("config", {}) if metrics.is_file() else {}
+    source = data or recorded.get("train") or recorded.get("data_dir")
+    if not source:
+        return None
+    task_name = task_of_model(path)
+    options = {k: recorded.get(k) for k in TrainConfig(task=task_name, output="").data_options() if k in recorded}
+    cfg = eval_config(task_name, path, **options)
+    try:
+        raw = get_task(task_name).load_split(fetch_data(source), "train", n, **cfg.data_options())
+    except (OSError, ValueError) as err:
+        if data:
+            raise
+        say(f"export: the training data recorded in {metrics} is not readable here ({err})")
+        return None
+    feats = get_task(task_name).eval_features(raw, AutoTokenizer.from_pretrained(path), cfg)[:n]
+    return [{k: np.asarray(f[k], np.int64)[None] for k in MODEL_INPUTS if k in f} for f in feats], str(source)

@@ -1,7 +1,8 @@
 """Inference engines, each one module behind one small interface (`Engine`), registered by name in `ENGINES`:
 
-torch   PyTorch on CPU or GPU (bf16 on GPU), padded batches or packed varlen sequences  (torch_engine.py)
-onnx    ONNX Runtime on CPU, the fp32 or int8 files `nlpbatch export` writes              (onnx_engine.py)
+torch     PyTorch on CPU or GPU (bf16 on GPU), padded batches or packed varlen sequences (torch_engine.py)
+onnx      ONNX Runtime on CPU, the fp32 or int8 files `nlpbatch export` writes            (onnx_engine.py)
+openvino  OpenVINO on CPU, the static int8 file `nlpbatch export` writes when it can      (openvino_engine.py)
 
 An engine takes padded int64 arrays (ids, attention mask, token types) and returns the head's outputs as numpy
 arrays, in the order of `Task.head_outputs`; with `reduce=True` it applies the task's reduction where the outputs
@@ -22,11 +23,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from nlpbatch.engines.onnx_engine import ONNX_DIR, ONNX_FILES, export_onnx, onnx_file
+from nlpbatch.engines.openvino_engine import openvino_file
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8")
+BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8", "openvino-int8")
 ENGINES = {
     "torch": "nlpbatch.engines.torch_engine:TorchEngine",
     "onnx": "nlpbatch.engines.onnx_engine:OnnxEngine",
+    "openvino": "nlpbatch.engines.openvino_engine:OpenVinoEngine",
 }
 
 
@@ -40,10 +43,18 @@ class Engine(Protocol):
 
 
 def resolve_backend(model_path: str, backend: str, use_gpu: bool = False, packing: str = "off") -> tuple[str, dict]:
-    """(engine name, its extra options) for a `--backend` value: "auto" is ONNX Runtime on CPU when the model has
-    been exported (int8 first), else torch; a GPU or packing always runs torch."""
-    path = None if use_gpu or packing == "on" else onnx_file(model_path, backend)
-    return ("torch", {"use_gpu": use_gpu, "packing": packing}) if path is None else ("onnx", {"path": Path(path)})
+    """(engine name, its extra options) for a `--backend` value: "auto" on CPU is the fastest file `nlpbatch export`
+    wrote (OpenVINO static int8 when OpenVINO is installed, else ONNX Runtime int8, else fp32), else torch; a GPU or
+    packing always runs torch."""
+    torch = ("torch", {"use_gpu": use_gpu, "packing": packing})
+    if use_gpu or packing == "on" or backend == "torch":
+        return torch
+    if backend in ("auto", "openvino-int8"):
+        path = openvino_file(model_path, required=backend != "auto")
+        if path is not None:
+            return "openvino", {"path": path}
+    path = onnx_file(model_path, backend)
+    return torch if path is None else ("onnx", {"path": Path(path)})
 
 
 def load_engine(
@@ -61,4 +72,14 @@ def load_engine(
     return getattr(importlib.import_module(module), cls)(task, model_path, threads=threads, reduce=reduce, **options)
 
 
-__all__ = ["BACKENDS", "ENGINES", "ONNX_DIR", "ONNX_FILES", "Engine", "export_onnx", "load_engine", "onnx_file"]
+__all__ = [
+    "BACKENDS",
+    "ENGINES",
+    "ONNX_DIR",
+    "ONNX_FILES",
+    "Engine",
+    "export_onnx",
+    "load_engine",
+    "onnx_file",
+    "openvino_file",
+]

@@ -60,11 +60,16 @@ class OnnxEngine:
 
 
 def export_onnx(
-    model_path: str, quantize: str | None = None, opset: int = 17, fuse_attention: bool = True
+    model_path: str,
+    quantize: str | None = None,
+    opset: int = 17,
+    fuse_attention: bool = True,
+    calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> dict[str, str]:
-    """Write MODEL/onnx/model.onnx (graph-optimised fp32) and, with quantize="int8", model.int8.onnx. Returns
-    the files written. `fuse_attention=False` keeps the model's own (SDPA) attention unfused and int8 on the other
-    MatMuls only: the earlier export, kept for benchmarks/onnx_export.py."""
+    """Write MODEL/onnx/model.onnx (graph-optimised fp32) and, with quantize="int8", model.int8.onnx and, given
+    `calibration` inputs and OpenVINO, MODEL/openvino/model.int8.xml (static int8). Returns the files written.
+    `fuse_attention=False` keeps the model's own (SDPA) attention unfused and int8 on the other MatMuls only: the
+    earlier export, kept for benchmarks/onnx_export.py."""
     import time
 
     import torch
@@ -87,6 +92,11 @@ def export_onnx(
         model.set_attn_implementation("eager")
     folder = Path(model_path) / ONNX_DIR
     folder.mkdir(exist_ok=True)
+    from nlpbatch.engines import openvino_engine
+
+    stale = Path(model_path) / openvino_engine.OPENVINO_DIR / openvino_engine.OPENVINO_FILE
+    for old in (stale, stale.with_suffix(".bin")):  # a file of earlier weights must never be picked up
+        old.unlink(missing_ok=True)
     raw = folder / "model.raw.onnx"
     ids = torch.ones((2, 16), dtype=torch.long)
     say("export: tracing the model to ONNX (fp32)")
@@ -114,7 +124,6 @@ def export_onnx(
     )
     written = {"fp32": str(folder / ONNX_FILES["fp32"])}
     optimized.save_model_to_file(written["fp32"])
-    raw.unlink()
     if quantize == "int8":
         from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -138,7 +147,13 @@ def export_onnx(
             )
         finally:
             root.setLevel(level)
+        if calibration and openvino_engine.available():
+            say(f"export: quantizing to OpenVINO static int8 (calibrated on {len(calibration)} examples)")
+            written["openvino-int8"] = openvino_engine.export_openvino(raw, stale.parent, calibration)
+        elif calibration:
+            say("export: OpenVINO int8 not written: OpenVINO is not installed (pip install openvino nncf)")
     elif (folder / ONNX_FILES["int8"]).exists():
         (folder / ONNX_FILES["int8"]).unlink()  # a stale int8 file of earlier weights must not be picked up
-    say(f"export: wrote {', '.join(written)} under {folder} in {time.perf_counter() - t0:.0f} s")
+    raw.unlink()
+    say(f"export: wrote {', '.join(written)} under {model_path} in {time.perf_counter() - t0:.0f} s")
     return written

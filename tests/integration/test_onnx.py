@@ -1,5 +1,6 @@
-"""The ONNX Runtime backend end to end: `nlpbatch export`, then annotate and evaluate with it. fp32 ONNX must give
-the torch spans (labels and offsets exactly, scores to 1e-4); int8 is checked for accuracy in the benchmark."""
+"""The exported engines end to end: `nlpbatch export`, then annotate and evaluate with them. fp32 ONNX must give the
+torch spans (labels and offsets exactly, scores to 1e-4); ONNX Runtime and OpenVINO int8 must agree with torch on
+the labels of a model with clear logits here, and are checked for F1 in benchmarks/cpu_engines.py."""
 
 import json
 import shutil
@@ -27,17 +28,23 @@ def _spans(rows, digits=4):
     return [[(e["label"], e["start"], e["end"], round(e["score"], digits)) for e in r["entities"]] for r in rows]
 
 
-@pytest.fixture(scope="module")
-def exported_ner(tiny_ner_model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx") / "ner"
-    shutil.copytree(tiny_ner_model, path)
+def _export(path, *options: str) -> tuple[dict, list[str]]:
     proc = subprocess.run(
-        [sys.executable, "-m", "nlpbatch", "export", "--model", str(path)], capture_output=True, text=True
+        [sys.executable, "-m", "nlpbatch", "export", "--model", str(path), *options], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert set(json.loads(proc.stdout)["onnx"]) == {"fp32", "int8"}
     steps = [line for line in proc.stderr.splitlines() if line.startswith("[nlpbatch] export: ")]
-    assert len(steps) == 5 and steps[-1].startswith("[nlpbatch] export: wrote fp32, int8")  # it says what it does
+    return json.loads(proc.stdout)["files"], steps  # stdout is the JSON alone (NNCF's progress goes to stderr)
+
+
+@pytest.fixture(scope="module")
+def exported_ner(tiny_ner_model, tmp_path_factory, data_dir):
+    path = tmp_path_factory.mktemp("onnx") / "ner"
+    shutil.copytree(tiny_ner_model, path)
+    files, steps = _export(path, "--calibration-data", str(data_dir / "conll2003" / "validation.txt"))
+    assert set(files) == {"fp32", "int8", "openvino-int8"}
+    assert "300 windows of" in steps[0] and len(steps) == 7  # it says what it does, step by step
+    assert steps[-1].startswith("[nlpbatch] export: wrote fp32, int8, openvino-int8")
     return path
 
 
@@ -69,7 +76,7 @@ def test_onnx_fp32_spans_equal_torch_through_ray(ray_cluster, exported_ner, tmp_
     assert sum(len(r["entities"]) for r in reference) > 20  # not vacuous
     from nlpbatch.engines import load_engine
 
-    assert load_engine("ner", str(exported_ner), "auto").name == "onnx-int8"  # after export, auto uses int8 on CPU
+    assert load_engine("ner", str(exported_ner), "auto").name == "openvino-int8"  # after export auto is the fastest
     assert load_engine("ner", str(exported_ner), "auto", use_gpu=True).name == "torch"  # GPU actors stay on torch
 
 
@@ -126,7 +133,7 @@ def _tag_spans(words: list[str], tags: list[str]) -> list[tuple[str, int, int]]:
     return spans
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx-fp32", "onnx-int8"])
+@pytest.mark.parametrize("backend", ["torch", "onnx-fp32", "onnx-int8", "openvino-int8"])
 def test_evaluate_scores_long_sentences_as_annotate_labels_them(exported_ner, tmp_path, backend):
     """Sentences of several windows: evaluate's word tags name exactly the entities annotate writes for the same
     text (same windows, same seam rule, same engine and predictor)."""
@@ -144,3 +151,41 @@ def test_evaluate_scores_long_sentences_as_annotate_labels_them(exported_ner, tm
     annotated = [[(e["label"], e["start"], e["end"]) for e in r["entities"]] for r in rows]
     assert sum(map(len, annotated)) >= 5  # the random head does tag something
     assert [_tag_spans(p["words"], p["pred"]) for p in predictions] == annotated
+
+
+def test_int8_engines_label_as_torch_does(exported_ner):
+    """Both int8 files give torch's token labels on long windows of real text (up to quantization flips of near
+    ties: a random model's logits are close, so agreement, not equality, and ONNX Runtime's as the yardstick)."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from nlpbatch.engines import load_engine
+
+    enc = AutoTokenizer.from_pretrained(exported_ner)(
+        TEXTS * 4, padding=True, truncation=True, max_length=256, return_tensors="np"
+    )
+    ids, mask, types = (enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    labels = {}
+    for backend in ("torch", "onnx-int8", "openvino-int8"):
+        engine = load_engine("ner", str(exported_ner), backend, threads=1)
+        assert engine.name.startswith(backend)
+        labels[backend] = engine(ids, mask, types)[0].argmax(-1)[mask == 1]
+    agree = {b: float((labels[b] == labels["torch"]).mean()) for b in ("onnx-int8", "openvino-int8")}
+    assert agree["openvino-int8"] >= min(0.97, agree["onnx-int8"]), agree
+
+
+def test_export_never_leaves_a_file_of_earlier_weights(exported_ner, tmp_path):
+    """Re-exported without calibration data, or without int8, the files it did not rewrite are gone, so `auto` can
+    never run weights of an earlier export; a backend whose file is missing says how to write it."""
+    from nlpbatch.engines import load_engine
+
+    path = tmp_path / "ner"
+    shutil.copytree(exported_ner, path)
+    files, steps = _export(path)  # the tiny model has no metrics.json: no recorded training data
+    assert set(files) == {"fp32", "int8"} and any("OpenVINO int8 skipped" in line for line in steps)
+    assert not (path / "openvino").exists() or not any((path / "openvino").iterdir())
+    assert load_engine("ner", str(path), "auto").name == "onnx-int8"
+    with pytest.raises(FileNotFoundError, match="run `nlpbatch export --model"):
+        load_engine("ner", str(path), "openvino-int8")
+    files, _ = _export(path, "--quantize", "none")
+    assert set(files) == {"fp32"} and load_engine("ner", str(path), "auto").name == "onnx-fp32"
