@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--sweep-rows", type=int, default=500)
     parser.add_argument("--pipeline-batch-sizes", default="1,8,32")
-    parser.add_argument("--backends", default="torch,onnx-fp32,onnx-int8")
+    parser.add_argument("--backends", default="torch,onnx-fp32,onnx-int8,openvino-int8")
     parser.add_argument("--out", default="benchmarks/results/annotate_classify_cpu.json")
     args = parser.parse_args()
 

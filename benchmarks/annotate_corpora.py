@@ -86,9 +86,9 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
+    from nlpbatch.api import export
     from nlpbatch.config import load_annotate_config
     from nlpbatch.corpus import write_corpus
-    from nlpbatch.engines import export_onnx
 
     threads = os.cpu_count() or 1
     result = {
@@ -100,8 +100,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         model = f"{tmp}/model"
-        shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
-        export_onnx(model, "int8")
+        shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "openvino", "ray_runs"))
+        export(model)  # what `nlpbatch export` writes
         batch_tokens = load_annotate_config(task="ner", model=model, input="-", output="-").tokens_per_batch
         for spec in args.corpora.split(","):
             kind, rows = spec.split(":")

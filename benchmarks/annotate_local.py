@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/annotate_local_cpu.json")
     args = parser.parse_args()
 
+    from nlpbatch.api import export
     from nlpbatch.corpus import write_corpus
-    from nlpbatch.engines import export_onnx
 
     result = {
         "benchmark": "annotate ner, whole command: --runner local vs --runner ray (a local cluster started per run)",
@@ -74,8 +74,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         model = f"{tmp}/model"
-        shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
-        export_onnx(model, "int8")
+        shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "openvino", "ray_runs"))
+        export(model)  # what `nlpbatch export` writes
         for rows in [int(r) for r in args.rows.split(",")]:
             corpus = write_corpus(args.data_dir, rows, f"{tmp}/corpus-{rows}", fmt="jsonl", kind=args.kind)[0]
             entry = {"rows": rows}

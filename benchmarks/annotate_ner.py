@@ -114,13 +114,13 @@ def model_and_corpora(args, tmp: str, result: dict) -> tuple:
 
     import pyarrow.parquet as pq
 
+    from nlpbatch.api import export
     from nlpbatch.corpus import write_corpus
-    from nlpbatch.engines import export_onnx
 
     model = f"{tmp}/model"
-    shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "ray_runs"))
+    shutil.copytree(args.model, model, ignore=shutil.ignore_patterns("onnx", "openvino", "ray_runs"))
     t0 = time.perf_counter()
-    export_onnx(model, "int8")
+    export(model)  # what `nlpbatch export` writes
     result["export_seconds"] = time.perf_counter() - t0
     corpus, sweep = f"{tmp}/corpus", f"{tmp}/sweep"
     write_corpus(args.data_dir, args.rows, corpus)
@@ -212,7 +212,7 @@ def main() -> None:
             result["ours"][backend] = ours
             print("ours", backend, {k: ours[k] for k in ("tokens_per_second", "ratio_vs_pipeline", "validation_f1")})
             save()
-        result["default_backend"] = "onnx-int8 (annotate's auto after `nlpbatch export`, whose default is int8)"
+        result["default_backend"] = "auto (after `nlpbatch export`: openvino-int8, else onnx-int8)"
 
         result["layouts"] = {}  # the CPU layout decision: fused vs split, 2 actors x 1 thread vs 1 x 2
         for spec in filter(None, args.layouts.split(",")):
@@ -229,7 +229,7 @@ def main() -> None:
         small, large = f"{tmp}/m1", f"{tmp}/m10"
         write_corpus(args.data_dir, args.memory_rows, small)
         write_corpus(args.data_dir, args.memory_rows * args.scale, large, files=args.scale)
-        result["memory"] = {"engine": "auto (onnx-int8 once exported)"}
+        result["memory"] = {"engine": "auto (openvino-int8 once exported)"}
         for name, path in (("1x", small), (f"{args.scale}x", large)):
             run = run_ours(path, model, f"{tmp}/mem-{name}")
             ray.shutdown()

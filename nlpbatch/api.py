@@ -102,3 +102,23 @@ def load(model: str, task: str | None = None, **settings: Any) -> Model:
         raise ConfigError(f"{model}: no task in its model card or architecture; pass task=")
     cfg = load_annotate_config(task=task, model=model, input="-", output="-", **settings)
     return Model(cfg, path)
+
+
+def export(model: str, quantize: str | None = "int8", calibration_data: str | None = None) -> dict[str, str]:
+    """What `nlpbatch export` does: the fp32 ONNX file and, with quantize="int8", ONNX Runtime's dynamic int8 and,
+    when OpenVINO is installed and calibration data is at hand (`calibration_data`, else the training data recorded
+    in MODEL/metrics.json), OpenVINO's static int8. Returns the files written, by backend kind."""
+    from nlpbatch.engines import export_onnx
+    from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES, available
+    from nlpbatch.evaluation import calibration_inputs
+    from nlpbatch.progress import say
+
+    calibration = None
+    if quantize == "int8" and available():
+        found = calibration_inputs(model, calibration_data, CALIBRATION_EXAMPLES)
+        if found:
+            calibration, source = found
+            say(f"export: calibration data for OpenVINO int8: {len(calibration)} windows of {source}")
+        else:
+            say("export: OpenVINO int8 skipped: no calibration data (pass --calibration-data, e.g. the training file)")
+    return export_onnx(model, quantize, calibration=calibration)

@@ -551,25 +551,13 @@ def run_job(work, command: str = "") -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nlpbatch.engines import export_onnx
+    from nlpbatch.api import export
     from nlpbatch.models import resolve_model
 
     path = resolve_model(args.model)
     if not Path(path).is_dir():
         raise ConfigError(f"--model {args.model}: export needs a local model dir")
-    calibration = None
-    if args.quantize == "int8":
-        from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES, available
-        from nlpbatch.evaluation import calibration_inputs
-        from nlpbatch.progress import say
-
-        found = calibration_inputs(path, args.calibration_data, CALIBRATION_EXAMPLES) if available() else None
-        if found:
-            calibration, source = found
-            say(f"export: calibration data for OpenVINO int8: {len(calibration)} windows of {source}")
-        elif available():
-            say("export: OpenVINO int8 skipped: no calibration data (pass --calibration-data, e.g. the training file)")
-    written = export_onnx(path, None if args.quantize == "none" else args.quantize, calibration=calibration)
+    written = export(path, None if args.quantize == "none" else args.quantize, args.calibration_data)
     print(json.dumps({"model": path, "files": written}, indent=2))
     return 0
 

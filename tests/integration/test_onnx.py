@@ -171,6 +171,8 @@ def test_int8_engines_label_as_torch_does(exported_ner):
         assert engine.name.startswith(backend)
         labels[backend] = engine(ids, mask, types)[0].argmax(-1)[mask == 1]
     agree = {b: float((labels[b] == labels["torch"]).mean()) for b in ("onnx-int8", "openvino-int8")}
+    # one engine per thread or actor: OpenVINO's default pinned them all to one core
+    assert engine.request.get_compiled_model().get_property("ENABLE_CPU_PINNING") is False
     assert agree["openvino-int8"] >= min(0.97, agree["onnx-int8"]), agree
 
 
@@ -189,3 +191,34 @@ def test_export_never_leaves_a_file_of_earlier_weights(exported_ner, tmp_path):
         load_engine("ner", str(path), "openvino-int8")
     files, _ = _export(path, "--quantize", "none")
     assert set(files) == {"fp32"} and load_engine("ner", str(path), "auto").name == "onnx-fp32"
+
+
+def test_openvino_qa_gives_start_and_end_in_the_heads_order(tiny_qa_model, tmp_path, data_dir):
+    """A QA export calibrates on SQuAD questions and the OpenVINO engine returns (start, end) in the head's order:
+    each of its outputs follows torch's same-named output far more closely than the other one."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from nlpbatch.engines import load_engine
+
+    path = tmp_path / "qa"
+    shutil.copytree(tiny_qa_model, path)
+    files, _ = _export(path, "--calibration-data", str(data_dir / "squad" / "validation.json"))
+    assert "openvino-int8" in files
+    enc = AutoTokenizer.from_pretrained(path)(
+        ["Where is the tower?", "Who built it?"] * 4,
+        ["The Eiffel Tower is in Paris. It was built in 1889 by the company of Gustave Eiffel."] * 8,
+        padding=True,
+        return_tensors="np",
+    )
+    inputs = [enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")]
+    reference = load_engine("qa", str(path), "torch", threads=1)(*inputs)
+    ours = load_engine("qa", str(path), "auto", threads=1)
+    assert ours.name == "openvino-int8"
+    got = ours(*inputs)
+
+    def corr(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    for i in (0, 1):
+        assert corr(got[i], reference[i]) > 0.9 and corr(got[i], reference[i]) > corr(got[i], reference[1 - i]) + 0.2
