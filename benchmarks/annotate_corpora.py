@@ -40,7 +40,13 @@ def whole_command(model: str, corpus: str, out: str, runner: str = "ray") -> dic
         raise RuntimeError(proc.stderr[-3000:])
     with open(f"{out}/_SUCCESS.json") as fh:
         manifest = json.load(fh)
-    return {"wall_seconds": wall, "runner": manifest["runner"], "rows_out": manifest["rows_out"], **manifest["timings"]}
+    return {
+        "wall_seconds": wall,
+        "runner": manifest["runner"],
+        "engine": manifest["engine"],
+        "rows_out": manifest["rows_out"],
+        **manifest["timings"],
+    }
 
 
 def job_windows(model: str, texts: list[str]) -> list:

@@ -20,6 +20,7 @@ from nlpbatch import __version__
 from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
+from nlpbatch.engines import engine_name
 from nlpbatch.errors import RunFailed
 from nlpbatch.model_card import card_defaults
 from nlpbatch.progress import Progress, progress_mode, say
@@ -352,6 +353,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "input_files": [{**file_signature(i), "path": scheme + i.path} for i in plan.infos],
             "provenance": provenance,
             "runner": "local" if local else "ray",
+            "engine": engine_name(plan.model_path, cfg.backend, cfg.num_gpus > 0, cfg.packing),
             "timings": {
                 "prepare_seconds": t_prepare,
                 "cluster_start_seconds": t_stream - t_cluster,  # joining or starting Ray (0: the local runner)

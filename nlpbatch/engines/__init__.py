@@ -57,6 +57,15 @@ def resolve_backend(model_path: str, backend: str, use_gpu: bool = False, packin
     return torch if path is None else ("onnx", {"path": Path(path)})
 
 
+def engine_name(model_path: str, backend: str = "auto", use_gpu: bool = False, packing: str = "off") -> str:
+    """What `load_engine` runs for these arguments ("openvino-int8", "onnx-int8", "onnx-fp32", "torch"): the
+    manifest records it, since `auto` depends on the files beside the model."""
+    name, options = resolve_backend(model_path, backend, use_gpu, packing)
+    if name == "onnx":
+        return "onnx-int8" if options["path"].name == ONNX_FILES["int8"] else "onnx-fp32"
+    return "openvino-int8" if name == "openvino" else "torch"
+
+
 def load_engine(
     task: str,
     model_path: str,

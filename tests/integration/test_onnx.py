@@ -70,6 +70,7 @@ def test_onnx_fp32_spans_equal_torch_through_ray(ray_cluster, exported_ner, tmp_
             input=str(tmp_path / "in.parquet"), output=str(tmp_path / "out"), backend="onnx-fp32", **common
         )
     )
+    assert manifest["engine"] == "onnx-fp32"  # what ran, as the manifest says
     got = {r["id"]: r for f in manifest["output_files"] for r in pq.read_table(tmp_path / "out" / f).to_pylist()}
     reference = annotate_texts(load_annotate_config(input="-", output="-", backend="torch", **common), TEXTS)
     assert _spans([got[f"d{i}"] for i in range(len(TEXTS))]) == _spans(reference)
@@ -151,6 +152,22 @@ def test_evaluate_scores_long_sentences_as_annotate_labels_them(exported_ner, tm
     annotated = [[(e["label"], e["start"], e["end"]) for e in r["entities"]] for r in rows]
     assert sum(map(len, annotated)) >= 5  # the random head does tag something
     assert [_tag_spans(p["words"], p["pred"]) for p in predictions] == annotated
+
+
+def test_the_manifest_names_the_engine_auto_ran(exported_ner, tmp_path):
+    (tmp_path / "in.jsonl").write_text(
+        "".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(TEXTS))
+    )
+    manifest = run_annotation(
+        load_annotate_config(
+            task="ner",
+            model=str(exported_ner),
+            input=str(tmp_path / "in.jsonl"),
+            output=str(tmp_path / "out"),
+            runner="local",
+        )
+    )
+    assert manifest["engine"] == "openvino-int8" and manifest["config"]["backend"] == "auto"
 
 
 def test_int8_engines_label_as_torch_does(exported_ner):
