@@ -239,3 +239,18 @@ def test_openvino_qa_gives_start_and_end_in_the_heads_order(tiny_qa_model, tmp_p
 
     for i in (0, 1):
         assert corr(got[i], reference[i]) > 0.9 and corr(got[i], reference[i]) > corr(got[i], reference[1 - i]) + 0.2
+
+
+def test_export_calibrates_on_the_training_data_the_run_recorded(tiny_ner_model, tmp_path, data_dir):
+    """Without --calibration-data, export reads the training data MODEL/metrics.json records; recorded data that is
+    not readable here (a run trained elsewhere) leaves OpenVINO out with the reason, and the ONNX files are written."""
+    path = tmp_path / "ner"
+    shutil.copytree(tiny_ner_model, path)
+    (path / "metrics.json").write_text(json.dumps({"config": {"train": str(tmp_path / "gone" / "train.txt")}}))
+    files, steps = _export(path)
+    assert set(files) == {"fp32", "int8"}
+    assert any("is not readable here" in line for line in steps) and any("skipped" in line for line in steps)
+    train = str(data_dir / "conll2003" / "validation.txt")  # stands in for a training file
+    (path / "metrics.json").write_text(json.dumps({"config": {"train": train, "data_dir": None}}))
+    files, steps = _export(path)
+    assert set(files) == {"fp32", "int8", "openvino-int8"} and f"300 windows of {train}" in steps[0]
