@@ -4,7 +4,8 @@ MODEL/openvino/model.int8.xml (+ .bin)   static int8: NNCF post-training quantiz
                                          calibrated on a few hundred examples of the model's training data
 
 Static int8 (activation scales fixed at export) lets OpenVINO run the whole encoder in int8 kernels; on CPU it ran
-the model step 1.1-1.6x faster than ONNX Runtime's dynamic int8 at the same F1 (benchmarks/cpu_engines.py).
+the model step 1.2-1.4x faster than ONNX Runtime's dynamic int8, at a CoNLL F1 closer to torch's
+(benchmarks/cpu_engines.py).
 """
 
 from __future__ import annotations
