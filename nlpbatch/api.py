@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES
+
 INTERNAL = ("source", "line", "_input", "_reject")
 
 
@@ -104,18 +106,24 @@ def load(model: str, task: str | None = None, **settings: Any) -> Model:
     return Model(cfg, path)
 
 
-def export(model: str, quantize: str | None = "int8", calibration_data: str | None = None) -> dict[str, str]:
+def export(
+    model: str,
+    quantize: str | None = "int8",
+    calibration_data: str | None = None,
+    calibration_examples: int = CALIBRATION_EXAMPLES,
+) -> dict[str, str]:
     """What `nlpbatch export` does: the fp32 ONNX file and, with quantize="int8", ONNX Runtime's dynamic int8 and,
     when OpenVINO is installed and calibration data is at hand (`calibration_data`, else the training data recorded
-    in MODEL/metrics.json), OpenVINO's static int8. Returns the files written, by backend kind."""
+    in MODEL/metrics.json; its first `calibration_examples`), OpenVINO's static int8. Returns the files written, by
+    backend kind."""
     from nlpbatch.engines import export_onnx
-    from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES, available
+    from nlpbatch.engines.openvino_engine import available
     from nlpbatch.evaluation import calibration_inputs
     from nlpbatch.progress import say
 
     calibration = None
     if quantize == "int8" and available():
-        found = calibration_inputs(model, calibration_data, CALIBRATION_EXAMPLES)
+        found = calibration_inputs(model, calibration_data, calibration_examples)
         if found:
             calibration, source = found
             say(f"export: calibration data for OpenVINO int8: {len(calibration)} windows of {source}")

@@ -23,6 +23,7 @@ from nlpbatch.config import (
 from nlpbatch.data import DataError
 from nlpbatch.data.exports import OUTPUT_FORMATS
 from nlpbatch.engines import BACKENDS
+from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES
 from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
 from nlpbatch.model_card import ModelCardError
 from nlpbatch.storage import StorageError
@@ -373,8 +374,14 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     )
     exp.add_argument(
         "--calibration-data",
-        help="labelled data (as for train) whose first 300 training examples calibrate the OpenVINO int8 model "
+        help="labelled data (as for train) whose first examples calibrate the OpenVINO int8 model "
         "(default: the training data recorded in MODEL/metrics.json, when it is readable here)",
+    )
+    exp.add_argument(
+        "--calibration-examples",
+        type=int,
+        default=CALIBRATION_EXAMPLES,
+        help=f"how many examples calibrate the OpenVINO int8 model (default {CALIBRATION_EXAMPLES}; fewer: faster)",
     )
     show = sub.add_parser(
         "show", allow_abbrev=False, help="print annotated rows with their spans highlighted; --html for a browser"
@@ -557,7 +564,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     if not Path(path).is_dir():
         raise ConfigError(f"--model {args.model}: export needs a local model dir")
-    written = export(path, None if args.quantize == "none" else args.quantize, args.calibration_data)
+    if args.calibration_examples < 1:
+        raise ConfigError(f"--calibration-examples must be >= 1, got {args.calibration_examples}")
+    quantize = None if args.quantize == "none" else args.quantize
+    written = export(path, quantize, args.calibration_data, args.calibration_examples)
     print(json.dumps({"model": path, "files": written}, indent=2))
     return 0
 
