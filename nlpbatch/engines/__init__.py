@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nlpbatch.engines.onnx_engine import ONNX_DIR, ONNX_FILES, export_onnx, onnx_file
+from nlpbatch.engines.onnx_engine import ONNX_DIR, ONNX_FILES, export_onnx, onnx_backend_name, onnx_file
 from nlpbatch.engines.openvino_engine import openvino_file
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8", "openvino-int8")
@@ -62,7 +62,7 @@ def engine_name(model_path: str, backend: str = "auto", use_gpu: bool = False, p
     manifest records it, since `auto` depends on the files beside the model."""
     name, options = resolve_backend(model_path, backend, use_gpu, packing)
     if name == "onnx":
-        return "onnx-int8" if options["path"].name == ONNX_FILES["int8"] else "onnx-fp32"
+        return onnx_backend_name(options["path"])
     return "openvino-int8" if name == "openvino" else "torch"
 
 

@@ -32,6 +32,11 @@ def onnx_file(model_path: str, backend: str) -> Path | None:
     return None
 
 
+def onnx_backend_name(path: Path) -> str:
+    """The backend name of an exported ONNX file ("onnx-int8" or "onnx-fp32"), as engines and manifests say it."""
+    return "onnx-int8" if path.name == ONNX_FILES["int8"] else "onnx-fp32"
+
+
 class OnnxEngine:
     packs = False
 
@@ -51,7 +56,7 @@ class OnnxEngine:
         self.outputs = list(self.task.head_outputs)
         self.reduce = reduce
         self.config = AutoConfig.from_pretrained(model_path)
-        self.name = f"onnx-{'int8' if path.name == ONNX_FILES['int8'] else 'fp32'}"
+        self.name = onnx_backend_name(path)
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
