@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nlpbatch.data import DataError, read_text
-from nlpbatch.data.schemes import SchemeError, detect_scheme, to_iob2
+from nlpbatch.data.schemes import SchemeError, sentences_to_iob2
 from nlpbatch.progress import say
 
 # Index order of the hub's conll2003 ClassLabel, so ids mean the same for local and hub data.
@@ -103,18 +103,18 @@ def parse_conll(path: str | Path, scheme: str = "auto", tag_column: int | None =
     flush()
     if not sentences:
         raise DataError(f"{path}: no sentences found (empty file?)")
-    if scheme == "auto":
-        scheme = detect_scheme([t for _, t, _ in sentences])
-        if scheme != "iob2":
-            say(f"{path}: tags read as {scheme.upper()} (detected), converted to IOB2; --tag-scheme sets it")
-    rows = []
-    for words, raw_tags, numbers in sentences:
-        try:
-            converted = to_iob2(raw_tags, scheme)
-        except SchemeError as err:
-            hint = "" if scheme != "iob2" else "; another scheme? --tag-scheme iob1|bioes|io"
-            raise DataError(f"{path}:{numbers[err.index]}: {err}{hint}") from err
-        rows.append({"id": str(len(rows)), "tokens": words, "ner_tags": converted})
+    detected = scheme == "auto"
+    try:
+        scheme, converted = sentences_to_iob2([t for _, t, _ in sentences], scheme)
+    except SchemeError as err:
+        hint = "" if err.scheme != "iob2" else "; another scheme? --tag-scheme iob1|bioes|io"
+        raise DataError(f"{path}:{sentences[err.sentence][2][err.index]}: {err}{hint}") from err
+    if detected and scheme != "iob2":
+        say(f"{path}: tags read as {scheme.upper()} (detected), converted to IOB2; --tag-scheme sets it")
+    rows = [
+        {"id": str(number), "tokens": words, "ner_tags": tags}
+        for number, ((words, _, _), tags) in enumerate(zip(sentences, converted))
+    ]
     return rows
 
 
@@ -171,12 +171,11 @@ def load_conll_hub(
             {"id": str(i), "tokens": list(r[tokens_column]), "tags": [str(t) for t in r[tags_column]]}
             for i, r in enumerate(ds.select_columns([tokens_column, tags_column]))
         ]
-        scheme = detect_scheme([r["tags"] for r in rows]) if scheme == "auto" else scheme
         try:
-            converted = [{**r, "ner_tags": to_iob2(r.pop("tags"), scheme)} for r in rows]
+            _, converted = sentences_to_iob2([r.pop("tags") for r in rows], scheme)
         except SchemeError as err:
-            raise DataError(f"hub dataset {name} ({split}): {err}") from err
-        return rows_dataset(converted)
+            raise DataError(f"hub dataset {name} ({split}): row {err.sentence}: {err}") from err
+        return rows_dataset([{**r, "ner_tags": tags} for r, tags in zip(rows, converted)])
     from datasets import Value
 
     ids = [str(i) for i in (ds["id"] if "id" in ds.column_names else range(len(ds)))]

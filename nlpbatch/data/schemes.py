@@ -10,11 +10,12 @@ PREFIXES = "BIESLU"
 
 
 class SchemeError(ValueError):
-    """A tag sequence the scheme does not allow; `.index` is the position of the offending tag."""
+    """A tag sequence the scheme does not allow; `.index` is the position of the offending tag (`sentences_to_iob2`
+    adds `.sentence` and `.scheme`)."""
 
     def __init__(self, index: int, message: str):
         super().__init__(message)
-        self.index = index
+        self.index, self.sentence, self.scheme = index, 0, ""
 
 
 def split_tag(tag: str) -> tuple[str | None, str | None]:
@@ -98,3 +99,19 @@ def to_iob2(tags: list[str], scheme: str) -> list[str]:
     if scheme == "bioes" and previous[0] in ("B", "I"):
         raise SchemeError(len(tags) - 1, f"BIOES entity not closed at the end of the sentence ({tags[-1]})")
     return out
+
+
+def sentences_to_iob2(sentences: list[list[str]], scheme: str = "auto") -> tuple[str, list[list[str]]]:
+    """(the scheme read, every sentence's tags as IOB2); `auto` detects the scheme from all sentences at once. A
+    SchemeError names the sentence at fault in `.sentence` (its position in `sentences`), the tag in `.index` and the
+    scheme read in `.scheme`."""
+    if scheme == "auto":
+        scheme = detect_scheme(sentences)
+    converted = []
+    for number, tags in enumerate(sentences):
+        try:
+            converted.append(to_iob2(tags, scheme))
+        except SchemeError as err:
+            err.sentence, err.scheme = number, scheme
+            raise
+    return scheme, converted

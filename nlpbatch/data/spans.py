@@ -135,7 +135,7 @@ def load_records(
     said. Token records: `tokens_column` (tokens) and `tags_column` (ner_tags, else tags), tags as strings or as ids
     named by the record's `labels`, the file's ClassLabel (Parquet written by `datasets`) or `labels`; `scheme`:
     their tag scheme (auto: detected)."""
-    from nlpbatch.data.schemes import SchemeError, detect_scheme, to_iob2
+    from nlpbatch.data.schemes import SchemeError, sentences_to_iob2
 
     path = Path(path)
     tokens_column = tokens_column or "tokens"
@@ -160,12 +160,14 @@ def load_records(
                     raise DataError(f"{path}:{number}: tag ids {tags} do not all name one of the {len(ids)} labels")
                 tags = [ids[t] for t in tags]
             sequences.append((number, [str(w) for w in tokens], [str(t) for t in tags]))
-        scheme = detect_scheme([t for _, _, t in sequences]) if scheme == "auto" else scheme
-        for number, tokens, tags in sequences:
-            try:
-                rows.append({"id": str(number), "tokens": tokens, "ner_tags": to_iob2(tags, scheme)})
-            except SchemeError as err:
-                raise DataError(f"{path}:{number}: token {err.index + 1}: {err}") from err
+        try:
+            scheme, converted = sentences_to_iob2([t for _, _, t in sequences], scheme)
+        except SchemeError as err:
+            raise DataError(f"{path}:{sequences[err.sentence][0]}: token {err.index + 1}: {err}") from err
+        rows = [
+            {"id": str(number), "tokens": tokens, "ner_tags": tags}
+            for (number, tokens, _), tags in zip(sequences, converted)
+        ]
         say(f"{path}: read as tokens ({len(rows)} records, {scheme.upper()} tags)")
         return rows
     unlabelled = []

@@ -35,6 +35,9 @@ def test_reads_sentences_into_hub_features(tmp_path):
         ("EU NNP B-NP B-ORG\nrejects VBZ B-VP ORG\n", ":1: tag 'B-ORG' in an IO file"),  # mixed schemes
         ("EU NNP B-NP B-PER\nrejects VBZ B-VP O\nit PRP B-NP I-ORG\n", ":3: IOB2 tag I-ORG follows O"),
         ("EU NNP B-NP B-PER\nrejects VBZ B-VP I-ORG\n", ":2: IOB2 tag I-ORG follows B-PER"),
+        # the second sentence's line, and the hint for a file read as IOB2
+        ("EU NNP B-NP B-PER\n\nit PRP B-NP B-ORG\nis VBZ B-VP I-PER\n", ":4: IOB2 tag I-PER follows B-ORG"),
+        ("EU NNP B-NP B-PER\n\nit PRP B-NP B-ORG\nis VBZ B-VP I-PER\n", "another scheme? --tag-scheme"),
         ("\n\n", "no sentences found"),
     ],
 )
