@@ -578,17 +578,9 @@ def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progre
 
     workers = cfg.max_actors or max(1, os.cpu_count() or 1)
     say(f"annotate {cfg.task}: {plan.rows_in} rows, run in this process on {workers} threads (--runner ray: a cluster)")
-    options = (
-        cfg.task,
-        plan.model_path,
-        cfg.tokens_per_batch,
-        cfg.backend,
-        1,  # engine threads each: the threads run batches side by side, as the actors of a cluster do
-        cfg.packing,
-        _parse_options(cfg, plan.fmt, plan.question_column, plan.questions),
-        {"max_length": cfg.window, "stride": cfg.stride},
-        get_task(cfg.task).decode_options(cfg, plan.model_config),
-    )
+    parse = _parse_options(cfg, plan.fmt, plan.question_column, plan.questions)
+    # one engine thread each: the threads run batches side by side, as the actors of a cluster do
+    options = _annotator_args(cfg, plan.model_path, plan.model_config, parse, threads=1)
     mine = threading.local()
 
     def annotate(batch):
@@ -637,24 +629,21 @@ def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool
 
     from nlpbatch.annotate.predictors import Annotator
 
-    task = get_task(cfg.task)
     questions = _read_questions(cfg.questions)
     question_column = second_column(cfg, questions)
     question_column = question_column if own_columns or question_column is None else "question"
     parse = _parse_options(cfg, "jsonl", question_column, questions)
     if not own_columns:
         parse = {**parse, "id_column": "id", "text_column": "text", "keep": []}
-    return Annotator(
-        cfg.task,
-        model_path,
-        cfg.tokens_per_batch,
-        cfg.backend,
-        None,  # the engine's own thread count: all of this process's cores
-        cfg.packing,
-        parse,
-        {"max_length": cfg.window, "stride": cfg.stride},
-        task.decode_options(cfg, AutoConfig.from_pretrained(model_path)),
-    )
+    # threads None: the engine's own thread count, all of this process's cores
+    return Annotator(*_annotator_args(cfg, model_path, AutoConfig.from_pretrained(model_path), parse, threads=None))
+
+
+def _annotator_args(cfg: AnnotateConfig, model_path: str, model_config, parse: dict, threads: int | None) -> tuple:
+    """`predictors.Annotator`'s arguments for this config: the fused stages in one process (a thread or the caller)."""
+    tokenize = {"max_length": cfg.window, "stride": cfg.stride}
+    decode = get_task(cfg.task).decode_options(cfg, model_config)
+    return (cfg.task, model_path, cfg.tokens_per_batch, cfg.backend, threads, cfg.packing, parse, tokenize, decode)
 
 
 def annotate_rows(annotator, texts: list[str], questions: list[str] | None = None, ids: list[str] | None = None):
