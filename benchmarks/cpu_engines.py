@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from annotate_corpora import job_windows  # noqa: E402
+from annotate_ner import machine_info  # noqa: E402
 from engine_batch import tokens_per_second  # noqa: E402
 
 VARIANTS = {  # name: quantize_dynamic options (weights per channel; MatMuls and the fused attention)
@@ -126,7 +126,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import onnxruntime
 
     from nlpbatch.api import export
     from nlpbatch.corpus import build_rows
@@ -137,7 +136,7 @@ def main() -> None:
 
     result = {
         "benchmark": "CPU engines: bare model step (1 thread) on three length mixes, CoNLL validation F1",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__},
+        "machine": machine_info(),  # the CPU model and the instruction sets the int8 kernels depend on
         "model": args.model,
         "speed_window_tokens_per_second": {},
         "validation_f1": {},
