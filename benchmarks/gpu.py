@@ -1,28 +1,23 @@
-"""NER annotation on one GPU, side by side in one run: the bare forward pass of the model (the ceiling), our
-inference step alone (packed windows vs padded length buckets, no Ray), the whole `nlpbatch annotate ner` job (read,
-tokenize, infer, decode, write: Parquet on local disk in and out) with the GPU's utilisation sampled, and the
-transformers token-classification pipeline ("simple") on a sample of the same corpus.
+"""Annotation on one GPU, side by side in one run: the bare forward pass of the model (the ceiling), our inference
+step alone (packed windows vs padded length buckets, no Ray, and how far their NER labels and QA logits are apart),
+the whole `nlpbatch annotate ner` job (read, tokenize, infer, decode, write: Parquet on local disk in and out) with
+the GPU's utilisation sampled, the transformers token-classification pipeline ("simple") on a sample of the same
+corpus, `annotate qa` on SQuAD's validation questions and `annotate classify` on the NER corpus.
 
     python benchmarks/gpu.py --model .device/model --data-dir .device/data --out $OUT/annotate_gpu.json
-    python benchmarks/gpu.py --table benchmarks/results/annotate_gpu_h100.json   # the README table from a JSON
+    python benchmarks/gpu.py --table benchmarks/results/*_gpu.json   # the README table from a run's JSON files
 
-On the lent device machine (../shared/device/README.md; issue #12), from a checkout with the dev venv active:
+On the lent device machine (../shared/device/README.md): `benchmarks/device_run.py` runs this script's parts and
+the training recipes in one call, each part under its own time budget (its docstring has the calls):
   0. here, once:  bash benchmarks/device_prepare.sh      (.device/: Ray, the fp16 model, the data, datasets 4.x)
   1. carry [".device/ray"]:
      mkdir -p /tmp/site && tar xJf .device/ray/ray-*.tar.xz -C /tmp/site && python3 -m pip install -q --no-index
      --no-deps --no-compile --target /tmp/site .device/ray/*.whl && PYTHONPATH=/tmp/site python3 -c "import ray"
-  2. at once, carry [".device/model", ".device/data"], each command prefixed with
+  2. at once, carry [".device/model", ".device/data"]:
      export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1;
-     python3 -c 'import ray' || exit 3;
-     then:  python3 benchmarks/gpu.py --model .device/model --data-dir .device/data --out $OUT/annotate_gpu.json
-     and (next calls, while the machine is warm) the default recipes, NER then QA:
-     python3 benchmarks/quality.py --out $OUT/ner_full_gpu.json -- ner --model .device/model
-       --data-dir .device/data --output /tmp/ner --use-gpu --quiet
-     python3 benchmarks/quality.py --out $OUT/qa_full_gpu.json -- qa --model .device/model
-       --data-dir .device/data --output /tmp/qa --use-gpu --epochs 3 --learning-rate 1e-4 --batch-size 32 --quiet
-  Tried here in a device-like environment (Python 3.11, torch 2.13 CPU, transformers 5.17, Ray 2.60 core, only the
-  device's packages plus .device's wheels): all three run; the CUDA-only parts (varlen attention, bf16, nvidia-smi)
-  have only run in their CPU fallbacks.
+     python3 -c 'import ray' || exit 3; python3 benchmarks/device_run.py --model .device/model --data-dir .device/data
+  `device_run.py --dry-run` runs every part here on the CPU at small sizes; the CUDA-only parts (varlen attention,
+  bf16, nvidia-smi) have only run in their CPU fallbacks.
 
 It runs on CPU too (small sizes: `--rows 300 --forward-shapes 4x128 --pipeline-rows 50`), so CI-side changes can
 be checked without a GPU. The model's weights do not change the speed: a base model gets a random 9-label head.
@@ -48,6 +43,8 @@ from annotate_ner import corpus_tokens  # benchmarks/ is on sys.path when a scri
 
 ANCHORS = {"bare_forward_512x512": 9.4e6, "bare_forward_2048x128": 10.8e6, "pipeline": 17e3, "tokenizer_core": 290e3}
 TARGET, STRETCH = 1_000_000, 2_000_000
+TRAIN_TARGETS = {"ner": (0.915, 20.0), "qa": (63.0, 10.0)}  # validation F1 within this many seconds of loop
+PACKING_AGREEMENT = 0.999  # share of labels (NER) / best tokens (QA) packed and padded must agree on
 NIGHTLY_TOKENS, NIGHTLY_SECONDS = 250e9, 8 * 3600  # issue #12: a nightly 1 TB text corpus in 8 hours
 
 
@@ -101,6 +98,22 @@ def ner_model(base: str, folder: str) -> str:
     return folder
 
 
+def head_model(base: str, folder: str, task: str) -> str:
+    """`base` with a random head for `task` (qa; classify: two labels), saved in `folder`: the weights do not change
+    the speed, and the packed / padded comparison needs only one model for both sides."""
+    from datasets import ClassLabel, Dataset, Features, Value
+    from transformers import AutoTokenizer
+
+    from nlpbatch.tasks import get_task
+
+    two = Dataset.from_dict(
+        {"text": ["a", "b"], "label": [0, 1]}, Features(text=Value("string"), label=ClassLabel(names=["0", "1"]))
+    )
+    get_task(task).build_model(base, two).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
 def bare_forward(model_path: str, shapes: list[tuple[int, int]], seconds: float) -> dict:
     """Tokens/s of the model's forward pass alone (bf16 on GPU, fp32 on CPU), full windows of random ids."""
     import torch
@@ -128,21 +141,35 @@ def bare_forward(model_path: str, shapes: list[tuple[int, int]], seconds: float)
     return out
 
 
-def inference_step(model: str, texts: list[str], tokens: int, batch_tokens: int, use_gpu: bool) -> dict:
-    """Our predictor alone on the tokenized corpus (as the GPU actor runs it), packed vs padded length buckets."""
+def inference_step(
+    model: str,
+    texts: list[str],
+    tokens: int,
+    batch_tokens: int,
+    use_gpu: bool,
+    task: str = "ner",
+    questions: list[str] | None = None,
+) -> dict:
+    """Our predictor alone on the tokenized corpus (as the GPU actor runs it), packed vs padded length buckets; and
+    how far the packed outputs are from the padded ones on the same windows (bf16 on a GPU: equal up to rounding,
+    not bit for bit). QA: (question, text) pairs, the start / end logits compared."""
+    import numpy as np
     import pyarrow as pa
 
     from nlpbatch.annotate import stages
     from nlpbatch.annotate.predictors import Predictor
+    from nlpbatch.tasks import get_task
 
-    raw = pa.table({"raw": pa.array([json.dumps({"id": str(i), "text": t}).encode() for i, t in enumerate(texts)])})
-    table = stages.parse_rows(raw, "jsonl", "id", "text", None, None, 10_000_000).drop_columns(["_sec_parse"])
-    table = stages.tokenize(table, "ner", model, 512, 128)
+    rows = [{"id": str(i), "text": t, **({"question": questions[i]} if questions else {})} for i, t in enumerate(texts)]
+    raw = pa.table({"raw": pa.array([json.dumps(r).encode() for r in rows])})
+    second = "question" if questions else None
+    table = stages.parse_rows(raw, "jsonl", "id", "text", second, None, 10_000_000).drop_columns(["_sec_parse"])
+    table = stages.tokenize(table, task, model, 512, 128)
     window_tokens = len(table.column("_input_ids").combine_chunks().flatten().flatten())
-    out = {"window_tokens": window_tokens}
+    out = {"task": task, "window_tokens": window_tokens}
     predicted = {}
     for packing in ("on", "off"):
-        predictor = Predictor("ner", model, batch_tokens, use_gpu, "torch", packing=packing)
+        predictor = Predictor(task, model, batch_tokens, use_gpu, "torch", packing=packing)
         predictor(table.slice(0, 64))  # warm-up: CUDA context, kernels
         t0 = time.perf_counter()
         predicted[packing] = predictor(table)
@@ -153,15 +180,34 @@ def inference_step(model: str, texts: list[str], tokens: int, batch_tokens: int,
             "window_tokens_per_second": window_tokens / seconds,
             "seconds": seconds,
         }
-        print("inference step", packing, out[f"packing_{packing}"], flush=True)
-    # the packed path against padded buckets on this device (bf16 on a GPU: equal up to rounding, not bit for bit)
-    flat = {k: {c: _flat(t, c) for c in ("_labels", "_scores")} for k, t in predicted.items()}
-    out["packed_vs_padded"] = {
-        "label_agreement": float((flat["on"]["_labels"] == flat["off"]["_labels"]).mean()),
-        "max_score_difference": float(abs(flat["on"]["_scores"] - flat["off"]["_scores"]).max()),
-    }
-    print("packed vs padded", out["packed_vs_padded"], flush=True)
+        print("inference step", task, packing, out[f"packing_{packing}"], flush=True)
+    compared = {}
+    columns = get_task(task).token_columns
+    logits_only = not any(dtype.startswith("int") for _, dtype in columns)  # QA: start / end logits
+    for column, dtype in columns:
+        on, off = (_flat(predicted[k], column) for k in ("on", "off"))
+        if dtype.startswith("int"):
+            compared[f"{column[1:]}_agreement"] = float((on == off).mean())
+            continue
+        compared[f"{column[1:]}_max_difference"] = float(np.abs(on - off).max())
+        if logits_only:  # the token each window would pick (its best start / end), packed vs padded
+            bounds = _window_offsets(predicted["off"], column)
+            picks = [[np.argmax(v[a:b]) for a, b in zip(bounds[:-1], bounds[1:])] for v in (on, off)]
+            compared[f"{column[1:]}_window_argmax_agreement"] = float(np.mean(np.equal(*picks)))
+    # within bf16 rounding: the same labels (NER) / best tokens (QA) but for near ties
+    compared["packing_holds"] = all(v >= PACKING_AGREEMENT for k, v in compared.items() if k.endswith("agreement"))
+    compared["rule"] = f"packing stays the GPU default while every agreement above is >= {PACKING_AGREEMENT}"
+    out["packed_vs_padded"] = compared
+    print("packed vs padded", task, compared, flush=True)
     return out
+
+
+def _window_offsets(table, column: str):
+    """Where each window's tokens start (and the last ends) in the flat column (rows -> windows -> tokens)."""
+    import numpy as np
+
+    offsets = np.asarray(table.column(column).combine_chunks().flatten().offsets)
+    return offsets - offsets[0]
 
 
 def _flat(table, column: str):
@@ -186,13 +232,13 @@ def pipeline_reference(model: str, texts: list[str], batch_sizes: list[int]) -> 
     return out
 
 
-def annotate_job(model: str, corpus: str, output: str, tokens: int, settings: dict) -> dict:
+def annotate_job(model: str, corpus: str, output: str, tokens: int, settings: dict, task: str = "ner") -> dict:
     import ray
 
     from nlpbatch.annotate.pipeline import run_annotation
     from nlpbatch.config import load_annotate_config
 
-    cfg = load_annotate_config(task="ner", model=model, input=corpus, output=output, quiet=True, **settings)
+    cfg = load_annotate_config(task=task, model=model, input=corpus, output=output, quiet=True, **settings)
     with GpuSampler() as gpu:
         t0 = time.perf_counter()
         manifest = run_annotation(cfg)
@@ -209,8 +255,23 @@ def annotate_job(model: str, corpus: str, output: str, tokens: int, settings: di
         "stage_task_seconds": manifest["timings"]["stage_task_seconds"],
         "gpu_utilisation": gpu.summary(),
     }
-    print("annotate", {k: out[k] for k in ("tokens_per_second", "wall_seconds", "gpu_utilisation")}, flush=True)
+    out["stage_busy_share"], out["bound_by"] = bounding_stage(out["stage_task_seconds"], stream, settings)
+    print("annotate", task, {k: out[k] for k in ("tokens_per_second", "wall_seconds", "gpu_utilisation")}, flush=True)
     return out
+
+
+def bounding_stage(stage_seconds: dict, stream_seconds: float, settings: dict) -> tuple[dict, str | None]:
+    """How busy each stage kept the workers it can run on over the streaming time (predict: the GPUs, one actor
+    each; parse / tokenize / decode: every CPU), and the busiest: the stage that bounds the job. Writing is not
+    timed per stage; a job whose busiest share is well under 1 is bound by it or by scheduling."""
+    import torch
+
+    gpus = torch.cuda.device_count() if settings.get("num_gpus") else 0
+    share = {
+        stage: seconds / stream_seconds / (gpus if stage == "predict" and gpus else (os.cpu_count() or 1))
+        for stage, seconds in stage_seconds.items()
+    }
+    return share, max(share, key=share.get) if share else None
 
 
 def qa_job(model_base: str, data_dir: str, folder: str, repeat: int, ceiling: float | None, use_gpu: bool) -> dict:
@@ -222,12 +283,10 @@ def qa_job(model_base: str, data_dir: str, folder: str, repeat: int, ceiling: fl
 
     from nlpbatch.annotate.pipeline import run_annotation
     from nlpbatch.config import load_annotate_config
-    from nlpbatch.tasks.qa import build_model, load_split
+    from nlpbatch.tasks.qa import load_split
 
     raw = load_split(data_dir, "validation")
-    model = f"{folder}/qa"
-    build_model(model_base).save_pretrained(model)  # a random QA head: the weights do not change the speed
-    AutoTokenizer.from_pretrained(model_base).save_pretrained(model)
+    model = head_model(model_base, f"{folder}/qa", "qa")
     rows = [(f"{k}-{r['id']}", r["context"], r["question"]) for k in range(repeat) for r in raw]
     ids, texts, questions = (list(c) for c in zip(*rows))
     pq.write_table(pa.table({"id": ids, "text": texts, "question": questions}), f"{folder}/qa.parquet")
@@ -287,8 +346,19 @@ def scale_out(tokens_per_second_per_machine: float, tokenizer_core: float, cpus:
     }
 
 
-def table(result: dict) -> str:
-    """The README table: machine, figure, ours, anchor, ratio."""
+def merged(results: list[dict]) -> dict:
+    """The JSON files of one device run (device_run.py writes one a part) as one result: a key two files share and
+    hold dicts in (the annotate jobs) is merged, any other is the later file's."""
+    out: dict = {}
+    for result in results:
+        for key, value in result.items():
+            both = isinstance(value, dict) and isinstance(out.get(key), dict)
+            out[key] = {**out[key], **value} if both else value
+    return out
+
+
+def table(result: dict, training: list[dict] = ()) -> str:
+    """The README table: machine, figure, ours, anchor, ratio (training: against the issue's targets)."""
     gpu = result["machine"]["gpu"]
     machine = gpu or f"CPU ({result['machine']['cpus']} cores)"
     anchor = ANCHORS if gpu else {}  # the anchors are H100 figures: no ratio against them on other machines
@@ -309,15 +379,17 @@ def table(result: dict) -> str:
         if f"packing_{packing}" in step:
             name = f"inference step, packing {packing} (no Ray)"
             rows.append((name, step[f"packing_{packing}"]["tokens_per_second"], ceiling, "tokens/s, ratio to ceiling"))
-    agree = step.get("packed_vs_padded")
-    if agree:
-        rows.append(("packed vs padded: NER labels that agree", agree["label_agreement"], 1.0, "share"))
+    for name, check in (("NER", step), ("QA", result.get("qa_step", {}))):
+        for key, value in check.get("packed_vs_padded", {}).items():
+            if key.endswith("agreement"):
+                rows.append((f"packed vs padded, {name}: {key.replace('_', ' ')}", value, 1.0, "share"))
     pipe = result.get("pipeline", {}).get("tokens_per_second")
     if pipe:
         rows.append(("transformers pipeline (simple)", pipe, anchor.get("pipeline"), "tokens/s"))
     for name, job in result.get("annotate", {}).items():
         util = job.get("gpu_utilisation") or {}
         busy = f"; GPU busy {util['mean_percent']:.0f}%" if util else ""
+        busy += f"; bound by {job['bound_by']}" if job.get("bound_by") else ""
         label = f"`annotate ner` end to end ({name}{busy})"
         rows.append((label, job["tokens_per_second"], TARGET if gpu else None, "tokens/s, ratio to the 1M target"))
         if ceiling:
@@ -326,9 +398,16 @@ def table(result: dict) -> str:
             )
         if pipe:
             rows.append((f"`annotate ner` ({name}) vs pipeline", job["tokens_per_second"], pipe, "speed-up"))
+    classify = result.get("annotate_classify")
+    if classify:
+        rows.append(("`annotate classify` end to end", classify["tokens_per_second"], None, "tokens/s"))
+        if ceiling:
+            rows.append(
+                ("`annotate classify`, share of the bare forward", classify["tokens_per_second"], ceiling, "ratio")
+            )
     qa = result.get("annotate_qa")
     if qa:
-        rows.append(("`annotate qa` end to end (questions/s)", qa["questions_per_second"], None, "questions/s"))
+        rows.append(("`annotate qa` end to end", qa["questions_per_second"], None, "questions/s"))
         if ceiling:
             rows.append(("`annotate qa`, share of the bare forward", qa["tokens_per_second"], ceiling, "ratio"))
     core = result.get("tokenizer_per_core")
@@ -338,11 +417,28 @@ def table(result: dict) -> str:
     if plan:
         rows.append(("nightly 250 B tokens in 8 h: machines like this", plan["machines"], None, "count"))
         rows.append(("nightly 250 B tokens in 8 h: tokenizer cores", plan["tokenizer_cores_needed"], None, "count"))
+    for run in training:
+        task, final = run["task"], run["final"]
+        f1 = final.get("overall_f1", final.get("f1"))
+        target_f1, target_seconds = TRAIN_TARGETS[task] if gpu else (None, None)  # GPU targets
+        epochs = len(run["per_epoch"])
+        rows.append(
+            (
+                f"`train {task}` default recipe, {epochs} epoch{'s' * (epochs > 1)}: validation F1",
+                f1,
+                target_f1,
+                "F1, ratio to target",
+            )
+        )
+        seconds = run["train_loop_seconds"]
+        rows.append(
+            (f"`train {task}`: loop seconds (Ray start-up apart)", seconds, target_seconds, "s, ratio to target")
+        )
     lines = ["| machine | figure | ours | anchor | ratio |", "| --- | --- | ---: | ---: | ---: |"]
     for name, ours, anchor, unit in rows:
         ratio = f"{ours / anchor:.2f}" if anchor else ""
-        anchor_text = f"{anchor:,.0f}" if anchor else ""
-        ours_text = f"{ours:.4f}" if unit == "share" else f"{ours:,.0f}"
+        anchor_text = (f"{anchor:.4g}" if anchor < 10 else f"{anchor:,.0f}") if anchor else ""
+        ours_text = f"{ours:.4f}" if unit == "share" or ours < 10 else f"{ours:,.0f}"
         lines.append(f"| {machine} | {name} ({unit}) | {ours_text} | {anchor_text} | {ratio} |")
     return "\n".join(lines)
 
@@ -352,6 +448,9 @@ def main() -> None:
     parser.add_argument("--model", help="a NER model dir, or a base model (a random head is added)")
     parser.add_argument("--data-dir", default=os.environ.get("NLPBATCH_DATA_DIR", "../shared/data"))
     parser.add_argument("--rows", type=int, default=200_000, help="documents in the annotate corpus")
+    parser.add_argument(
+        "--corpus", help="the corpus folder: written here once, reused by later calls (default: a temp dir)"
+    )
     parser.add_argument("--step-rows", type=int, default=20_000, help="documents for the inference-step timing")
     parser.add_argument("--pipeline-rows", type=int, default=2_000)
     parser.add_argument("--pipeline-batch-sizes", default="1,32")
@@ -363,13 +462,15 @@ def main() -> None:
         default="defaults;packing=off;batch_tokens=262144",
         help="annotate runs, ';'-separated: 'defaults' or key=value,key=value settings on top of --num-gpus 1",
     )
-    parser.add_argument("--parts", default="forward,step,pipeline,annotate,qa,scale")
+    parser.add_argument("--parts", default="forward,step,qa_step,pipeline,annotate,qa,classify,scale")
     parser.add_argument("--qa-repeat", type=int, default=20, help="the SQuAD validation questions, this many times")
     parser.add_argument("--out", default="benchmarks/results/annotate_gpu.json")
-    parser.add_argument("--table", metavar="JSON", help="print the README table of this result file and exit")
+    parser.add_argument("--table", metavar="JSON", nargs="+", help="print the README table of these result files, exit")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(Path(args.table).read_text())))
+        results = [json.loads(Path(path).read_text()) for path in args.table]
+        training = [r for r in results if "per_epoch" in r]  # benchmarks/quality.py's files
+        print(table(merged([r for r in results if "per_epoch" not in r]), training))
         return
 
     import pyarrow.parquet as pq
@@ -403,8 +504,9 @@ def main() -> None:
             shapes = [tuple(int(x) for x in s.split("x")) for s in args.forward_shapes.split(",")]
             result["bare_forward"] = bare_forward(model, shapes, args.forward_seconds)
             save()
-        corpus = f"{tmp}/corpus"
-        write_corpus(args.data_dir, args.rows, corpus)
+        corpus = args.corpus or f"{tmp}/corpus"
+        if not Path(corpus, "part-00000.parquet").is_file():  # a --corpus written by an earlier call is reused
+            write_corpus(args.data_dir, args.rows, corpus)
         texts = pq.read_table(f"{corpus}/part-00000.parquet")["text"].to_pylist()
         tokens = corpus_tokens(texts, model)
         result["corpus"] = {"rows": len(texts), "tokens": tokens, "tokens_per_row": tokens / len(texts)}
@@ -412,6 +514,15 @@ def main() -> None:
         if "step" in parts:
             step = texts[: args.step_rows]
             result["inference_step"] = inference_step(model, step, corpus_tokens(step, model), args.batch_tokens, cuda)
+            save()
+        if "qa_step" in parts:
+            from nlpbatch.tasks.qa import load_split
+
+            squad = load_split(args.data_dir, "validation").select(range(args.step_rows // 4))
+            qa = head_model(args.model, f"{tmp}/qa-step", "qa")
+            contexts, questions = squad["context"], squad["question"]
+            qa_tokens = corpus_tokens([f"{q} {c}" for q, c in zip(questions, contexts)], qa)
+            result["qa_step"] = inference_step(qa, contexts, qa_tokens, args.batch_tokens, cuda, "qa", questions)
             save()
         if "pipeline" in parts:
             sample = texts[: args.pipeline_rows]
@@ -432,6 +543,13 @@ def main() -> None:
         ceiling = max((r["tokens_per_second"] for r in result.get("bare_forward", {}).values()), default=None)
         if "qa" in parts:
             result["annotate_qa"] = qa_job(args.model, args.data_dir, tmp, args.qa_repeat, ceiling, cuda)
+            save()
+        if "classify" in parts:  # a document label a row: one output a window, reduced on the device
+            settings = {"num_gpus": 1.0} if cuda else {}
+            classifier = head_model(args.model, f"{tmp}/classify", "classify")
+            result["annotate_classify"] = annotate_job(
+                classifier, corpus, f"{tmp}/out-classify", tokens, settings, "classify"
+            )
             save()
         if "scale" in parts:
             result["tokenizer_per_core"] = tokenizer_per_core(model, texts[: args.step_rows])
