@@ -329,6 +329,7 @@ def test_hostile_parquet_and_qa_rows_are_rejects_not_crashes(ray_cluster, tiny_n
         max_length=128,
         stride=32,
         max_reject_rate=1.0,  # three of the four rows are hostile on purpose
+        runner="local",  # the parse and tokenize stages the streaming job runs too, without a pool to start
     )
     manifest = run_annotation(cfg)
     _, rows, rejects, _ = _published(str(tmp_path / "qaout"))

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 def _cfg(model, input_uri, output_uri, **kw):
-    kw = {"max_length": 64, "stride": 16, **kw}
+    # this process's runner unless a test asks for Ray: what these tests check (inputs, ownership, what is published)
+    # is the runners' shared code, and test_in_process.py checks both runners publish the same
+    kw = {"max_length": 64, "stride": 16, "runner": "local", **kw}
     return load_annotate_config(task="ner", model=str(model), input=str(input_uri), output=str(output_uri), **kw)
 
 
@@ -44,7 +46,7 @@ def _jsonl(path, records) -> None:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
 
 
-def test_input_and_output_may_not_overlap_and_user_files_stay(ray_cluster, tiny_ner_model, tmp_path):
+def test_input_and_output_may_not_overlap_and_user_files_stay(tiny_ner_model, tmp_path):
     corpus = tmp_path / "corpus"
     _jsonl(corpus / "data" / "in.jsonl", [{"id": f"d{i}", "text": f"Angela Merkel in Paris {i}"} for i in range(20)])
     before = (corpus / "data" / "in.jsonl").read_bytes()
@@ -140,7 +142,7 @@ def test_nightly_complete_empty_partition_is_not_a_failure(tmp_path, tiny_ner_mo
     assert summary["empty"] == ["2026-11-01"] and not summary["failed"]
 
 
-def test_show_reads_only_its_outputs_rows_as_written(ray_cluster, tiny_ner_model, tmp_path):
+def test_show_reads_only_its_outputs_rows_as_written(tiny_ner_model, tmp_path):
     from nlpbatch.show import print_rows, read_rows
 
     out = tmp_path / "data" / "annotated"  # an output under a /data/ mount
