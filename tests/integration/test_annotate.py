@@ -124,7 +124,8 @@ def test_s3_round_trips_rejects_and_rerun(ray_cluster, tiny_ner_model, s3_server
     assert (first["rows_in"], first["rows_out"], first["rows_rejected"]) == (7, 4, 3) and first["reconciled"]
     reasons = sorted(r["reason"].split(":")[0] for r in _output(first, "rejects"))
     assert reasons == ["invalid JSON line", "text is not a string (int)", "text is null"]
-    # local parquet -> S3 jsonl, twice: the rerun replaces, never duplicates
+    # local parquet -> S3 jsonl, twice: the rerun replaces, never duplicates; by this process's runner, whose rows
+    # must equal the streaming job's above
     pq.write_table(pa.Table.from_pylist(_rows(SHORT + UNICODE)), tmp_path / "in.parquet")
     to_s3 = load_annotate_config(
         task="ner",
@@ -133,6 +134,7 @@ def test_s3_round_trips_rejects_and_rerun(ray_cluster, tiny_ner_model, s3_server
         output=f"s3://{bucket}/annotations",
         output_format="jsonl",
         s3_endpoint=s3_server,
+        runner="local",
     )
     a, b = run_annotation(to_s3), run_annotation(to_s3)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="annotations/")["Contents"]]
@@ -144,7 +146,7 @@ def test_s3_round_trips_rejects_and_rerun(ray_cluster, tiny_ner_model, s3_server
     rows = [json.loads(line) for line in io.BytesIO(body).read().decode().splitlines()]
     assert sorted(r["id"] for r in rows) == ["d0", "d1", "d2", "d3"]
     assert {r["id"]: r["entities"] for r in rows} == {r["id"]: r["entities"] for r in _output(first)}
-    assert a["run_id"] != b["run_id"]
+    assert a["run_id"] != b["run_id"] and (first["runner"], b["runner"]) == ("ray", "local")
 
 
 def test_fail_fast_errors_name_the_culprit(tiny_ner_model, s3_server, tmp_path):
