@@ -36,7 +36,7 @@ def _ids_in(client, bucket, prefix, manifest_only=False):
     return sorted(ids)
 
 
-def test_nightly_backfill_noop_and_crash_recovery(ray_cluster, tiny_ner_model, s3_server, s3_bucket):
+def test_nightly_backfill_noop_and_crash_recovery(tiny_ner_model, s3_server, s3_bucket):
     client, bucket = s3_bucket
     for day in DATES:
         rows = [{"id": f"{day}-{i}", "text": f"Angela Merkel visited Paris, note {i}."} for i in range(3)]
@@ -49,7 +49,7 @@ def test_nightly_backfill_noop_and_crash_recovery(ray_cluster, tiny_ner_model, s
         input=f"s3://{bucket}/corpus/",
         output=f"s3://{bucket}/annotations/",
         s3_endpoint=s3_server,
-        max_actors=1,  # small partitions: one inference actor a night, not a pool to start per partition
+        runner="local",  # what a machine without a cluster runs; the nightly over Ray: the test below
     )
 
     backfill = run_nightly(base, since=DATES[1])
