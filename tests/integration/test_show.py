@@ -16,11 +16,13 @@ TEXTS = ["Angela Merkel met Emmanuel Macron in Paris on Monday.", "Zoë <script>
 
 
 @pytest.fixture(scope="module")
-def published(ray_cluster, tiny_ner_model, tmp_path_factory):
+def published(tiny_ner_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("show")
     corpus = tmp / "in.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS * 3)))
-    cfg = load_annotate_config(task="ner", model=str(tiny_ner_model), input=str(corpus), output=str(tmp / "out"))
+    cfg = load_annotate_config(
+        task="ner", model=str(tiny_ner_model), input=str(corpus), output=str(tmp / "out"), runner="local"
+    )
     manifest = run_annotation(cfg)
     rows = {}
     import pyarrow.parquet as pq
