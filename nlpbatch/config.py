@@ -421,6 +421,8 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
     values.update({k: v for k, v in overrides.items() if v is not None})
     if cls is TrainConfig and isinstance(values.get("task"), str) and is_task(values["task"]):
         for key, value in get_task(values["task"]).recipe.items():  # the task's measured defaults
+            if key == "group_by_length" and values.get("batch_tokens"):
+                continue  # token budgets are cut from length-grouped batches: asking for them keeps grouping on
             values.setdefault(key, value)
 
     def where(key: str) -> str:

@@ -288,3 +288,12 @@ def test_a_task_recipe_sets_defaults_that_flags_and_yaml_override(tmp_path, monk
     (tmp_path / "c.yaml").write_text("task: classify\noutput: x\nepochs: 7\n")
     assert load_train_config(tmp_path / "c.yaml").epochs == 7
     assert load_train_config(task="ner", output="x").learning_rate == 2e-4  # another task keeps the general default
+
+
+def test_classify_recipe_batches_at_random_unless_token_budgets_are_asked_for():
+    from nlpbatch.config import load_train_config
+
+    cfg = load_train_config(task="classify", output="x")
+    assert (cfg.batch_size, cfg.warmup_ratio, cfg.group_by_length) == (8, 0.0, False)
+    budget = load_train_config(task="classify", output="x", batch_tokens=4096)  # valid: grouping stays on
+    assert budget.group_by_length and budget.batch_tokens == 4096
