@@ -518,9 +518,6 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
         source = JsonlLines(plan.files, filesystem=in_fs, include_paths=True)
     ds = ray.data.read_datasource(source)
     parse = _parse_options(cfg, plan.fmt, plan.question_column, plan.questions)
-    tokenize = {"max_length": cfg.window, "stride": cfg.stride}
-    task = get_task(cfg.task)
-    decode = task.decode_options(cfg, plan.model_config)
     engine = {
         "model_path": plan.model_path,
         "batch_tokens": cfg.tokens_per_batch,
@@ -544,8 +541,14 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
     if cfg.fused:
         # raw rows split into small blocks (a streaming repartition, cheap): every actor of the pool gets work
         ds = ds.repartition(target_num_rows_per_block=batch_rows)
-        args = {"task": cfg.task, **engine, "parse": parse, "tokenize": tokenize, "decode": decode, "counter": counter}
+        args = {
+            **_annotator_args(cfg, plan.model_path, plan.model_config, parse, engine["threads"]),
+            "counter": counter,
+        }
         return ds.map_batches(Annotator, fn_constructor_kwargs=args, **pool)
+    tokenize = {"max_length": cfg.window, "stride": cfg.stride}
+    task = get_task(cfg.task)
+    decode = task.decode_options(cfg, plan.model_config)
     ds = ds.map_batches(stages.parse_rows, batch_format="pyarrow", fn_kwargs=parse)
     ds = ds.map_batches(
         stages.tokenize,
@@ -585,7 +588,7 @@ def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progre
 
     def annotate(batch):
         if not hasattr(mine, "annotator"):  # loaded once per thread
-            mine.annotator = Annotator(*options)
+            mine.annotator = Annotator(**options)
         return mine.annotator(batch)
 
     columns = list(dict.fromkeys([*plan.required, *cfg.kept]))
@@ -636,14 +639,23 @@ def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool
     if not own_columns:
         parse = {**parse, "id_column": "id", "text_column": "text", "keep": []}
     # threads None: the engine's own thread count, all of this process's cores
-    return Annotator(*_annotator_args(cfg, model_path, AutoConfig.from_pretrained(model_path), parse, threads=None))
+    return Annotator(**_annotator_args(cfg, model_path, AutoConfig.from_pretrained(model_path), parse, threads=None))
 
 
-def _annotator_args(cfg: AnnotateConfig, model_path: str, model_config, parse: dict, threads: int | None) -> tuple:
-    """`predictors.Annotator`'s arguments for this config: the fused stages in one process (a thread or the caller)."""
-    tokenize = {"max_length": cfg.window, "stride": cfg.stride}
-    decode = get_task(cfg.task).decode_options(cfg, model_config)
-    return (cfg.task, model_path, cfg.tokens_per_batch, cfg.backend, threads, cfg.packing, parse, tokenize, decode)
+def _annotator_args(cfg: AnnotateConfig, model_path: str, model_config, parse: dict, threads: int | None) -> dict:
+    """`predictors.Annotator`'s keyword arguments for this config: the fused stages in an actor, a thread of the
+    local runner or the caller's process."""
+    return {
+        "task": cfg.task,
+        "model_path": model_path,
+        "batch_tokens": cfg.tokens_per_batch,
+        "backend": cfg.backend,
+        "threads": threads,
+        "packing": cfg.packing,
+        "parse": parse,
+        "tokenize": {"max_length": cfg.window, "stride": cfg.stride},
+        "decode": get_task(cfg.task).decode_options(cfg, model_config),
+    }
 
 
 def annotate_rows(annotator, texts: list[str], questions: list[str] | None = None, ids: list[str] | None = None):
