@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from annotate_ner import machine_info  # noqa: E402
 
 
 def main() -> None:
@@ -43,30 +43,31 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
     result = {
         "benchmark": "classify_long",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "model": args.model,
         "data": args.data,
         "doc_stride": "a quarter of the window",
         "runs": [],
     }
     task = get_task("classify")
+    raw = task.load_split(fetch_data(args.data), "validation", **eval_config("classify", args.model).data_options())
+    gold = [label_names(raw)[g] for g in raw["label"]]
     cuts, correct = {}, {}
     for window in (int(w) for w in args.windows.split(",")):
-        cut: set[int] = set()
-        for reduce in ("first", "mean", "max"):
-            cfg = eval_config(
+
+        def config(reduce: str, window: int = window):
+            return eval_config(
                 "classify", args.model, max_length=window, doc_stride=window // 4, window_reduce=reduce, quiet=True
             )
+
+        # the texts this window cuts into several windows: the same for every reduction
+        per_text = Counter(f["example"] for f in task.eval_features(raw, tokenizer, config("first")))
+        cut = cuts[window] = {i for i, n in per_text.items() if n > 1}
+        for reduce in ("first", "mean", "max"):
             start = time.perf_counter()
-            metrics, predictions = evaluate_model(cfg, args.data)
+            metrics, predictions = evaluate_model(config(reduce), args.data)
             seconds = time.perf_counter() - start
-            raw = task.load_split(fetch_data(args.data), "validation", **cfg.data_options())
-            if reduce == "first":  # the texts this window cuts: the same for every reduction
-                per_text = Counter(f["example"] for f in task.eval_features(raw, tokenizer, cfg))
-                cut = {i for i, n in per_text.items() if n > 1}
-            gold = [label_names(raw)[g] for g in raw["label"]]
             correct[(window, reduce)] = {i for i, (p, g) in enumerate(zip(predictions, gold)) if p == g}
-            cuts[window] = cut
             row = {
                 "window": window,
                 "window_reduce": reduce,
