@@ -150,7 +150,11 @@ ANNOTATE_HELP = {
     "rows_per_file": "rows per output file (few large files suit object stores)",
     "lease_ttl_seconds": "a crashed run's lease on OUTPUT expires after this many seconds",
     "break_lease": "take over OUTPUT although another run's lease looks alive (that run must be dead)",
-    "overwrite": "replace a published output of another task or input",
+    "overwrite": "replace a published output of another task or input (or one whose manifest cannot be followed)",
+    "retention_hours": "files of a replaced output stay this long for readers of its manifest, then the next run "
+    "that publishes removes them (0: at once)",
+    "csv_max_value_lines": "CSV: a quoted value spanning more lines is a reject naming its first line (an unclosed "
+    "quote would fold the rest of the file into one row)",
     "quiet": "no progress (a bar on a terminal, a line every 30 s otherwise), only the summary line",
     "max_reject_rate": "fail the run (exit 1, after publishing the rejects with their reasons) when more than this "
     "share of the rows is rejected; 1: never",
@@ -526,7 +530,7 @@ USER_ERRORS = (ConfigError, DataError, StorageError, FileNotFoundError, ModelCar
 
 
 STOPPED = {
-    "annotate": "this run's staged files were removed and its lease released; the published output is as it was",
+    "annotate": "nothing of this run was published; the output is as it was",
     "nightly": "the partition being annotated keeps its previous output; the next run redoes it",
     "train": "the checkpoints of finished epochs are kept: run the same command with --resume to continue",
 }
@@ -552,7 +556,8 @@ def run_job(work, command: str = "") -> int:
         if isinstance(err, SystemExit) and err.code != signal.SIGTERM:
             raise
         term = not isinstance(err, KeyboardInterrupt) or isinstance(err, Stopped)
-        kept = STOPPED.get(command, "nothing was left half-written")
+        # an annotation run says what it left published (commit.Commit.outcome); else what the command keeps
+        kept = getattr(err, "outcome", None) or STOPPED.get(command, "nothing was left half-written")
         print(f"nlpbatch: stopped by {'SIGTERM' if term else 'Ctrl-C'}: {kept}", file=sys.stderr)
         return 143 if term else 130
 

@@ -225,6 +225,8 @@ class AnnotateConfig:
     lease_ttl_seconds: float = 600.0  # a crashed run's lease expires after this long (renewed every ttl/3)
     break_lease: bool = False  # take over the output even though another run's lease looks alive
     overwrite: bool = False  # replace a published output of another task or input
+    retention_hours: float = 24.0  # a replaced output's files stay this long for readers still on the old manifest
+    csv_max_value_lines: int = 100  # CSV: a quoted value over more lines is a reject (an unclosed quote, likely)
     quiet: bool = False  # no progress bar or lines, only the summary (cron)
     max_reject_rate: float = 0.5  # more rejected rows than this share fails the run (after publishing the rejects)
     allow_empty: bool = False  # an input without rows publishes an empty output instead of failing
@@ -335,6 +337,10 @@ class AnnotateConfig:
             errors.append(f"run_id: {self.run_id!r} must be letters, digits, '.', '_' or '-' (it names files)")
         if self.lease_ttl_seconds < 1:
             errors.append(f"lease_ttl_seconds: must be >= 1, got {self.lease_ttl_seconds}")
+        if self.retention_hours < 0:
+            errors.append(f"retention_hours: must be >= 0, got {self.retention_hours}")
+        if self.csv_max_value_lines < 1:
+            errors.append(f"csv_max_value_lines: must be >= 1, got {self.csv_max_value_lines}")
         for key in ("max_chars", "batch_rows", "n_best", "max_answer_length", "rows_per_file"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 errors.append(f"{key}: must be >= 1, got {getattr(self, key)}")

@@ -2,9 +2,11 @@
 
 A partition is taken only once it is complete: with `require_input_marker`, when the upstream writer has put a
 `_SUCCESS` file in it; otherwise once its day (UTC) has ended `settle_hours` ago, so today's still-filling
-partition waits for a later night. A partition is done when OUTPUT/dt=D/_SUCCESS.json exists and names the same
-input files (path, size, modification time) as the partition holds now: a file that arrives or changes later makes
-the partition due again. Every due partition is tried; the failures are listed and make the exit status non-zero.
+partition waits for a later night. A partition is done when OUTPUT/dt=D/_SUCCESS.json exists, says the run was
+complete (a run that failed after publishing, e.g. over --max-reject-rate, is redone) and names the same input files
+(path, size, modification time) as the partition holds now: a file that arrives or changes later makes the partition
+due again. Every due partition is tried; a partition whose output another live run holds (an overlapping cron) is
+"in progress", not failed; the failures are listed and make the exit status non-zero.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, 
         return "empty"
     out_fs, out_path = filesystem_for(cfg.output, cfg.s3_endpoint)
     manifest = read_json(out_fs, join(out_path, MANIFEST))
-    if manifest is None:
-        return "due"
+    if manifest is None or manifest.get("status") != "complete":
+        return "due"  # never run, or failed (the run says why: an unreadable manifest is named there)
     scheme = "s3://" if cfg.input.startswith("s3://") else ""
     signature = [{**file_signature(i), "path": scheme + i.path} for i in current]
     return "done" if manifest.get("input_files") == signature else "due"
@@ -102,12 +104,13 @@ def run_nightly(
     now: dt.datetime | None = None,
 ) -> dict:
     """Annotate every selected partition that is due; one partition's failure does not stop the others.
-    Returns {dates, annotated, skipped, waiting, empty, failed}."""
+    Returns {dates, annotated, skipped, waiting, empty, in_progress, failed}."""
+    from nlpbatch.annotate.commit import LeaseHeldError
     from nlpbatch.annotate.pipeline import run_annotation
 
     now = now or dt.datetime.now(dt.timezone.utc)
     dates = select_dates(list_partitions(base.input, base.s3_endpoint), date, since, until)
-    done, skipped, waiting, empty, failed = {}, [], [], [], {}
+    done, skipped, waiting, empty, running, failed = {}, [], [], [], {}, {}
     for day in dates:
         cfg = dataclasses.replace(
             base,
@@ -124,6 +127,10 @@ def run_nightly(
                 continue
             say(f"nightly: annotating dt={day}")
             manifest = run_annotation(cfg)
+        except LeaseHeldError as err:  # another live run (an overlapping cron) holds it: its work, not a failure
+            running[day] = str(err)
+            say(f"nightly: dt={day} in progress in another run: {err}")
+            continue
         except Exception as err:  # the next partition still runs; the summary and exit status report this one
             failed[day] = f"{type(err).__name__}: {err}"
             say(f"nightly: dt={day} FAILED: {failed[day]}")
@@ -135,5 +142,6 @@ def run_nightly(
         "skipped": skipped,
         "waiting": waiting,
         "empty": empty,
+        "in_progress": running,
         "failed": failed,
     }

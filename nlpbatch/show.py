@@ -24,7 +24,7 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
     """(manifest, the first n annotated rows) of a published output."""
     import pyarrow.parquet as pq
 
-    from nlpbatch.annotate.commit import MANIFEST, relative_file
+    from nlpbatch.annotate.commit import MANIFEST, check_manifest, relative_file
     from nlpbatch.annotate.reader import iter_lines
     from nlpbatch.storage import filesystem_for, join, read_json
 
@@ -32,6 +32,7 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
     manifest = read_json(filesystem, join(path, MANIFEST))
     if manifest is None:
         raise ConfigError(f"{output}: no {MANIFEST} (not a published annotate output, or its run has not finished)")
+    check_manifest(output, manifest)
     rows: list[dict] = []
     for file in manifest["output_files"]:
         rel = relative_file(path, file)  # a manifest names files under its own output, or it is not followed

@@ -300,7 +300,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     lease = acquire_lease(store, cfg.output, run_id, cfg.lease_ttl_seconds, cfg.break_lease)
     commit = None
     try:
-        commit = Commit(out_fs, out_path, lease)
+        commit = Commit(out_fs, out_path, lease, cfg.retention_hours * 3600, cfg.overwrite)
         _check_replaces(cfg, commit.previous.body)
         provenance = {
             "model": cfg.model,
@@ -336,14 +336,20 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
                 _build_dataset(cfg, plan, in_fs, progress.counter).write_datasink(sink)
         stream_seconds = time.perf_counter() - t_stream
 
-        totals = reconcile(plan.rows_in, sink.results, cfg.output)  # checked before anything is published
+        try:  # checked before anything is published
+            totals = reconcile(plan.rows_in, sink.results, cfg.output)
+        except StorageError as err:
+            raise StorageError(f"{err}{_changed_inputs(plan, in_fs)}") from err
         stage_seconds: dict[str, float] = {}
         for result in sink.results:
             for stage, seconds in result["seconds"].items():
                 stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
         scheme = "s3://" if cfg.input.startswith("s3://") else ""
+        failure = reject_rate_failure(plan.rows_in, totals, cfg)
         manifest = {
-            "status": "complete",
+            # failed: published for the user to read, and redone by the next nightly run
+            "status": "failed" if failure else "complete",
+            **({"failure": failure} if failure else {}),
             "task": cfg.task,
             "run_id": run_id,
             "rows_in": plan.rows_in,
@@ -367,31 +373,90 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         }
         staged = sorted(f for r in sink.results for f in r["files"])
         manifest = commit.publish(staged, manifest)
-    except BaseException:  # also Ctrl-C: this attempt's own files go, the published output stays as it was
-        if commit is not None:
-            commit.abort()
+    except BaseException as err:  # also Ctrl-C: this attempt's own files go, the published output stays as it was
+        outcome = _abort(commit, cfg.output)
+        if isinstance(err, KeyboardInterrupt):
+            err.outcome = outcome  # the CLI's line after a signal says what is published
+        elif isinstance(err, OSError) and not isinstance(err, StorageError):  # a full disk, a read-only folder
+            raise StorageError(f"{cfg.output}: {_os_error(err)}; {outcome}") from err
         raise
     finally:
-        lease.release()
+        _release(lease, cfg)
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in list(totals["reject_reasons"].items())[:3])
     say(
         f"annotate {cfg.task}: {plan.rows_in} rows in, {totals['rows_out']} annotated, "
-        f"{totals['rows_rejected']} rejected, {manifest['timings']['tokens_per_second']:.0f} tokens/s"
+        f"{totals['rows_rejected']} rejected{f' ({reasons})' if reasons else ''}, "
+        f"{manifest['timings']['tokens_per_second']:.0f} tokens/s"
     )
-    check_reject_rate(manifest, cfg)
+    if failure:
+        raise RunFailed(failure)
     return manifest
 
 
-def check_reject_rate(manifest: dict, cfg: AnnotateConfig) -> None:
-    """A published run whose rejects exceed --max-reject-rate fails (a wrong column, a corpus of another shape):
-    its rejects, with their reasons, are published for the user to read."""
-    rows, rejected = manifest["rows_in"], manifest["rows_rejected"]
-    if not rows or rejected / rows <= cfg.max_reject_rate:
-        return
-    reasons = "; ".join(f"{reason}: {n}" for reason, n in manifest.get("reject_reasons", {}).items())
-    raise RunFailed(
-        f"{rejected} of {rows} rows rejected ({rejected / rows:.0%}, over --max-reject-rate {cfg.max_reject_rate}); "
-        f"top reasons: {reasons}. The rejects are published in {cfg.output} (rejects/; `nlpbatch show "
-        f"{cfg.output}`); raise --max-reject-rate if this is expected"
+def _abort(commit: Commit | None, output: str) -> str:
+    """Remove what an attempt that did not publish wrote; return what is published now, in words."""
+    if commit is None:
+        return f"nothing was published; {output} is as it was"
+    commit.abort()
+    return commit.outcome()
+
+
+def _release(lease, cfg: AnnotateConfig) -> None:
+    """Release the lease; a failure to (a read-only or full store) is said, never raised over the run's outcome."""
+    try:
+        lease.release()
+    except Exception as err:
+        say(
+            f"{cfg.output}: the lease could not be released ({_os_error(err)}); the next run takes it over "
+            f"{cfg.lease_ttl_seconds:.0f} s after its last renewal, or at once with --break-lease"
+        )
+
+
+def _os_error(err: BaseException) -> str:
+    """An OSError in words: its message and, for a full disk or a read-only folder, what to do."""
+    import errno
+
+    hints = {
+        errno.ENOSPC: "the disk is full: free space and run again",
+        errno.EROFS: "the file system is read-only: write the output elsewhere",
+        errno.EACCES: "permission denied: check who owns the output folder",
+        errno.EDQUOT: "the disk quota is exceeded: free space and run again",
+    }
+    text = f"{type(err).__name__}: {err}"
+    hint = hints.get(getattr(err, "errno", None))
+    return f"{text} ({hint})" if hint else text
+
+
+def _changed_inputs(plan: Plan, in_fs) -> str:
+    """The input files that changed since they were listed (the usual reason rows do not reconcile), in words."""
+    changed = []
+    for info in plan.infos:
+        try:
+            now = in_fs.get_file_info(info.path)
+        except OSError:
+            now = None
+        if now is None or now.size != info.size or now.mtime != info.mtime:
+            size = "gone" if now is None or now.size is None or now.size < 0 else f"{now.size:,} bytes now"
+            changed.append(f"{info.path} ({info.size:,} bytes when listed, {size})")
+    if not changed:
+        return ""
+    return (
+        f". These input files changed during the run: {'; '.join(changed[:5])}. Annotate a file once its writer has "
+        "finished (nightly: --require-input-marker, or --settle-hours)"
+    )
+
+
+def reject_rate_failure(rows_in: int, totals: dict, cfg: AnnotateConfig) -> str | None:
+    """Why a run whose rejects exceed --max-reject-rate fails (a wrong column, a corpus of another shape), or None.
+    Its rejects, with their reasons, are still published for the user to read."""
+    rejected = totals["rows_rejected"]
+    if not rows_in or rejected / rows_in <= cfg.max_reject_rate:
+        return None
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in totals.get("reject_reasons", {}).items())
+    return (
+        f"{rejected} of {rows_in} rows rejected ({rejected / rows_in:.0%}, over --max-reject-rate "
+        f"{cfg.max_reject_rate}); top reasons: {reasons}. The rejects are published in {cfg.output} (rejects/; "
+        f"`nlpbatch show {cfg.output}`); raise --max-reject-rate if this is expected"
     )
 
 
@@ -513,7 +578,7 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
     if plan.fmt == "parquet":
         source = ParquetRowGroups(plan.files, columns=columns, filesystem=in_fs, include_paths=True)
     elif plan.fmt == "csv":
-        source = CsvRows(plan.files, columns=columns, filesystem=in_fs, include_paths=True)
+        source = CsvRows(plan.files, columns, cfg.csv_max_value_lines, filesystem=in_fs, include_paths=True)
     else:
         source = JsonlLines(plan.files, filesystem=in_fs, include_paths=True)
     ds = ray.data.read_datasource(source)
@@ -611,7 +676,7 @@ def _stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _progre
     with ThreadPoolExecutor(workers, thread_name_prefix="nlpbatch-annotate") as pool:
         try:
             for path in plan.files:
-                for block in read_file(plan.fmt, in_fs, path, columns):
+                for block in read_file(plan.fmt, in_fs, path, columns, cfg.csv_max_value_lines):
                     for start in range(0, block.num_rows, batch_rows):
                         running.append(pool.submit(annotate, block.slice(start, batch_rows)))
                         finish(2 * workers)

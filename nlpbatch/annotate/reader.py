@@ -10,7 +10,9 @@ rows (the count comes from the footer), so a corrupt block is rejected, never lo
 
 CSV / TSV (a header row first; `.tsv` tab-separated and unquoted, as GLUE and most exports write it) is streamed
 by pyarrow's CSV reader with every column read as text; a row with the wrong number of fields becomes a reject row
-naming its line, and `csv_tables` serves both the driver's count and the read.
+naming its line, and `csv_tables` serves both the driver's count and the read. The parser cannot tell an unclosed
+quote from a long quoted value (it folds the rest of the file into one row), so a row spanning more than
+`max_value_lines` lines is a reject naming its first line and the likely cause, never a silent fold.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ray.data.datasource import FileBasedDatasource
 
 BOM = b"\xef\xbb\xbf"
 BLOCK_ROWS = 4096
+MAX_VALUE_LINES = 100  # CSV: a row spanning more lines is a reject (AnnotateConfig.csv_max_value_lines)
 JSONL_SCHEMA = pa.schema([("raw", pa.binary()), ("line", pa.int64())])
 
 
@@ -81,7 +84,7 @@ def parquet_blocks(f, columns: list[str]) -> Iterator[pa.Table]:
         errors: list[str | None] = [None] * n
         try:
             table = parquet.read_row_group(group, columns=columns)
-            values = [_valid_utf8(name, _as_strings(table[name]), errors) for name in columns]
+            values = [_valid_utf8(name, _as_strings(name, table[name], errors), errors) for name in columns]
         except Exception as err:  # a corrupt block: its rows become rejects, the rest of the file is read
             errors = [f"unreadable Parquet row group {group}: {type(err).__name__}: {err}"[:1000]] * n
             values = [pa.nulls(n, pa.string()) for _ in columns]
@@ -124,16 +127,26 @@ def _valid_utf8(name: str, column: pa.ChunkedArray, errors: list[str | None]) ->
     return pa.chunked_array([pa.array(values, pa.string())])
 
 
-def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def _as_strings(name: str, column: pa.ChunkedArray, errors: list[str | None]) -> pa.ChunkedArray:
     """A column as text: Arrow's cast where there is one (numbers, dates), else JSON per value (lists, structs:
-    a kept column may hold anything)."""
+    a kept column may hold anything). A nested value that cannot be read (invalid UTF-8 inside it) is null, with
+    its row's reason in `errors`: one reject, not its whole row group."""
+    import json
+
     try:
         return column.cast(pa.string())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        import json
-
-        values = [None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()]
-        return pa.chunked_array([pa.array(values, pa.string())])
+        pass
+    values: list[str | None] = []
+    for i, scalar in enumerate(column.combine_chunks()):
+        try:
+            value = scalar.as_py()
+        except (UnicodeDecodeError, pa.ArrowInvalid) as err:
+            values.append(None)
+            errors[i] = errors[i] or f"column {name!r} holds a value that is not valid UTF-8 ({err})"[:300]
+            continue
+        values.append(None if value is None else json.dumps(value, ensure_ascii=False, default=str))
+    return pa.chunked_array([pa.array(values, pa.string())], pa.string())
 
 
 def check_parquet(
@@ -217,10 +230,14 @@ def _csv_parse(path: str, bad: list | None = None):
     )
 
 
-def csv_tables(stream, path: str, header: list[str], columns: list[str]) -> Iterator[pa.Table]:
-    """The named columns of a CSV / TSV file as text, in blocks, plus `line` (the header is line 1, each row one
-    line after it: a line break quoted inside a value is not counted) and `_error` (a malformed row's reason, its
-    values null)."""
+def csv_tables(
+    stream, path: str, header: list[str], columns: list[str], max_value_lines: int = MAX_VALUE_LINES
+) -> Iterator[pa.Table]:
+    """The named columns of a CSV / TSV file as text, in blocks, plus `line` (the row's first line in the file; the
+    header is line 1) and `_error` (a malformed row's reason, its values null). Every column is parsed, so a line
+    break quoted in any of them moves the next rows' line numbers and counts against `max_value_lines`."""
+    import numpy as np
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     bad: list = []
@@ -230,7 +247,6 @@ def csv_tables(stream, path: str, header: list[str], columns: list[str]) -> Iter
         parse_options=_csv_parse(path, bad),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in header},
-            include_columns=columns,
             strings_can_be_null=False,
             check_utf8=False,  # checked per value below: one bad value is one reject
         ),
@@ -239,13 +255,26 @@ def csv_tables(stream, path: str, header: list[str], columns: list[str]) -> Iter
     for batch in reader:
         n = batch.num_rows
         skipped = {r.number for r in bad}  # the block's malformed rows, by line: the good rows take the others
-        lines = [x for x in range(line, line + n + len(bad)) if x not in skipped][:n]
+        lines = np.array([x for x in range(line, line + n + len(bad)) if x not in skipped][:n], dtype=np.int64)
+        breaks = np.zeros(n, dtype=np.int64)  # line breaks quoted inside each row's values
+        for column in batch.columns:
+            breaks += pc.fill_null(pc.count_substring(column.view(pa.binary()), "\n"), 0).to_numpy()
+        lines[1:] += np.cumsum(breaks)[:-1]
         errors: list[str | None] = [None] * n
+        for i in np.flatnonzero(breaks >= max_value_lines):
+            errors[i] = (
+                f"a quoted value spans {breaks[i] + 1} lines from line {lines[i]} (over --csv-max-value-lines "
+                f"{max_value_lines}): an unclosed quote on that line folds the rest of the file into one row; "
+                "close the quote, or raise --csv-max-value-lines if such long values are meant"
+            )
         values = [_valid_utf8(name, pa.chunked_array([batch.column(name)]), errors) for name in columns]
+        if any(errors):  # the folded row's values are not the document's: null, the reason kept
+            valid = pa.array([e is None for e in errors])
+            values = [pc.if_else(valid, v, pa.scalar(None, pa.string())) for v in values]
         yield pa.table(
             [*values, pa.array(lines, pa.int64()), pa.array(errors, pa.string())], names=[*columns, "line", "_error"]
         )
-        line += n + len(bad)
+        line += n + len(bad) + int(breaks.sum())
         if bad:  # rows skipped in this block: one reject row each
             reasons = [f"row with {r.actual_columns} fields, the header has {r.expected_columns}" for r in bad]
             numbers = [r.number or 0 for r in bad]
@@ -256,25 +285,29 @@ def csv_tables(stream, path: str, header: list[str], columns: list[str]) -> Iter
             bad.clear()
 
 
-def csv_blocks(f, path: str, columns: list[str], filesystem) -> Iterator[pa.Table]:
+def csv_blocks(
+    f, path: str, columns: list[str], filesystem, max_value_lines: int = MAX_VALUE_LINES
+) -> Iterator[pa.Table]:
     """`csv_tables` of one file; the header is read first, from a second look at the file."""
     with filesystem.open_input_stream(path) as head:
         header = csv_header(head, path)
-    yield from csv_tables(f, path, header, columns)
+    yield from csv_tables(f, path, header, columns, max_value_lines)
 
 
 class CsvRows(FileBasedDatasource):
     """`csv_blocks` of each file."""
 
-    def __init__(self, paths, columns: list[str], **kwargs):
+    def __init__(self, paths, columns: list[str], max_value_lines: int = MAX_VALUE_LINES, **kwargs):
         super().__init__(paths, **kwargs)
-        self.columns = columns
+        self.columns, self.max_value_lines = columns, max_value_lines
 
     def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
-        yield from csv_blocks(f, path, self.columns, self._filesystem)
+        yield from csv_blocks(f, path, self.columns, self._filesystem, self.max_value_lines)
 
 
-def read_file(fmt: str, filesystem, path: str, columns: list[str]) -> Iterator[pa.Table]:
+def read_file(
+    fmt: str, filesystem, path: str, columns: list[str], max_value_lines: int = MAX_VALUE_LINES
+) -> Iterator[pa.Table]:
     """One input file's blocks, read in this process (the local runner) exactly as the Ray read task reads them,
     with the `path` column its `include_paths` adds."""
     if fmt == "parquet":
@@ -285,7 +318,7 @@ def read_file(fmt: str, filesystem, path: str, columns: list[str]) -> Iterator[p
         if fmt == "parquet":
             blocks = parquet_blocks(f, columns)
         elif fmt == "csv":
-            blocks = csv_blocks(f, path, columns, filesystem)
+            blocks = csv_blocks(f, path, columns, filesystem, max_value_lines)
         else:
             blocks = jsonl_blocks(f, path)
         for block in blocks:

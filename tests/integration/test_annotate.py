@@ -135,11 +135,12 @@ def test_s3_round_trips_rejects_and_rerun(ray_cluster, tiny_ner_model, s3_server
         output_format="jsonl",
         s3_endpoint=s3_server,
         runner="local",
+        retention_hours=0,  # the replaced run's files go at once (kept for readers by default: test_publish)
     )
     a, b = run_annotation(to_s3), run_annotation(to_s3)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="annotations/")["Contents"]]
     data_keys = [k for k in keys if "/data/part-" in k]
-    assert data_keys and all(b["run_id"] in k for k in data_keys) and b["removed_files_of_earlier_runs"] >= 1
+    assert data_keys and all(b["run_id"] in k for k in data_keys) and b["replaced_files_kept_for_readers"] >= 1
     manifest = json.loads(client.get_object(Bucket=bucket, Key="annotations/_SUCCESS.json")["Body"].read())
     assert manifest["run_id"] == b["run_id"] and manifest["rows_out"] == 4
     body = b"".join(client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in data_keys)

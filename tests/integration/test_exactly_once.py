@@ -36,6 +36,8 @@ def _write_corpus(path: Path, n: int, prefix: str = "d") -> list[str]:
 
 
 def _cfg(model, input_uri, output_uri, **kw):
+    """A run whose replaced files go at once (readers' retention: test_publish), so a glob sees one run."""
+    kw = {"retention_hours": 0, **kw}
     return load_annotate_config(task="ner", model=str(model), input=str(input_uri), output=str(output_uri), **kw)
 
 

@@ -33,14 +33,17 @@ def test_a_run_of_rejects_fails_after_publishing_them(ray_cluster, tiny_ner_mode
     assert "text is null: 2" in str(failed.value) and "text is empty: 1" in str(failed.value)
     manifest = json.loads((out / MANIFEST).read_text())  # published: the rejects are there to read
     assert manifest["rows_rejected"] == 3 and manifest["reject_reasons"] == {"text is null": 2, "text is empty": 1}
+    assert manifest["status"] == "failed" and manifest["failure"] == str(failed.value)  # the next night redoes it
     shown = _nlpbatch("show", str(out))
     assert shown.returncode == 0, shown.stderr
     assert "3 rejected" in shown.stdout and "text is null: 2" in shown.stdout
 
-    # the same rows under a limit they keep (the check the run makes after publishing): no failure
-    from nlpbatch.annotate.pipeline import check_reject_rate
+    # the same rows under a limit they keep (the check the run makes before publishing): no failure
+    from nlpbatch.annotate.pipeline import reject_rate_failure
 
-    check_reject_rate(manifest, load_annotate_config(output=str(out), max_reject_rate=0.8, **common))
+    assert (
+        reject_rate_failure(4, manifest, load_annotate_config(output=str(out), max_reject_rate=0.8, **common)) is None
+    )
 
 
 def test_no_rows_and_no_partitions_fail_unless_empty_is_fine(tiny_ner_model, tmp_path):

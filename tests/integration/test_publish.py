@@ -55,9 +55,9 @@ class Output:
         with self.fs.open_input_stream(f"{self.path}/{rel}") as fh:
             return fh.read()
 
-    def start(self, run_id: str, ttl: float = 60, break_lease: bool = False, heartbeat: bool = False):
+    def start(self, run_id: str, ttl: float = 60, break_lease: bool = False, heartbeat: bool = False, retention=0.0):
         lease = acquire_lease(self.store, self.uri, run_id, ttl, break_lease, heartbeat=heartbeat)
-        return Commit(self.fs, self.path, lease)
+        return Commit(self.fs, self.path, lease, retention_seconds=retention)
 
     def stage(self, attempt: Commit, n: int = 3) -> list[str]:
         """Files as the sink writes them: data and rejects, named with the attempt's prefix, rows that say whose."""
@@ -118,7 +118,7 @@ def test_publish_leaves_files_it_did_not_write(output):
     assert sorted(second["foreign_files"]) == sorted(foreign)
     assert all(output.read(rel) == b"the user's own file" for rel in foreign)
     assert not any(output.exists(rel) for rel in first["output_files"])  # the replaced run's own files went
-    assert second["removed_files_of_earlier_runs"] == len(first["output_files"])
+    assert second["replaced_files_kept_for_readers"] == len(first["output_files"])
 
 
 def test_manifest_paths_outside_the_output_are_never_followed(tmp_path, s3_server, s3_bucket):
@@ -238,7 +238,7 @@ def test_a_published_run_does_not_fail_on_files_already_gone(output):
     first = run(output, "r1")
     output.fs.delete_file(f"{output.path}/{first['output_files'][0]}")  # an S3 lifecycle rule, a user
     second = run(output, "r2")
-    assert output.check()["run_id"] == "r2" and second["removed_files_of_earlier_runs"] == len(first["output_files"])
+    assert output.check()["run_id"] == "r2" and second["replaced_files_kept_for_readers"] == len(first["output_files"])
     assert output.fs.get_file_info(f"{output.path}/{STAGING}").type.name == "NotFound"
 
 
