@@ -384,8 +384,15 @@ def write_json(filesystem, path: str, payload: dict) -> None:
         with_retries(lambda: put_bytes(filesystem, path, data), f"write {path}")
         return
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    put_bytes(filesystem, tmp, data)
-    os.replace(tmp, path)
+    try:
+        put_bytes(filesystem, tmp, data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal: no half-written temporary file stays behind
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def put_bytes(filesystem, path: str, data: bytes) -> None:

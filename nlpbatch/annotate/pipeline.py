@@ -297,7 +297,12 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     out_fs, out_path = _prepare_output(cfg)
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     store = Store(out_fs, out_path, cfg.s3_endpoint)
-    lease = acquire_lease(store, cfg.output, run_id, cfg.lease_ttl_seconds, cfg.break_lease)
+    try:
+        lease = acquire_lease(store, cfg.output, run_id, cfg.lease_ttl_seconds, cfg.break_lease)
+    except OSError as err:
+        if isinstance(err, StorageError):
+            raise
+        raise StorageError(f"{cfg.output}: cannot take the output's lease ({_os_error(err)}); nothing was changed") from err
     commit = None
     try:
         commit = Commit(out_fs, out_path, lease, cfg.retention_hours * 3600, cfg.overwrite)

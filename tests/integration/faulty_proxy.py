@@ -3,8 +3,10 @@
 Each client connection carries one request (the proxy asks the server to close after its response). A seeded share
 of requests is answered `503 SlowDown` without reaching the server, another share has its connection dropped
 before any reply, and another (`lose_reply`) is carried out by the server and then has its reply dropped: the
-client sees a dropped connection for a write that did happen. `script` gives the faults of the requests that
-`only` selects, in order (then the seeded shares apply again). Everything else is piped through byte for byte.
+client sees a dropped connection for a write that did happen; `delay_reply` is carried out and its reply held for
+`reply_delay` seconds (`delayed` is set meanwhile: a test signals the client then). `script` gives the faults of
+the requests that `only` selects, in order (then the seeded shares apply again). Everything else is piped through
+byte for byte.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class FaultyProxy:
         lose_reply: float = 0.0,
         only=None,
         script: list[str | None] | None = None,
+        reply_delay: float = 3.0,
     ):
         host, port = upstream.removeprefix("http://").rsplit(":", 1)
         self.upstream = (host, int(port))
@@ -41,7 +44,8 @@ class FaultyProxy:
         self.script = list(script or [])
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.counts = {"forwarded": 0, "slow_down": 0, "dropped": 0, "lost_reply": 0}
+        self.counts = {"forwarded": 0, "slow_down": 0, "dropped": 0, "lost_reply": 0, "delay_reply": 0}
+        self.reply_delay, self.delayed = reply_delay, threading.Event()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self.closed = False
@@ -97,6 +101,19 @@ class FaultyProxy:
                     while server.recv(65536):
                         pass
                     _reset(client)
+                    return
+                if fault == "delay_reply":  # carried out by the server; the client waits for its reply
+                    server.sendall(request + _body_rest(client, header, rest))
+                    server.shutdown(socket.SHUT_WR)
+                    reply = b""
+                    while chunk := server.recv(65536):
+                        reply += chunk
+                    self.delayed.set()
+                    threading.Event().wait(self.reply_delay)
+                    try:
+                        client.sendall(reply)
+                    except OSError:
+                        pass
                     return
                 server.sendall(request)
                 pump = threading.Thread(target=_pipe, args=(client, server), daemon=True)
