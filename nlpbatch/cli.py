@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nlpbatch.config import (
     DATA_FORMATS,
+    READER_KEYS,
     AnnotateConfig,
     ConfigError,
     TrainConfig,
@@ -54,7 +55,15 @@ TRAIN_HELP = {
     "span_alignment": "NER span files (spaCy/Prodigy, doccano, Label Studio): a span boundary inside a word is "
     "counted and reported, then expand (the whole word), contract (the words inside) or strict (an error)",
     "data_format": "NER file format, when the extension and content do not tell: conll (columns), tokens (JSONL / "
-    "Parquet token and tag lists), spacy, doccano, label-studio",
+    "Parquet token and tag lists), label-studio (JSON export), label-studio-min (JSON-MIN), doccano (with or "
+    "without relations), spacy (span JSONL), spacy-doc (Doc.to_json()), docbin (.spacy), prodigy (db-out)",
+    "annotations": "NER span files, a task several people annotated: auto (its ground_truth annotation, else the "
+    "most recent), all (one example per annotation), agreed (only the spans every annotator marked); their "
+    "agreement is reported",
+    "overlaps": "NER span files: overlapping or nested spans (one word has one tag): longest (keep the longest), "
+    "first (keep the earliest), error; each one resolved is counted and named",
+    "text_key": "NER span files: the field holding the text (Label Studio's $name; default: text, or the task's "
+    "one text field)",
     "tokens_column": "NER token records and hub datasets: the column with the tokens (default tokens)",
     "tags_column": "NER token records and hub datasets: the column with the tags (default ner_tags, else tags)",
     "tag_column": "NER column files: the tag's column, 1-based (default: the last)",
@@ -173,6 +182,8 @@ CHOICES = {
     "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
     "data_format": list(DATA_FORMATS),
     "span_alignment": ["expand", "contract", "strict"],
+    "annotations": ["auto", "all", "agreed"],
+    "overlaps": ["longest", "first", "error"],
     "window_reduce": ["mean", "first", "max"],
 }
 
@@ -350,7 +361,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--skip-invalid", action="store_true", help="QA: skip invalid questions (scored 0)")
     for column in ("text_column", "text_pair_column", "label_column"):
         ev.add_argument("--" + column.replace("_", "-"), help=TRAIN_HELP[column] + " (default: as trained)")
-    for key in ("data_format", "tag_scheme", "span_alignment", "tokens_column", "tags_column", "tag_column"):
+    for key in READER_KEYS:
         ev.add_argument(
             "--" + key.replace("_", "-"),
             type=int if key == "tag_column" else None,
@@ -509,10 +520,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         text_pair_column=args.text_pair_column,
         label_column=args.label_column,
-        **{
-            k: getattr(args, k)
-            for k in ("data_format", "tag_scheme", "span_alignment", "tokens_column", "tags_column", "tag_column")
-        },
+        **{k: getattr(args, k) for k in READER_KEYS},
     )
     data = args.data or os.environ.get(DATA_ENV)
     metrics, predictions = evaluate_model(

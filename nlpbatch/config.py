@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nlpbatch.data.exports import OUTPUT_FORMATS
+from nlpbatch.data.tools import SHAPES
 from nlpbatch.engines import BACKENDS
 from nlpbatch.tasks import get_task, is_task, task_names
 
@@ -22,7 +23,10 @@ from nlpbatch.tasks import get_task, is_task, task_names
 # LOCAL_ROWS, the processes of a Ray cluster. Up to LOCAL_ROWS rows, start-up dominates on any machine.
 LOCAL_ROWS = 1000
 LOCAL_CORES = 16
-DATA_FORMATS = ("auto", "conll", "tokens", "spacy", "doccano", "label-studio")  # NER training files
+# how the NER readers read a file (TrainConfig fields, evaluate's flags)
+READER_KEYS = ("data_format", "tag_scheme", "span_alignment", "annotations", "overlaps", "text_key")
+READER_KEYS += ("tokens_column", "tags_column", "tag_column")
+DATA_FORMATS = ("auto", "conll", "tokens", *SHAPES)  # NER training files
 
 
 class ConfigError(ValueError):
@@ -42,9 +46,11 @@ class TrainConfig:
     labels: str | None = None  # NER: the label list (comma list of tags or types, or a file); None: from the data
     tag_scheme: str = "auto"  # NER column files: auto | iob2 | iob1 | bioes | io, converted to IOB2 on load
     span_alignment: str = "expand"  # NER span files: a span boundary inside a word: expand | contract | strict
-    data_format: str = (
-        "auto"  # NER files: auto (from extension and content) | conll | tokens | spacy | doccano | label-studio
-    )
+    annotations: str = "auto"  # NER span files, a task with several annotations: auto (ground truth, else the
+    # most recent) | all (one example each) | agreed (the spans every annotator marked)
+    overlaps: str = "longest"  # NER span files: overlapping or nested spans: longest | first | error
+    text_key: str | None = None  # NER span files: the field with the text (default: text, or the one string field)
+    data_format: str = "auto"  # NER files: auto (from extension and content) | conll | tokens | a tool's shape
     tokens_column: str | None = None  # NER token records / hub datasets: the tokens (default tokens)
     tags_column: str | None = None  # NER: the tags (default ner_tags, else tags)
     tag_column: int | None = None  # NER column files: the tag's column, 1-based (default: the last)
@@ -97,8 +103,7 @@ class TrainConfig:
 
     def data_options(self) -> dict:
         """How the task's reader reads a file (formats and column names), for training and evaluation alike."""
-        keys = ("tag_scheme", "span_alignment", "data_format", "tokens_column", "tags_column", "tag_column")
-        keys += ("text_column", "text_pair_column", "label_column", "multi_label")
+        keys = READER_KEYS + ("text_column", "text_pair_column", "label_column", "multi_label")
         return {k: getattr(self, k) for k in keys}
 
     @property
@@ -161,6 +166,10 @@ class TrainConfig:
             errors.append(f"tag_column: {self.tag_column} (1-based; column 1 holds the word)")
         if self.span_alignment not in ("expand", "contract", "strict"):
             errors.append(f"span_alignment: {self.span_alignment!r} is not expand, contract or strict")
+        if self.annotations not in ("auto", "all", "agreed"):
+            errors.append(f"annotations: {self.annotations!r} is not auto, all or agreed")
+        if self.overlaps not in ("longest", "first", "error"):
+            errors.append(f"overlaps: {self.overlaps!r} is not longest, first or error")
         if (self.train is None) != (self.validation is None) and self.data_dir is None:
             errors.append("train and validation: give both files (or --data-dir for the other split)")
         if self.resume and self.overwrite:

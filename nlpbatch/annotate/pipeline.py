@@ -302,7 +302,9 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     except OSError as err:
         if isinstance(err, StorageError):
             raise
-        raise StorageError(f"{cfg.output}: cannot take the output's lease ({_os_error(err)}); nothing was changed") from err
+        raise StorageError(
+            f"{cfg.output}: cannot take the output's lease ({_os_error(err)}); nothing was changed"
+        ) from err
     commit = None
     try:
         commit = Commit(out_fs, out_path, lease, cfg.retention_hours * 3600, cfg.overwrite)

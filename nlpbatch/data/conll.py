@@ -4,6 +4,7 @@ tags keep the hub's index order, any other set is `O` then each type's `B-`/`I-`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nlpbatch.data import DataError, read_text
@@ -51,6 +52,13 @@ def parse_labels(value: str | None) -> list[str] | None:
     return list(dict.fromkeys(tags))
 
 
+def _token_line(parts: list[str], n_columns: int | None, seen: list[str]) -> bool:
+    """Whether a line that starts with '#' is a token row: as many columns as the file's rows, a tag last."""
+    last = parts[-1]
+    is_tag = last == "O" or re.fullmatch(r"[BIESLU]-\S+", last) is not None or last in seen
+    return n_columns is not None and len(parts) == n_columns and is_tag
+
+
 def parse_conll(path: str | Path, scheme: str = "auto", tag_column: int | None = None) -> list[dict]:
     """Parse one column file: `word ... TAG` per line (tag last; spaces or tabs), blank line between sentences,
     `-DOCSTART-` lines and `#` comment lines skipped; `tag_column` (1-based) when the tag is not last. Tags in any
@@ -82,8 +90,8 @@ def parse_conll(path: str | Path, scheme: str = "auto", tag_column: int | None =
             flush()
             continue
         parts = line.split()
-        if line.startswith("# ") or line == "#":
-            continue
+        if (line.startswith("# ") or line == "#") and not _token_line(parts, n_columns, tags):
+            continue  # a comment; `# SYM O O` in a file of 3 columns is the token '#', tagged
         if parts[0] == "-DOCSTART-":
             flush()
             continue

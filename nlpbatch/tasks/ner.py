@@ -55,6 +55,9 @@ def load_split(
     tag_scheme: str = "auto",
     span_alignment: str = "expand",
     data_format: str = "auto",
+    annotations: str = "auto",
+    overlaps: str = "longest",
+    text_key: str | None = None,
     tokens_column: str | None = None,
     tags_column: str | None = None,
     tag_column: int | None = None,
@@ -82,11 +85,22 @@ def load_split(
 
     rows = []
     for path in paths:
-        columns = path.suffix.lower() not in (".jsonl", ".json", ".parquet")
+        columns = path.suffix.lower() not in (".jsonl", ".json", ".parquet", ".spacy")
         if data_format == "conll" or (data_format == "auto" and columns):
             found = parse_conll(path, tag_scheme, tag_column)
         else:  # token/tag lists, or character spans as labelling tools export them
-            found = load_records(path, span_alignment, tag_scheme, data_format, tokens_column, tags_column, labels)
+            found = load_records(
+                path,
+                span_alignment,
+                tag_scheme,
+                data_format,
+                tokens_column,
+                tags_column,
+                labels,
+                annotations,
+                overlaps,
+                text_key,
+            )
         rows += [{**row, "id": f"{path.name}:{row['id']}" if len(paths) > 1 else row["id"]} for row in found]
     return rows_dataset(rows, max_examples, labels)
 

@@ -336,5 +336,5 @@ def test_csv_and_tsv_inputs_annotate_as_their_texts_with_malformed_rows_rejected
     assert [got[k]["entities"] for k in texts] == [r["entities"] for r in reference]
     rejects = {(r["source"].rsplit("/", 1)[-1], r["line"]): r["reason"] for r in _output(manifest, "rejects")}
     assert rejects[("a.csv", 3)] == "row with 4 fields, the header has 3"
-    # rows are numbered one line each: the quoted line break above puts the latin-1 row on line 5, not 6
-    assert "not valid UTF-8" in rejects[("a.csv", 5)]
+    # rows are numbered by their first line in the file: the quoted line break above puts the latin-1 row on line 6
+    assert "not valid UTF-8" in rejects[("a.csv", 6)]

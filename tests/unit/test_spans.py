@@ -91,7 +91,7 @@ def test_every_export_reads_back_as_the_conll_sentences(kind, name, data_dir, tm
     said = capsys.readouterr().err
     assert f"read as {'tokens' if kind == 'ids' else kind}" in said
     if kind == "label-studio":
-        assert "skipped 1 task(s) without annotations" in said
+        assert "tasks not annotated: 1 (row 201)" in said
 
 
 def test_spans_off_word_boundaries_are_counted_and_aligned(tmp_path, capsys):
@@ -108,7 +108,7 @@ def test_spans_off_word_boundaries_are_counted_and_aligned(tmp_path, capsys):
         return [names[t] for t in ds["ner_tags"][0]]
 
     assert tags("expand") == ["B-PER", "I-PER", "O", "B-LOC", "O"]
-    assert "2 span(s) off word boundaries, widened to whole words" in capsys.readouterr().err
+    assert "spans off word boundaries, widened to whole words (--span-alignment): 2 (row 1)" in capsys.readouterr().err
     assert tags("contract") == ["O", "B-PER", "O", "O", "O"]  # 'Paris' inside 'Parisians': no whole word left
     with pytest.raises(DataError, match=r"s.jsonl:1: PER 'ngela Merkel' \(1-13\) does not fall on word boundaries"):
         tags("strict")
@@ -122,7 +122,7 @@ def test_spans_off_word_boundaries_are_counted_and_aligned(tmp_path, capsys):
                 "text": "Angela Merkel",
                 "spans": [{"start": 0, "end": 13, "label": "PER"}, {"start": 7, "end": 13, "label": "ORG"}],
             },
-            ":1: spans overlap",
+            ":1: spans overlap: ORG 'Merkel' and PER 'Angela Merkel' (--overlaps longest|first resolves them)",
         ),
         ({"text": "Paris", "spans": [{"start": 0, "end": 9, "label": "LOC"}]}, ":1: span 0-9 'LOC' lies outside"),
         ({"tokens": ["a", "b"], "ner_tags": ["O"]}, ":1: 'tokens' and 'ner_tags' must be lists of one length"),
@@ -137,7 +137,7 @@ def test_broken_records_name_their_row(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(line) + "\n")
     with pytest.raises(DataError, match=re.escape(message)):
-        load_split(str(path), "train")
+        load_split(str(path), "train", overlaps="error")
 
 
 def _classlabel_dataset(rows, tokens="tokens", tags="ner_tags"):
