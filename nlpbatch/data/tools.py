@@ -187,7 +187,9 @@ def _tasks(tasks: list[_Task], policy: str, tally: Tally) -> list[Example]:
         if len(task.annotations) > 1:
             tally.compare([spans for _, spans, _, _ in task.annotations])
         if policy == "all":
-            found += [Example(f"{task.row}/{name}", task.text, spans) for name, spans, _, _ in task.annotations]
+            several = len(task.annotations) > 1
+            for name, spans, _, _ in task.annotations:
+                found.append(Example(f"{task.row}/{name}" if several else task.row, task.text, spans))
             continue
         if policy == "agreed" and len(task.annotations) > 1:
             kept = set.intersection(*(set(spans) for _, spans, _, _ in task.annotations))

@@ -114,8 +114,13 @@ def run_training(cfg: TrainConfig) -> dict:
         from nlpbatch.tracking import require_mlflow
 
         require_mlflow()  # a missing extra fails now, not after hours of training
+    from nlpbatch.data import spans as span_files
+
     skips, eval_skips = SkipReport(), SkipReport()
+    read_before = len(span_files.REPORTS)
     raw_train, raw_eval = load_data(cfg, skips, eval_skips)
+    # what each labelling-tool file gave (used, skipped, resolved; the annotators' agreement): into metrics.json
+    data_files = span_files.REPORTS[read_before:]
     AutoConfig.from_pretrained(resolve_model(cfg.model))  # an unreadable model fails here, not in a worker
     output = Path(cfg.output).resolve()
     labels = get_task(cfg.task).label_names(raw_train)
@@ -193,6 +198,7 @@ def run_training(cfg: TrainConfig) -> dict:
         "run_name": name,
         "train_examples": len(raw_train),
         "eval_examples": len(raw_eval),
+        **({"data_files": data_files} if data_files else {}),
         "timings": {
             "total_seconds": time.perf_counter() - t_start,
             "fit_seconds": fit_seconds,

@@ -133,3 +133,36 @@ def test_training_files_on_s3_read_as_the_local_ones(
     assert one["n"] == 40
     with pytest.raises(DataError, match="no such object"):
         evaluate_model(cfg, f"s3://{bucket}/own/missing.conll")
+
+
+def test_a_label_studio_project_of_two_annotators_trains_in_one_run(ray_cluster, tiny_ner_model, tmp_path, capsys):
+    """Two annotators, a cancelled task, a predictions-only task, choices and textarea results, a nested span and a
+    Chinese task: it trains, says what it used, skipped and resolved, and keeps that (with the annotators'
+    agreement) in metrics.json."""
+    import json
+    from pathlib import Path
+
+    from nlpbatch.config import load_train_config
+    from nlpbatch.train.trainer import run_training
+
+    project = Path(__file__).resolve().parents[1] / "fixtures" / "exports" / "label_studio_project.json"
+    cfg = load_train_config(
+        task="ner",
+        model=str(tiny_ner_model),
+        output=str(tmp_path / "model"),
+        train=str(project),
+        validation=str(project),
+        epochs=1,
+        num_workers=1,
+        quiet=True,
+    )
+    run_training(cfg)
+    said = capsys.readouterr().err
+    assert "cancelled (skipped) annotations left out: 1 (row 3)" in said
+    assert "overlapping or nested spans left out (--overlaps longest): 1 (row 2)" in said
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["train_examples"] == 5 and len(metrics["data_files"]) == 2  # train and validation
+    train_file = metrics["data_files"][0]
+    assert train_file["format"] == "label-studio" and train_file["examples"] == 5 and train_file["entities"] == 10
+    assert train_file["counts"]["choices results ignored (not spans)"] == 1
+    assert round(train_file["agreement"]["span_f1"], 3) == 0.571 and train_file["agreement"]["per_type"]["PER"] == 1.0
