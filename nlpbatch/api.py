@@ -8,6 +8,8 @@
     tagger(table)                                       # pyarrow Table / pandas DataFrame with a `text` column
     reader = nlpbatch.load("runs/qa")
     reader("Paris is the capital of France.", question="What is the capital of France?")
+    pairs = nlpbatch.load("runs/mrpc")                  # a sentence-pair classifier
+    pairs("The cat sat.", text_pair="A cat was sitting.")  # a table: its own second-text column (the card's)
 
 A row that cannot be annotated (an empty text, say) comes back with `reject`: the reason, as the rejects of
 `annotate` say it. Settings are `annotate`'s (`max_length`, `stride`, `backend`, `aggregation`, `null_threshold`,
@@ -28,25 +30,42 @@ INTERNAL = ("source", "line", "_input", "_reject")
 class Model:
     """A loaded model: call it on a string, a list of strings, or a table. See the module docstring."""
 
-    def __init__(self, cfg, model_path: str, own_columns: bool = False):
+    def __init__(self, cfg, model_path: str, own_columns: bool = False, command: str = ""):
         """`cfg`: an AnnotateConfig (unset settings the model card holds are taken from it); `model_path`: the local
-        model dir; `own_columns`: raw JSONL lines in `cfg`'s columns go to `annotate_lines`."""
-        from nlpbatch.annotate.pipeline import in_process_annotator
+        model dir; `own_columns`: raw JSONL lines in `cfg`'s columns go to `annotate_lines`; `command`: the CLI
+        command a task mismatch's error names (else load's task=)."""
+        from nlpbatch.annotate.pipeline import in_process_annotator, second_column
         from nlpbatch.model_card import card_defaults
-        from nlpbatch.tasks import get_task
+        from nlpbatch.tasks import get_task, require_task
 
+        require_task(cfg.model, model_path, cfg.task, command)  # before a head of the wrong shape fails deep inside
         cfg = card_defaults(cfg, model_path)
         self.task, self.cfg = get_task(cfg.task), cfg
+        # a sentence-pair classifier's second text: the column it was trained with (its card), or text_pair=
+        self.pair_column = None if self.task.pair else second_column(cfg, None)
+        from nlpbatch.model_card import read_card
+
+        self.trained_text_column = read_card(model_path).get("text_column")  # a table's text column, if not `text`
         self._annotator = in_process_annotator(cfg, model_path, own_columns)
+
+    @property
+    def needs_second(self) -> str | None:
+        """What a row's second input is called, when the model needs one: "question" (QA) or "text_pair"."""
+        return "question" if self.task.pair else ("text_pair" if self.pair_column else None)
 
     def annotate(self, texts: list[str], questions: list[str] | None = None, ids: list[str] | None = None) -> list:
         """One output row per text, in order (rejects included, with `reject`: the reason)."""
         from nlpbatch.annotate.pipeline import annotate_rows
 
+        second = self.needs_second
         if questions is not None and len(questions) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(questions)} questions")
-        if self.task.pair and questions is None:
-            raise ValueError(f"a {self.task.name} model needs questions: model(text, question=...)")
+            raise ValueError(f"{len(texts)} texts but {len(questions)} {second or 'second text'}s")
+        if second and questions is None:
+            column = self.cfg.question_column if self.task.pair else self.pair_column
+            raise ValueError(
+                f"a {'QA' if self.task.pair else 'sentence-pair'} model needs a {second.replace('_', ' ')} per text: "
+                f"model(text, {second}=...), or a table with a {column!r} column"
+            )
         return [_clean(row) for row in annotate_rows(self._annotator, texts, questions, ids)]
 
     def annotate_lines(self, lines: list[bytes]) -> list[dict]:
@@ -56,13 +75,15 @@ class Model:
         table = self._annotator(pa.table({"raw": pa.array(lines, pa.binary()), "line": range(1, len(lines) + 1)}))
         return [{"line": row["line"], **_clean(row)} for row in output_rows(table)]
 
-    def __call__(self, data, question: str | list[str] | None = None):
+    def __call__(self, data, question: str | list[str] | None = None, text_pair: str | list[str] | None = None):
+        """`question`: QA's question(s); `text_pair`: a sentence-pair classifier's second text(s)."""
+        second = question if question is not None else text_pair
         if isinstance(data, str):
-            return self.annotate([data], None if question is None else [question])[0]
+            return self.annotate([data], None if second is None else [second])[0]
         if isinstance(data, list):
-            questions = [question] * len(data) if isinstance(question, str) else question
-            return self.annotate(data, questions)
-        return self._table(data, question)
+            seconds = [second] * len(data) if isinstance(second, str) else second
+            return self.annotate(data, seconds)
+        return self._table(data, second)
 
     def _table(self, data, question):
         """A pyarrow Table or pandas DataFrame with the text column (and a question column, or `question`): the
@@ -70,11 +91,17 @@ class Model:
         was_pandas = not isinstance(data, pa.Table)
         table = pa.Table.from_pandas(data, preserve_index=False) if was_pandas else data
         column = self.cfg.text_column
+        if column not in table.column_names and self.trained_text_column in table.column_names:
+            column = self.trained_text_column  # the column the model was trained on (its card)
         if column not in table.column_names:
-            raise ValueError(f"no column {column!r} (columns: {', '.join(table.column_names)}); pass text_column=")
+            trained = self.trained_text_column
+            also = f" or {trained!r} (the column it was trained on)" if trained and trained != column else ""
+            raise ValueError(
+                f"no column {column!r}{also} (columns: {', '.join(table.column_names)}); pass text_column="
+            )
         questions = None
-        if self.task.pair:
-            name = self.cfg.question_column
+        name = self.cfg.question_column if self.task.pair else self.pair_column
+        if name:  # the row's own second column (QA's question, a pair model's second text), else the argument
             questions = table.column(name).to_pylist() if name in table.column_names else question
             questions = [questions] * table.num_rows if isinstance(questions, str) else questions
         rows = self.annotate(table.column(column).to_pylist(), questions)
@@ -103,7 +130,7 @@ def load(model: str, task: str | None = None, **settings: Any) -> Model:
     if task is None:
         raise ConfigError(f"{model}: no task in its model card or architecture; pass task=")
     cfg = load_annotate_config(task=task, model=model, input="-", output="-", **settings)
-    return Model(cfg, path)
+    return Model(cfg, path)  # a model of another task than `task` is refused there
 
 
 def export(

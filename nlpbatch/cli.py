@@ -297,6 +297,11 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         "`--input -` does the same for JSONL lines on stdin",
     )
     ann.add_argument("--question", help="QA with --text: the question to ask of every text")
+    ann.add_argument(
+        "--text-pair",
+        action="append",
+        help="classify with --text, a sentence-pair model: the second text of each --text (repeat it as --text)",
+    )
     _add_config_flags(ann, AnnotateConfig, task)
 
     night = sub.add_parser(
@@ -454,11 +459,18 @@ def annotate_here(args: argparse.Namespace, overrides: dict) -> int:
     if args.text is not None and overrides["input"] not in (None, "-"):
         raise ConfigError("--text and --input: choose one")
     cfg = load_annotate_config(args.config, task=args.task, **{**overrides, "input": "-", "output": "-"})
-    model = Model(cfg, _local_model_path(cfg.model), own_columns=args.text is None)
+    model = Model(cfg, _local_model_path(cfg.model), own_columns=args.text is None, command="annotate")
     if args.text is not None:
         if model.task.pair and args.question is None and cfg.questions is None:
             raise ConfigError(f"{args.task} with --text needs --question (or --questions FILE)")
-        questions = [args.question] * len(args.text) if args.question is not None else None
+        if model.pair_column and not args.text_pair:
+            raise ConfigError(
+                f"{cfg.model} classifies sentence pairs: give each --text its --text-pair (or --input - with "
+                f"{model.pair_column!r} in each line)"
+            )
+        if args.text_pair and len(args.text_pair) != len(args.text):
+            raise ConfigError(f"{len(args.text)} --text but {len(args.text_pair)} --text-pair: one each")
+        questions = [args.question] * len(args.text) if args.question is not None else args.text_pair
         rows = model.annotate(args.text, questions)
     else:
         rows = model.annotate_lines([line for line in sys.stdin.buffer.read().split(b"\n") if line.strip()])

@@ -15,14 +15,28 @@ class Stopped(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C, so the same cleanup runs (not a C++ stack dump)."""
 
 
+_OWNER: list[int] = []  # the process that installed the handler
+
+
 def on_sigterm(signum, frame) -> None:
+    import os
+
+    if _OWNER and os.getpid() != _OWNER[0]:
+        # a child forked after the handler was installed (OpenVINO's telemetry process, a multiprocessing worker)
+        # inherits it: it must end as SIGTERM ends a process, not print a Stopped traceback
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Stopped()
 
 
 def handle_sigterm() -> None:
     """SIGTERM raises Stopped in the main thread. Called again after `ray.init`, whose core worker installs its own
     fatal-signal handler (the `*** SIGTERM received ... PC: @` dump)."""
+    import os
+
     if threading.current_thread() is threading.main_thread():
+        _OWNER[:] = [os.getpid()]
         signal.signal(signal.SIGTERM, on_sigterm)
 
 

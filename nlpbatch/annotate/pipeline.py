@@ -34,7 +34,7 @@ from nlpbatch.storage import (
     list_input_infos,
     overlap,
 )
-from nlpbatch.tasks import get_task, task_of_model
+from nlpbatch.tasks import get_task, require_task
 
 COUNT_NOTICE_BYTES = 256 * 2**20  # inputs past this get a line before their rows are counted
 __all__ = ["MANIFEST", "Plan", "annotate_texts", "plan_annotation", "run_annotation"]
@@ -262,9 +262,7 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
             f"{cfg.input}: no rows to annotate ({len(infos)} file(s), all empty); pass --allow-empty to publish an "
             "empty output"
         )
-    trained_for = task_of_model(model_path)
-    if trained_for not in (None, cfg.task):
-        raise ConfigError(f"{cfg.model} is a {trained_for} model: use `nlpbatch annotate {trained_for}`")
+    require_task(cfg.model, model_path, cfg.task)
     model_config = AutoConfig.from_pretrained(model_path)
     stages.get_tokenizer(model_path)  # an unreadable tokenizer fails here, before any Ray work
     return Plan(infos, fmt, questions, question_column, required, rows_in, model_path, model_config)

@@ -63,6 +63,18 @@ def task_of_model(model_path: str) -> str | None:
     return None
 
 
+def require_task(model: str, model_path: str, task: str, command: str = "annotate") -> None:
+    """A model of another task is one error naming the task it was trained for, before any work."""
+    from nlpbatch.config import ConfigError
+
+    trained_for = task_of_model(model_path)
+    if trained_for not in (None, task):
+        fix = (
+            f"use `nlpbatch {command} {trained_for}`" if command else f"load it without task= (or task={trained_for!r})"
+        )
+        raise ConfigError(f"{model} is a {trained_for} model, not {task}: {fix}")
+
+
 def reserved_columns() -> set[str]:
     """Output columns some task writes: a kept input column must not shadow one."""
     return {column for name in TASKS for column in get_task(name).output_columns}

@@ -5,6 +5,7 @@ texts (a long document classified from all its windows), and `show` printing eac
 from __future__ import annotations
 
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -176,3 +177,36 @@ def test_sentence_pairs_annotate_as_evaluate_scores_them(ray_cluster, tiny_ner_m
     in_process = annotate_texts(load_annotate_config(**common), table["#1 String"][:48], table["#2 String"][:48])
     assert [r["label"] for r in in_process] == predictions
     assert [got[f"p{i}"]["score"] for i in range(48)] == pytest.approx([r["score"] for r in in_process], abs=1e-5)
+
+    # the Python API and `--text` on the same pair model: the table's own second column, text_pair=, or a clear
+    # error; a model of another task is refused by load and by the CLI with one line
+    import subprocess
+    import sys
+
+    import nlpbatch
+    from nlpbatch.config import ConfigError
+
+    clf = nlpbatch.load(str(model), max_length=64, stride=16)
+    frame = pa.table({"#1 String": table["#1 String"][:48], "#2 String": table["#2 String"][:48]}).to_pandas()
+    assert clf(frame)["label"].tolist() == predictions
+    assert clf(table["#1 String"][0], text_pair=table["#2 String"][0])["label"] == predictions[0]
+    with pytest.raises(ValueError, match=r"a sentence-pair model needs a text pair per text: model\(text, text_pair"):
+        clf("a text alone")
+    with pytest.raises(ConfigError, match=r"is a classify model, not ner: load it without task="):
+        nlpbatch.load(str(model), task="ner")
+    with pytest.raises(ConfigError, match=r"is a ner model, not classify"):
+        nlpbatch.load(str(tiny_ner_model), task="classify")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "nlpbatch", *args], capture_output=True, text=True, timeout=300)
+
+    first, second = table["#1 String"][0], table["#2 String"][0]
+    flags = ["--max-length", "64", "--stride", "16"]
+    done = cli("annotate", "classify", "--model", str(model), "--text", first, "--text-pair", second, *flags)
+    assert done.returncode == 0 and json.loads(done.stdout)["label"] == predictions[0], done.stderr
+    alone = cli("annotate", "classify", "--model", str(model), "--text", first, *flags)
+    assert alone.returncode == 2 and "classifies sentence pairs: give each --text its --text-pair" in alone.stderr
+    for task, other in (("ner", model), ("classify", tiny_ner_model), ("qa", tiny_ner_model)):
+        wrong = cli("annotate", task, "--model", str(other), "--text", "Paris.", "--question", "Where?")
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr[-2000:]
+        assert f"model, not {task}: use `nlpbatch annotate " in wrong.stderr.splitlines()[-1]
