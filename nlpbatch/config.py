@@ -247,8 +247,8 @@ class AnnotateConfig:
     @property
     def kept(self) -> list[str]:
         """Input columns every output row carries (so spans can be read without a join back to the input)."""
-        if self.keep_columns is None:
-            return [self.text_column]
+        if self.keep_columns is None:  # the text, and a sentence pair's second text (rows show the whole pair)
+            return list(dict.fromkeys([self.text_column, *([self.text_pair_column] if self.text_pair_column else [])]))
         return list(dict.fromkeys(c.strip() for c in self.keep_columns.split(",") if c.strip()))
 
     @property

@@ -15,9 +15,20 @@ import sys
 from nlpbatch.config import ConfigError
 from nlpbatch.tasks import get_task
 
-# one colour per CoNLL type (displaCy's palette); any other label gets the last one
+# one colour per CoNLL type (displaCy's palette); any other label one of PALETTE, the same one in every run and page
 COLOURS = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2", "ANSWER": "#bfe1d9"}
 ANSI = {"PER": "45", "ORG": "46", "LOC": "43", "MISC": "47", "ANSWER": "42"}
+PALETTE = ["#feca74", "#c887fb", "#9cc9cc", "#ffeb80", "#ff8197", "#bfeeb7", "#e4e7d2", "#fd9b9b", "#c3ddf7", "#ddc0a0"]
+ANSI_PALETTE = ["41", "42", "43", "44", "45", "46", "101", "102", "103", "104", "105", "106"]
+
+
+def colour_of(label: str, ansi: bool = False) -> str:
+    """A label's colour: displaCy's for the CoNLL types, else picked by a stable hash of its name."""
+    import zlib
+
+    known = ANSI if ansi else COLOURS
+    palette = ANSI_PALETTE if ansi else PALETTE
+    return known.get(label) or palette[zlib.crc32(label.encode("utf-8")) % len(palette)]
 
 
 def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict, list[dict]]:
@@ -98,7 +109,7 @@ def terminal(text: str, spans, colour: bool) -> str:
         if span is None:
             out.append(piece)
         elif colour:
-            code = ANSI.get(span[0], "47")
+            code = colour_of(span[0], ansi=True)
             out.append(f"\x1b[30;{code}m{piece}\x1b[0m\x1b[1m[{label}]\x1b[0m")
         else:
             out.append(f"[{piece}]({label})")
@@ -109,6 +120,7 @@ def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, str
     stream = stream or sys.stdout
     colour = stream.isatty() if colour is None else colour
     task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
+    pair_column = manifest.get("config", {}).get("text_pair_column")
     stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows")
     if manifest.get("rows_rejected"):
         reasons = "; ".join(f"{reason}: {n}" for reason, n in manifest.get("reject_reasons", {}).items())
@@ -122,7 +134,10 @@ def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, str
             + (f"  {summary}" if summary else "")
         )
         stream.write(f"\x1b[1m{header}\x1b[0m\n" if colour else f"{header}\n")
-        stream.write(terminal(row[text_column] or "", spans_of(row, task), colour) + "\n\n")
+        stream.write(terminal(row[text_column] or "", spans_of(row, task), colour) + "\n")
+        if row.get(pair_column):  # a sentence pair: its second text below the first
+            stream.write("  + " + safe(row[pair_column]) + "\n")
+        stream.write("\n")
 
 
 def html_page(manifest: dict, rows: list[dict]) -> str:
@@ -138,11 +153,14 @@ def html_page(manifest: dict, rows: list[dict]) -> str:
             label, score = span
             title = f"{label} {score:.2f}" if isinstance(score, float) else label
             parts.append(
-                f'<mark class="ent" style="background:{COLOURS.get(label, COLOURS["MISC"])}" '
+                f'<mark class="ent" style="background:{colour_of(label)}" '
                 f'title="{html.escape(title)}">{html.escape(piece)}<span class="label">{html.escape(label)}</span>'
                 "</mark>"
             )
         question = row.get("question")
+        pair = row.get(manifest.get("config", {}).get("text_pair_column") or "")
+        if pair:
+            parts.append(f'<br><span class="pair">+ {html.escape(pair)}</span>')
         summary = get_task(task).summary(row)
         docs.append(
             f'<section class="doc" id="{html.escape(str(row["id"]))}"><h2>{html.escape(str(row["id"]))}</h2>'

@@ -282,6 +282,15 @@ def spans(row: dict) -> list[tuple[int, int, str, float | None]]:
     return [(answer["start"], answer["end"], "ANSWER", answer.get("score"))]
 
 
+def summary(row: dict) -> str:
+    """`show`'s line for a QA row: "no answer" (and how much the model prefers it), else nothing beyond the span."""
+    if not row.get("no_answer"):
+        return ""
+    margin = row.get("null_margin")
+    best = (row.get("answer") or {}).get("text")
+    return "NO ANSWER" + (f" (null margin {margin:.2f} over the best span {best!r})" if margin is not None else "")
+
+
 def check_train(cfg: Any) -> list[str]:
     if not 0 <= cfg.doc_stride < cfg.seq_length // 2:
         return [f"doc_stride: {cfg.doc_stride} must be in [0, half of max_length {cfg.seq_length})"]
@@ -346,6 +355,7 @@ QA_TASK = Task(
     decode=decode_table,
     decode_options=decode_options,
     output_columns=("answer", "no_answer", "null_margin", "question"),
+    summary=summary,
     spans=spans,
     card_settings=card_settings,
 )
