@@ -49,6 +49,30 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
     return raw_train, raw_eval
 
 
+def learned_nothing(ev: dict) -> str | None:
+    """What is wrong when a trained model's validation predictions carry no signal (only `O`, one class), with the
+    usual fixes; None when they do."""
+    fixes = (
+        "usual fixes: more epochs (--epochs 5), a warm start from a fine-tuned model of a related task (--model "
+        "runs/ner: any model of the task, its head replaced for your labels), a higher --learning-rate (1e-4), or "
+        "more labelled examples"
+    )
+    if "per_type" in ev and "overall_f1" in ev:  # NER
+        gold = sum(t.get("number", 0) for t in ev["per_type"].values())
+        if gold and ev["overall_precision"] == 0 and ev["overall_recall"] == 0:
+            return (
+                f"the model found none of the {gold} validation entities (F1 0.0000): it predicts O everywhere; {fixes}"
+            )
+    matrix = (ev.get("confusion_matrix") or {}).get("rows_gold_columns_predicted")
+    if matrix and len(matrix) > 1:  # classify: one predicted column holds every example
+        predicted = [sum(column) for column in zip(*matrix)]
+        gold = [sum(row) for row in matrix]
+        if sum(1 for n in predicted if n) == 1 and sum(1 for n in gold if n) > 1:
+            label = ev["confusion_matrix"]["labels"][next(i for i, n in enumerate(predicted) if n)]
+            return f"the model predicts {label!r} for every validation example; {fixes}"
+    return None
+
+
 def run_identity(cfg: TrainConfig, output: Path, labels: list[str]) -> tuple[str, dict]:
     """(run name, fingerprint). The name comes from the task and the output, so two outputs (or NER and QA into
     one storage path) never share checkpoints; the fingerprint lists the settings that make a checkpoint
@@ -185,6 +209,9 @@ def run_training(cfg: TrainConfig) -> dict:
         final = {**final, "eval": with_skipped_questions(final["eval"], eval_skips.count)}
     # how it was trained (task, windows, labels) and what its validation chose (QA: the null threshold)
     card = get_task(cfg.task).card_settings(final.get("eval", {}), cfg)
+    warning = learned_nothing(final.get("eval", {}))
+    if warning:
+        say(f"warning: {warning}")
     write_card(output, {**fingerprint, "run_name": name, **card})
     metrics = {
         "task": cfg.task,
@@ -199,6 +226,7 @@ def run_training(cfg: TrainConfig) -> dict:
         "train_examples": len(raw_train),
         "eval_examples": len(raw_eval),
         **({"data_files": data_files} if data_files else {}),
+        **({"warnings": [warning]} if warning else {}),
         "timings": {
             "total_seconds": time.perf_counter() - t_start,
             "fit_seconds": fit_seconds,
