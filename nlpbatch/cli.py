@@ -94,6 +94,8 @@ TRAIN_HELP = {
     "max_eval_examples": "use only the first N validation examples",
     "max_steps": "stop after this many optimizer steps (smoke tests)",
     "num_workers": "data-parallel Ray Train workers",
+    "runner": "local: train in this process, one worker, no cluster (seconds to start); ray: Ray Train; auto: local "
+    "for one worker when no cluster is named (no RAY_ADDRESS) and checkpoints stay on a local disk, else ray",
     "min_workers": "elastic: start with any number of workers between this and --num-workers",
     "cpus_per_worker": "CPUs each worker reserves (torch threads)",
     "use_gpu": "one GPU per worker, bf16 autocast",

@@ -81,6 +81,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs); None: full epochs
     num_workers: int = 1
     min_workers: int | None = None  # set: elastic, start with what the cluster gives between min and num_workers
+    runner: str = "auto"  # ray | local (this process, one worker, no cluster) | auto: local_training() decides
     cpus_per_worker: int = 1
     use_gpu: bool = False
     seed: int = 42
@@ -105,6 +106,19 @@ class TrainConfig:
         """How the task's reader reads a file (formats and column names), for training and evaluation alike."""
         keys = READER_KEYS + ("text_column", "text_pair_column", "label_column", "multi_label")
         return {k: getattr(self, k) for k in keys}
+
+    def local_training(self) -> bool:
+        """Train in this process, without Ray? `auto`: one worker, no cluster in use (none joined by this process,
+        no RAY_ADDRESS), checkpoints on a local disk. Ray's start-up is most of a short run on a small machine
+        (benchmarks/results/train_local_cpu.json); the loop, its checkpoints and --resume are the same."""
+        if self.runner != "auto":
+            return self.runner == "local"
+        remote = (self.storage_path or "").startswith(("s3://", "gs://", "gcs://", "hdfs://", "abfs://"))
+        if self.num_workers != 1 or self.min_workers or remote or os.environ.get("RAY_ADDRESS"):
+            return False
+        import ray
+
+        return not ray.is_initialized()
 
     @property
     def seq_length(self) -> int:
@@ -154,6 +168,12 @@ class TrainConfig:
                 )
         if self.subtoken_labels not in ("all", "first"):
             errors.append(f"subtoken_labels: {self.subtoken_labels!r} is not 'all' or 'first'")
+        if self.runner not in ("auto", "ray", "local"):
+            errors.append(f"runner: {self.runner!r} is not auto, ray or local")
+        elif self.runner == "local" and (self.num_workers != 1 or self.min_workers):
+            errors.append("runner: local trains one worker in this process; drop num_workers/min_workers or use ray")
+        elif self.runner == "local" and "://" in (self.storage_path or ""):
+            errors.append("runner: local keeps checkpoints on a local disk; use --runner ray for remote storage_path")
         if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:
             errors.append(f"min_workers: need 1 <= {self.min_workers} <= num_workers {self.num_workers}")
         if self.batch_size < self.num_workers:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from nlpbatch.config import TrainConfig
-from nlpbatch.progress import Progress, say
+from nlpbatch.progress import Progress, progress_mode, say
 from nlpbatch.tasks import get_task
 from nlpbatch.tasks.base import MODEL_INPUTS, Task
 from nlpbatch.train.batches import ResidentBatches
@@ -98,6 +98,9 @@ def _setup_optimizer(model, cfg: TrainConfig, total_steps: int, device: torch.de
 
 
 def _save_checkpoint(directory: str, model, tokenizer, optimizer, scheduler, state: dict) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar an epoch is noise in the run's log
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     torch.save(
@@ -118,31 +121,101 @@ def _quiet_ray_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def train_loop_per_worker(config: dict) -> dict:
-    """Ray Train entry point. `config`: {"cfg": TrainConfig as dict, "raw_train"/"raw_eval": refs to the raw
-    splits, "train_feats"/"eval_feats": refs to their features (tokenized once, on the driver), "fingerprint"}."""
-    import ray
-    import ray.train
-    import ray.train.torch
+class RaySession:
+    """A Ray Train worker's place in the run: its rank, device, restored checkpoint and reports."""
 
-    if not config.get("verbose"):
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def get(self, ref):
+        import ray
+
+        return ray.get(ref)
+
+    def checkpoint(self):
+        """A context manager giving the restored checkpoint's directory, or None."""
+        import ray.train
+
+        restored = ray.train.get_checkpoint()
+        return restored.as_directory() if restored else contextlib.nullcontext(None)
+
+    def prepare(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(directory) if directory else None
+        ray.train.report(_flat(metrics), checkpoint=checkpoint)
+
+
+class LocalSession:
+    """This process alone, no cluster: the same loop, one worker; each epoch's checkpoint copied to
+    `run_dir/checkpoint_<epoch>` (the newest `keep` kept), the newest restored by --resume."""
+
+    rank, world = 0, 1
+
+    def __init__(self, run_dir: str, keep: int, use_gpu: bool):
+        self.run_dir, self.keep = run_dir, max(1, keep)
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+    def get(self, value):
+        return value
+
+    def latest(self) -> str | None:
+        found = sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint_")) if self._exists() else []
+        return os.path.join(self.run_dir, found[-1]) if found else None
+
+    def _exists(self) -> bool:
+        return os.path.isdir(self.run_dir)
+
+    def checkpoint(self):
+        return contextlib.nullcontext(self.latest())
+
+    def prepare(self, model):
+        return model.to(self.device)
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        import shutil
+
+        final = os.path.join(self.run_dir, f"checkpoint_{metrics['epoch']:06d}")
+        partial = final + ".partial"  # a run stopped while copying never leaves a checkpoint --resume would take
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(directory, partial)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        found = sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint_") and "." not in n)
+        for old in found[: -self.keep]:
+            shutil.rmtree(os.path.join(self.run_dir, old), ignore_errors=True)
+
+
+def train_loop_per_worker(config: dict, session: RaySession | LocalSession | None = None) -> dict:
+    """Ray Train entry point (or, with a LocalSession, this process's). `config`: {"cfg": TrainConfig as dict,
+    "raw_train"/"raw_eval": the raw splits (object refs under Ray), "train_feats"/"eval_feats": their features
+    (tokenized once, on the driver), "fingerprint"}."""
+    session = session or RaySession()
+    if not config.get("verbose") and isinstance(session, RaySession):
         _quiet_ray_train_reports()
     cfg = TrainConfig(**config["cfg"])
     task = get_task(cfg.task)
-    raw_train, raw_eval = ray.get(config["raw_train"]), ray.get(config["raw_eval"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    raw_train, raw_eval = session.get(config["raw_train"]), session.get(config["raw_eval"])
+    rank, world, device = session.rank, session.world, session.device
 
-    checkpoint = ray.train.get_checkpoint()
     state: dict = {"epoch": 0, "step": 0, "history": []}
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as ckpt_dir:
+    with session.checkpoint() as ckpt_dir:
         tokenizer, model = _setup_model(task, cfg, raw_train, ckpt_dir)
         saved = torch.load(os.path.join(ckpt_dir, STATE_FILE), weights_only=False) if ckpt_dir else None
 
     if saved and saved.get("fingerprint", config["fingerprint"]) != config["fingerprint"]:
         raise ValueError(f"checkpoint of another run: {saved['fingerprint']} != {config['fingerprint']}")
-    train_feats, eval_feats = ray.get(config["train_feats"]), ray.get(config["eval_feats"])
+    train_feats, eval_feats = session.get(config["train_feats"]), session.get(config["eval_feats"])
     collate = task.collator(tokenizer)
     batches = ResidentBatches(train_feats, collate, device)  # on the device before the loop
     lengths = batches.lengths.tolist() if cfg.group_by_length else None
@@ -150,7 +223,7 @@ def train_loop_per_worker(config: dict) -> dict:
     steps_per_epoch = len(sampler)  # epoch 1's: token-budget epochs differ a little
     total_steps = min(cfg.max_steps or math.inf, sum(sampler.steps(e) for e in range(cfg.epochs)))
 
-    model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
+    model = session.prepare(model)
     module = model.module if hasattr(model, "module") else model
     optimizer, scheduler = _setup_optimizer(module, cfg, total_steps, device)
     if saved:
@@ -164,7 +237,8 @@ def train_loop_per_worker(config: dict) -> dict:
             f"global batch {unit}, {steps_per_epoch} steps/epoch, {total_steps} steps total"
             + (f", resuming after epoch {state['epoch']}" if saved else "")
         )
-    mode = "quiet" if cfg.quiet or rank != 0 else "lines"  # a worker's stdout is never a terminal: lines
+    # a Ray worker's stdout is never a terminal: lines; this process's may be: a bar there
+    mode = "quiet" if cfg.quiet or rank != 0 else ("lines" if isinstance(session, RaySession) else progress_mode())
     bar = Progress("train", total_steps, "steps", mode, every_seconds=20, start=state["step"])
 
     metrics: dict = state["history"][-1] if state["history"] else {}
@@ -194,8 +268,7 @@ def train_loop_per_worker(config: dict) -> dict:
                 _save_checkpoint(
                     tmp, module, tokenizer, optimizer, scheduler, {**state, "fingerprint": config["fingerprint"]}
                 )
-            ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
-            ray.train.report(_flat(metrics), checkpoint=ckpt)
+            session.report(metrics, tmp if rank == 0 else None)
     if mode != "quiet":
         bar.close()
     return {"final": metrics, "history": state["history"], "config": asdict(cfg), "world_size": world}

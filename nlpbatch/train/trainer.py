@@ -125,13 +125,9 @@ def _prepare_storage(cfg: TrainConfig, output: Path, name: str, fingerprint: dic
 
 def run_training(cfg: TrainConfig) -> dict:
     """Fine-tune with Ray Train; returns the metrics also written to OUTPUT/metrics.json."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from transformers import AutoConfig
 
     from nlpbatch.models import resolve_model, worker_model
-    from nlpbatch.train.loop import train_loop_per_worker
 
     t_start = time.perf_counter()
     if cfg.mlflow_tracking_uri:
@@ -158,41 +154,26 @@ def run_training(cfg: TrainConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
     train_feats = task.train_features(raw_train, tokenizer, cfg)  # once, here: not once per worker
     eval_feats = task.eval_features(raw_eval, tokenizer, cfg)
-    ensure_ray(cfg.num_workers * cfg.cpus_per_worker)
-    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "cfg": {**asdict(cfg), "model": worker_model(cfg.model)},
-            "raw_train": ray.put(raw_train),
-            "raw_eval": ray.put(raw_eval),
-            "train_feats": ray.put(train_feats),
-            "eval_feats": ray.put(eval_feats),
-            "fingerprint": fingerprint,
-            "verbose": os.environ.get("NLPBATCH_VERBOSE") == "1",
-        },
-        scaling_config=ScalingConfig(
-            # a (min, max) range makes the run elastic: it starts with what the cluster can give
-            num_workers=(cfg.min_workers, cfg.num_workers) if cfg.min_workers else cfg.num_workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker=resources,
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=storage,
-            storage_filesystem=storage_fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            # Ray Train's own INFO lines (worker group, checkpoints reported) stay in its logs unless --verbose
-            logging_config=LoggingConfig(log_level="INFO" if os.environ.get("NLPBATCH_VERBOSE") == "1" else "WARNING"),
-        ),
-    )
+    config = {
+        "cfg": {**asdict(cfg), "model": worker_model(cfg.model)},
+        "raw_train": raw_train,
+        "raw_eval": raw_eval,
+        "train_feats": train_feats,
+        "eval_feats": eval_feats,
+        "fingerprint": fingerprint,
+        "verbose": os.environ.get("NLPBATCH_VERBOSE") == "1",
+    }
     t_fit = time.perf_counter()
-    result = trainer.fit()
+    local = cfg.local_training()
+    if local:
+        summary, checkpoint = _train_here(cfg, config, join(storage, name))
+    else:
+        summary, checkpoint = _train_on_ray(cfg, config, name, storage, storage_fs)
     fit_seconds = time.perf_counter() - t_fit
-    if result.checkpoint is None:
+    if checkpoint is None:
         raise RuntimeError("training finished without a checkpoint (no epoch completed)")
-    export_checkpoint(result.checkpoint, output)
+    with checkpoint as directory:
+        export_checkpoint(directory, output)
     if cfg.keep_checkpoints == 0:  # the exported model is what the user keeps: the run's checkpoints go
         uri = cfg.storage_path or str(output / "ray_runs")
         filesystem, path = filesystem_for(uri)
@@ -201,7 +182,6 @@ def run_training(cfg: TrainConfig) -> dict:
 
     from nlpbatch.metrics import with_skipped_questions
 
-    summary = result.return_value or {}
     # skipped validation questions score 0, as the official script scores a missing answer
     history = [{**h, "eval": with_skipped_questions(h["eval"], eval_skips.count)} for h in summary.get("history", [])]
     final = summary.get("final", {})
@@ -234,6 +214,7 @@ def run_training(cfg: TrainConfig) -> dict:
         },
         "config": asdict(cfg),
         "world_size": summary.get("world_size"),
+        "runner": "local" if local else "ray",
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if history:
@@ -248,12 +229,58 @@ def run_training(cfg: TrainConfig) -> dict:
     return metrics
 
 
-def export_checkpoint(checkpoint, output: Path) -> None:
-    """Copy the Hugging Face files of a checkpoint (model, tokenizer, id2label) to OUTPUT, without the
+def export_checkpoint(directory: str, output: Path) -> None:
+    """Copy the Hugging Face files of a checkpoint directory (model, tokenizer, id2label) to OUTPUT, without the
     optimizer state, so `from_pretrained(OUTPUT)` works."""
     from nlpbatch.train.loop import STATE_FILE
 
-    with checkpoint.as_directory() as directory:
-        for item in Path(directory).iterdir():
-            if item.name != STATE_FILE and item.is_file():
-                shutil.copy2(item, output / item.name)
+    for item in Path(directory).iterdir():
+        if item.name != STATE_FILE and item.is_file():
+            shutil.copy2(item, output / item.name)
+
+
+def _train_here(cfg: TrainConfig, config: dict, run_dir: str):
+    """One worker in this process: (the loop's summary, a context giving the last checkpoint's directory)."""
+    import contextlib
+
+    from nlpbatch.train.loop import LocalSession, train_loop_per_worker
+
+    say(f"{cfg.task}: training in this process, one worker (--runner ray: Ray Train, a cluster)")
+    session = LocalSession(run_dir, cfg.keep_checkpoints, cfg.use_gpu)
+    summary = train_loop_per_worker(config, session)
+    latest = session.latest()
+    return summary, (contextlib.nullcontext(latest) if latest else None)
+
+
+def _train_on_ray(cfg: TrainConfig, config: dict, name: str, storage: str, storage_fs):
+    """Ray Train's data-parallel workers: (the rank-0 loop's summary, a context giving the checkpoint's directory)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from nlpbatch.train.loop import train_loop_per_worker
+
+    ensure_ray(cfg.num_workers * cfg.cpus_per_worker)
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    refs = {k: ray.put(config[k]) for k in ("raw_train", "raw_eval", "train_feats", "eval_feats")}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**config, **refs},
+        scaling_config=ScalingConfig(
+            # a (min, max) range makes the run elastic: it starts with what the cluster can give
+            num_workers=(cfg.min_workers, cfg.num_workers) if cfg.min_workers else cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            storage_filesystem=storage_fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            # Ray Train's own INFO lines (worker group, checkpoints reported) stay in its logs unless --verbose
+            logging_config=LoggingConfig(log_level="INFO" if config["verbose"] else "WARNING"),
+        ),
+    )
+    result = trainer.fit()
+    return result.return_value or {}, (result.checkpoint.as_directory() if result.checkpoint else None)

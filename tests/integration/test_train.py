@@ -123,6 +123,50 @@ def test_killed_run_resumes_to_the_same_result(ray_cluster, tiny_ner_model, data
     assert resumed["final"]["train_loss"] == pytest.approx(reference["final"]["train_loss"], rel=1e-6)
 
 
+def test_one_worker_in_this_process_trains_as_ray_train_does_and_resumes(
+    ray_cluster, tiny_ner_model, data_dir, tmp_path
+):
+    """--runner local (what `auto` picks for one worker without a cluster): the same loop as one Ray Train worker,
+    the same losses and scores; a CLI run killed after its first epoch resumes to the uninterrupted result."""
+    common = dict(
+        task="ner",
+        data_dir=str(data_dir),
+        model=str(tiny_ner_model),
+        epochs=3,
+        num_workers=1,
+        max_train_examples=1500,
+        max_eval_examples=100,
+        batch_size=8,
+        log_every_steps=20,
+        quiet=True,
+    )
+    on_ray = run_training(load_train_config(output=str(tmp_path / "ray"), runner="ray", **common))
+    here = run_training(load_train_config(output=str(tmp_path / "here"), runner="local", **common))
+    assert (on_ray["runner"], here["runner"]) == ("ray", "local")
+    assert here["final"]["eval"] == on_ray["final"]["eval"]
+    assert [h["train_loss"] for h in here["history"]] == pytest.approx(
+        [h["train_loss"] for h in on_ray["history"]], rel=1e-6
+    )
+
+    out = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no cluster named: auto trains here
+    flags = ["ner", "--output", str(out), "--data-dir", str(data_dir), "--model", str(tiny_ner_model)]
+    flags += ["--epochs", "3", "--num-workers", "1", "--max-train-examples", "1500", "--max-eval-examples", "100"]
+    proc = _cli_train([*flags, "--batch-size", "8", "--log-every-steps", "20"], env)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("ray_runs/*/checkpoint_000001")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists() and not list(out.glob("ray_runs/*/checkpoint_000003"))
+    resumed = run_training(load_train_config(output=str(out), resume=True, runner="local", **common))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["final"]["eval"] == here["final"]["eval"]
+    assert resumed["final"]["train_loss"] == pytest.approx(here["final"]["train_loss"], rel=1e-6)
+    assert len(list(out.glob("ray_runs/*/checkpoint_*"))) == 1  # --keep-checkpoints 1
+
+
 def test_existing_run_needs_resume_or_overwrite(tmp_path, data_dir):
     from nlpbatch.config import ConfigError
     from nlpbatch.data.conll import NER_LABELS
