@@ -231,8 +231,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig, 
 def _task(name: str) -> str:
     """A built-in task or the module of one's own (`my_pkg.my_task`, which defines TASK)."""
     if not is_task(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, task_names(), n=1)
+        hint = f": did you mean {close[0]}?" if close else ""
         raise argparse.ArgumentTypeError(
-            f"{name!r} is not one of {', '.join(task_names())}, nor a module defining TASK"
+            f"{name!r} is not one of {', '.join(task_names())}, nor a module defining TASK{hint}"
         )
     return name
 
@@ -251,17 +255,35 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         if message.startswith("unrecognized arguments:"):
-            import difflib
-
-            known = {o for p in _all_parsers(self) for o in p._option_string_actions}
+            parsers = list(_all_parsers(self))
+            command = next((a for a in getattr(self, "argv", sys.argv[1:]) if not a.startswith("-")), None)
+            mine = [p for p in parsers if p.prog.split()[-1:] == [command]] or parsers  # the command's own flags
+            known = {o for p in mine for o in p._option_string_actions}
             hints = []
             for arg in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(arg.split("=")[0], known, n=1) if arg.startswith("--") else []
+                close = _closest(arg.split("=")[0], known) if arg.startswith("--") else []
                 if close:
-                    hints.append(f"{arg}: did you mean {close[0]}?")
+                    hints.append(f"{arg}: did you mean {' or '.join(close)}?")
             if hints:
                 message += " (" + "; ".join(hints) + ")"
-        super().error(message)
+        # one line and where the full usage is, not the 40 lines of usage argparse prints
+        self.exit(2, f"{self.prog}: error: {message}\n({self.prog} --help lists the options)\n")
+
+
+def _closest(flag: str, known: set[str]) -> list[str]:
+    """Flags a mistyped one most likely meant: those whose words its words begin, in order (`--max-ex`:
+    `--max-train-examples`, `--max-eval-examples`), else the closest spelling."""
+    import difflib
+    import re
+
+    words = flag.strip("-").split("-")
+
+    def begins(option: str) -> bool:
+        pattern = r"-(?:[^-]+-)*?".join(re.escape(w) + r"[^-]*" for w in words)
+        return re.fullmatch(r"--" + pattern, option) is not None
+
+    prefixed = sorted(o for o in known if o.startswith("--") and begins(o))
+    return prefixed[:3] or difflib.get_close_matches(flag, known, n=1)
 
 
 def _all_parsers(parser: argparse.ArgumentParser):
@@ -615,7 +637,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     named = argv[1] if len(argv) > 1 and argv[1] in task_names() and {"-h", "--help"} & set(argv) else None
-    args = build_parser(named).parse_args(argv)
+    parser = build_parser(named)
+    parser.argv = argv  # for the error's "did you mean": the command's own flags
+    args = parser.parse_args(argv)
     if args.verbose:
         os.environ["NLPBATCH_VERBOSE"] = "1"  # read where Ray starts (raycluster.ensure_ray)
     command = {

@@ -470,8 +470,15 @@ def load_config(cls: type, yaml_path: str | Path | None = None, **overrides: Any
     typed = {k: _check_type(cls, k, v) for k, v in values.items() if k in fields}
     errors += [err + where(k) for k, err in typed.items() if err is not None]
     missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
-    hints = {"task": " (the task argument, or task: in --config)"}
-    errors += [f"{k}: required{hints.get(k, '')}" for k in missing]
+    hints = {
+        "task": "the task argument, or task: in --config",
+        "output": "--output DIR: where the model, metrics.json and checkpoints go"
+        if cls is TrainConfig
+        else "--output PATH or s3://...: where the annotated output is published",
+        "input": "--input PATH, glob or s3://...: the corpus",
+        "model": "--model DIR or hub id: the fine-tuned model",
+    }
+    errors += [f"{k}: required ({hints.get(k, '--' + k.replace('_', '-'))})" for k in missing]
     cfg = None
     if not missing and not any(typed[k] for k, f in fields.items() if f.default is dataclasses.MISSING):
         # the value checks run on the well-typed keys too, so one run reports every problem

@@ -86,7 +86,7 @@ def test_wrong_task_and_typo_model_paths_fail_before_any_work(tmp_path, tiny_ner
     pq.write_table(pa.table({"id": ["a"], "text": ["x"], "question": ["q?"]}), tmp_path / "in.parquet")
     io_flags = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out")]
     err = _run(None, "annotate", "qa", "--model", str(tiny_ner_model), *io_flags)
-    assert "is a ner model: use `nlpbatch annotate ner`" in err
+    assert "is a ner model, not qa: use `nlpbatch annotate ner`" in err
     err = _run(None, "annotate", "ner", "--model", str(tmp_path / "runs" / "nre"), *io_flags)
     assert f"model directory {tmp_path / 'runs' / 'nre'} does not exist" in err
     assert not (tmp_path / "out").exists()

@@ -132,6 +132,19 @@ def test_errors_point_at_the_fix(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "ner", "--output", "x", "--epoch", "1"])  # abbreviations refused, the right flag suggested
     assert exit_.value.code == 2 and "did you mean --epochs?" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a prefix of its words: the flags it begins, not --max-steps
+        main(["train", "ner", "--output", "x", "--max-ex", "5"])
+    said = capsys.readouterr().err
+    assert "did you mean --max-eval-examples or --max-train-examples?" in said and len(said.splitlines()) == 2
+    with pytest.raises(SystemExit) as exit_:  # a misspelt task: two lines, not the 40 of the usage
+        main(["train", "nerr", "--output", "x"])
+    said = capsys.readouterr().err
+    assert "'nerr' is not one of ner, qa, classify" in said and "did you mean ner?" in said
+    assert len(said.splitlines()) == 2 and "usage:" not in said
+    with pytest.raises(ConfigError, match=r"output: required \(--output DIR: where the model"):
+        from nlpbatch.config import load_train_config
+
+        load_train_config(task="ner")
     with pytest.raises(ConfigError, match=r"max_actors: must be >= 1 and >= min_actors \(1\), got 0"):
         load_annotate_config(task="ner", model="m", input="i", output="o", max_actors=0)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub unreachable: say how to use local files

@@ -40,7 +40,7 @@ def test_plan_refuses_before_any_model_work(tiny_ner_model, tmp_path):
     with pytest.raises(ConfigError, match="mixed input formats"):
         plan_annotation(load_annotate_config(task="ner", **common))
     (corpus / "b.parquet").unlink()
-    with pytest.raises(ConfigError, match="is a ner model: use `nlpbatch annotate ner`"):
+    with pytest.raises(ConfigError, match="is a ner model, not classify: use `nlpbatch annotate ner`"):
         plan_annotation(load_annotate_config(task="classify", **common))
     with pytest.raises(ConfigError, match="'body' key"):
         plan_annotation(load_annotate_config(task="ner", text_column="body", **common))
