@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 # Lines Ray's own actors log on every run that tell a user nothing (Ray Train's and Ray Data's internal actors are
 # created with arguments in the object store; ray-project/ray#53727): kept in the session's logs, not printed
@@ -26,6 +27,9 @@ def ensure_ray(logical_cpus_needed: int = 1) -> None:
         return
     verbose = os.environ.get("NLPBATCH_VERBOSE") == "1"
     level = logging.INFO if verbose else logging.ERROR
+    if not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
+        # workers' lines reach a log file or a cron mail: no ANSI colour codes around their "(pid=...)" prefix
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     # a local cluster's workers: quiet too (transformers' save bars), unless --verbose
     env = {} if verbose else {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if os.environ.get("RAY_ADDRESS"):

@@ -264,6 +264,7 @@ def test_cli_training_reports_progress_once(ray_cluster, tiny_ner_model, data_di
     assert "LOAD REPORT" not in proc.stderr and "Loading weights" not in proc.stderr
     assert "Reporting training result" not in proc.stderr  # Ray Train's per-epoch TrainingReport, unless --verbose
     assert "constructor arguments in the object store" not in proc.stderr  # Ray's line about its own actors
+    assert "\x1b[" not in proc.stderr  # a log file or a cron mail: no ANSI colour codes from Ray's worker prefixes
     from PIL import Image
 
     with Image.open(tmp_path / "out" / "training.png") as plot:  # loss and F1 curves beside metrics.json
