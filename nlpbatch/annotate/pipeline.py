@@ -20,7 +20,7 @@ from nlpbatch import __version__
 from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease
 from nlpbatch.annotate.reader import check_parquet, iter_lines
 from nlpbatch.config import AnnotateConfig, ConfigError
-from nlpbatch.engines import engine_name
+from nlpbatch.engines import auto_choice, engine_name
 from nlpbatch.errors import RunFailed
 from nlpbatch.model_card import card_defaults
 from nlpbatch.progress import Progress, progress_mode, say
@@ -364,7 +364,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "input_files": [{**file_signature(i), "path": scheme + i.path} for i in plan.infos],
             "provenance": provenance,
             "runner": "local" if local else "ray",
-            "engine": engine_name(plan.model_path, cfg.backend, cfg.num_gpus > 0, cfg.packing),
+            **_engine_fields(cfg, plan, local),
             "timings": {
                 "prepare_seconds": t_prepare,
                 "cluster_start_seconds": t_stream - t_cluster,  # joining or starting Ray (0: the local runner)
@@ -396,6 +396,16 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     if failure:
         raise RunFailed(failure)
     return manifest
+
+
+def _engine_fields(cfg: AnnotateConfig, plan: Plan, local: bool) -> dict:
+    """The manifest's `engine` (what the engines ran) and, for `--backend auto` on CPU, `engine_choice`: why."""
+    threads = 1 if local else max(1, int(cfg.cpus_per_actor))  # each engine's threads, as the runners set them
+    gpu = cfg.num_gpus > 0
+    fields = {"engine": engine_name(plan.model_path, cfg.backend, gpu, cfg.packing, cfg.task, threads)}
+    if cfg.backend == "auto" and not gpu and cfg.packing != "on":
+        fields["engine_choice"] = auto_choice(plan.model_path, cfg.task, threads)[1]
+    return fields
 
 
 def _abort(commit: Commit | None, output: str) -> str:

@@ -42,25 +42,67 @@ class Engine(Protocol):
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> list[np.ndarray]: ...
 
 
-def resolve_backend(model_path: str, backend: str, use_gpu: bool = False, packing: str = "off") -> tuple[str, dict]:
-    """(engine name, its extra options) for a `--backend` value: "auto" on CPU is the fastest file `nlpbatch export`
-    wrote (OpenVINO static int8 when OpenVINO is installed, else ONNX Runtime int8, else fp32), else torch; a GPU or
-    packing always runs torch."""
+def int8_engines(model_path: str) -> dict[str, tuple[str, dict]]:
+    """The int8 engines `nlpbatch export` wrote for a model: {backend name: (engine, its options)}."""
+    found = {}
+    path = openvino_file(model_path)
+    if path is not None:
+        found["openvino-int8"] = ("openvino", {"path": path})
+    path = Path(model_path) / ONNX_DIR / ONNX_FILES["int8"]
+    if path.is_file():
+        found["onnx-int8"] = ("onnx", {"path": path})
+    return found
+
+
+def auto_choice(model_path: str, task: str | None = None, threads: int | None = None) -> tuple[str | None, str]:
+    """(backend, why) of `--backend auto` on a CPU: the one int8 engine exported, or, with several and the task
+    known, the one measured fastest on this CPU (`choice.fastest`: cached per CPU signature); None without int8."""
+    candidates = int8_engines(model_path)
+    if not candidates:
+        return None, "no int8 file exported"
+    if len(candidates) == 1 or task is None:
+        backend = next(iter(candidates))
+        return backend, "the only int8 engine exported" if len(candidates) == 1 else "the first int8 engine exported"
+    from nlpbatch.engines.choice import fastest
+
+    return fastest(task, model_path, candidates, threads)
+
+
+def resolve_backend(
+    model_path: str,
+    backend: str,
+    use_gpu: bool = False,
+    packing: str = "off",
+    task: str | None = None,
+    threads: int | None = None,
+) -> tuple[str, dict]:
+    """(engine name, its extra options) for a `--backend` value: "auto" on CPU is the int8 engine `nlpbatch export`
+    wrote that measures fastest on this CPU (`auto_choice`), else ONNX fp32, else torch; a GPU or packing always
+    runs torch."""
     torch = ("torch", {"use_gpu": use_gpu, "packing": packing})
     if use_gpu or packing == "on" or backend == "torch":
         return torch
-    if backend in ("auto", "openvino-int8"):
-        path = openvino_file(model_path, required=backend != "auto")
-        if path is not None:
-            return "openvino", {"path": path}
+    if backend == "auto":
+        chosen, _ = auto_choice(model_path, task, threads)
+        if chosen is not None:
+            return int8_engines(model_path)[chosen]
+    if backend == "openvino-int8":
+        return "openvino", {"path": openvino_file(model_path, required=True)}
     path = onnx_file(model_path, backend)
     return torch if path is None else ("onnx", {"path": Path(path)})
 
 
-def engine_name(model_path: str, backend: str = "auto", use_gpu: bool = False, packing: str = "off") -> str:
+def engine_name(
+    model_path: str,
+    backend: str = "auto",
+    use_gpu: bool = False,
+    packing: str = "off",
+    task: str | None = None,
+    threads: int | None = None,
+) -> str:
     """What `load_engine` runs for these arguments ("openvino-int8", "onnx-int8", "onnx-fp32", "torch"): the
-    manifest records it, since `auto` depends on the files beside the model."""
-    name, options = resolve_backend(model_path, backend, use_gpu, packing)
+    manifest records it, since `auto` depends on the files beside the model and on the CPU."""
+    name, options = resolve_backend(model_path, backend, use_gpu, packing, task, threads)
     if name == "onnx":
         return onnx_backend_name(options["path"])
     return "openvino-int8" if name == "openvino" else "torch"
@@ -76,7 +118,7 @@ def load_engine(
     reduce: bool = False,
 ) -> Engine:
     """The engine a backend name asks for, loaded once (an actor's __init__)."""
-    name, options = resolve_backend(model_path, backend, use_gpu, packing)
+    name, options = resolve_backend(model_path, backend, use_gpu, packing, task, threads)
     module, cls = ENGINES[name].split(":")
     return getattr(importlib.import_module(module), cls)(task, model_path, threads=threads, reduce=reduce, **options)
 
@@ -87,6 +129,7 @@ __all__ = [
     "ONNX_DIR",
     "ONNX_FILES",
     "Engine",
+    "auto_choice",
     "export_onnx",
     "load_engine",
     "onnx_file",

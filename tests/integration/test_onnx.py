@@ -76,10 +76,51 @@ def test_onnx_fp32_spans_equal_torch_through_ray(ray_cluster, exported_ner, tmp_
     reference = annotate_texts(load_annotate_config(input="-", output="-", backend="torch", **common), TEXTS)
     assert _spans([got[f"d{i}"] for i in range(len(TEXTS))]) == _spans(reference)
     assert sum(len(r["entities"]) for r in reference) > 20  # not vacuous
-    from nlpbatch.engines import load_engine
+    from nlpbatch.engines import auto_choice, load_engine
 
-    assert load_engine("ner", str(exported_ner), "auto").name == "openvino-int8"  # after export auto is the fastest
+    chosen, why = auto_choice(str(exported_ner), "ner", 1)  # after export, auto is the int8 engine fastest here
+    assert load_engine("ner", str(exported_ner), "auto", threads=1).name == chosen and why.startswith("measured: ")
     assert load_engine("ner", str(exported_ner), "auto", use_gpu=True).name == "torch"  # GPU actors stay on torch
+
+
+@pytest.mark.parametrize("faster", ["onnx-int8", "openvino-int8"])
+def test_auto_runs_the_engine_measured_fastest_and_says_why(exported_ner, tmp_path, monkeypatch, faster):
+    """The probe's outcome forced both ways (an AVX2 machine where ONNX Runtime wins, an AVX-512 one where OpenVINO
+    does): annotate runs that engine, the manifest says why, and a second run reads the choice from the cache."""
+    from nlpbatch.engines import choice
+
+    speeds = {"onnx-int8": 5651.0, "openvino-int8": 3411.0}
+    if faster == "openvino-int8":
+        speeds = {"onnx-int8": 3411.0, "openvino-int8": 5651.0}
+    probed = []
+
+    def fake_speed(engine, vocab_size):
+        probed.append(engine.name)
+        return speeds[engine.name]
+
+    monkeypatch.setattr(choice, "tokens_per_second", fake_speed)
+    monkeypatch.setattr(choice, "_CHOSEN", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (exported_ner / choice.CACHE_FILE).unlink(missing_ok=True)
+    pq.write_table(pa.table({"id": ["a"], "text": [TEXTS[0]]}), tmp_path / "in.parquet")
+    cfg = load_annotate_config(
+        task="ner",
+        model=str(exported_ner),
+        input=str(tmp_path / "in.parquet"),
+        output=str(tmp_path / "out"),
+        runner="local",
+        max_length=64,
+        stride=16,
+    )
+    manifest = run_annotation(cfg)
+    assert manifest["engine"] == faster and sorted(probed) == ["onnx-int8", "openvino-int8"]
+    other = next(b for b in speeds if b != faster)
+    assert manifest["engine_choice"].startswith(f"measured: {faster} 5,651 vs {other} 3,411 tokens/s on ")
+    assert "1 threads" in manifest["engine_choice"]
+    monkeypatch.setattr(choice, "_CHOSEN", {})  # a new process: the cache beside the model answers, no probe
+    again = run_annotation(cfg)
+    assert again["engine"] == faster and len(probed) == 2 and "(cached in " in again["engine_choice"]
+    (exported_ner / choice.CACHE_FILE).unlink()
 
 
 def test_evaluate_with_onnx_matches_torch(exported_ner, tmp_path):
