@@ -131,6 +131,9 @@ ANNOTATE_HELP = {
     "questions": "QA: file with one question per line, asked of every document",
     "text_pair_column": "classify: input column with the second text of a sentence pair (default: the column the "
     "model was trained with; a pair model needs its pairs)",
+    "word_unit": "NER: the words entities are made of, as the model was trained (default: its card's): whitespace "
+    "(the data's tokens, so 'AL-AIN' and 'U.S.' stay whole; CJK characters apart) or pretokenized (punctuation "
+    "apart, for models trained on span exports)",
     "aggregation": "NER: first | max (whole words, a word's label from its first / most confident sub-token) | simple "
     "(sub-word tokens, can cut words), as the transformers pipeline",
     "max_length": "window length in tokens (default 512 NER, 384 QA)",
@@ -184,6 +187,7 @@ CHOICES = {
     "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
     "data_format": list(DATA_FORMATS),
     "span_alignment": ["expand", "contract", "strict"],
+    "word_unit": ["whitespace", "pretokenized"],
     "annotations": ["auto", "all", "agreed"],
     "overlaps": ["longest", "first", "error"],
     "window_reduce": ["mean", "first", "max"],

@@ -228,6 +228,10 @@ class AnnotateConfig:
     question_column: str = "question"  # QA: one question per row ...
     questions: str | None = None  # ... or a file with one question per line, asked of every document
     text_pair_column: str | None = None  # classify: the second text of a sentence pair (default: as trained)
+    # NER: the words tokens are grouped into, as the model was trained: whitespace (the data's tokens: CoNLL, token
+    # lists, hub datasets; CJK ideographs apart) | pretokenized (the tokenizer's words, punctuation apart: models
+    # trained on span exports); None: the model card's, else whitespace
+    word_unit: str | None = None
     aggregation: str = "first"  # NER: first | max | simple (measured: benchmarks/results/ner_aggregation_cpu.json)
     max_length: int | None = None  # window length in tokens; None: 512 NER, 384 QA
     stride: int = 128  # tokens shared by neighbouring windows
@@ -270,6 +274,14 @@ class AnnotateConfig:
         if self.keep_columns is None:  # the text, and a sentence pair's second text (rows show the whole pair)
             return list(dict.fromkeys([self.text_column, *([self.text_pair_column] if self.text_pair_column else [])]))
         return list(dict.fromkeys(c.strip() for c in self.keep_columns.split(",") if c.strip()))
+
+    @property
+    def words(self) -> str:
+        """How tokenize groups tokens into words: the model's word unit for a task that groups words (NER),
+        else the tokenizer's own word ids (nothing recomputed)."""
+        if not get_task(self.task).groups_words:
+            return "pretokenized"
+        return self.word_unit or "whitespace"
 
     @property
     def fused(self) -> bool:
@@ -358,6 +370,8 @@ class AnnotateConfig:
             errors.append(f"packing: 'on' runs the torch engine; with backend {self.backend!r} use packing off")
         if self.layout not in ("auto", "fused", "split"):
             errors.append(f"layout: {self.layout!r} is not auto, fused or split")
+        if self.word_unit not in (None, "whitespace", "pretokenized"):
+            errors.append(f"word_unit: {self.word_unit!r} is not whitespace or pretokenized")
         if self.runner not in ("auto", "ray", "local"):
             errors.append(f"runner: {self.runner!r} is not auto, ray or local")
         elif self.runner == "local" and self.num_gpus > 0:

@@ -28,7 +28,7 @@ def read_card(model_path: str | Path) -> dict:
 
 # settings chosen at training time that evaluate and annotate take from the card unless given (windows are not among
 # them: annotate's window is a throughput choice, not a property of the model; a pair model needs its pairs)
-CARD_DEFAULTS = ("null_threshold", "label_thresholds", "text_pair_column")
+CARD_DEFAULTS = ("null_threshold", "label_thresholds", "text_pair_column", "word_unit")
 
 
 def card_defaults(cfg, model_path: str | Path):

@@ -626,7 +626,7 @@ def _build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
             "counter": counter,
         }
         return ds.map_batches(Annotator, fn_constructor_kwargs=args, **pool)
-    tokenize = {"max_length": cfg.window, "stride": cfg.stride}
+    tokenize = {"max_length": cfg.window, "stride": cfg.stride, "words": cfg.words}
     task = get_task(cfg.task)
     decode = task.decode_options(cfg, plan.model_config)
     ds = ds.map_batches(stages.parse_rows, batch_format="pyarrow", fn_kwargs=parse)
@@ -733,7 +733,7 @@ def _annotator_args(cfg: AnnotateConfig, model_path: str, model_config, parse: d
         "threads": threads,
         "packing": cfg.packing,
         "parse": parse,
-        "tokenize": {"max_length": cfg.window, "stride": cfg.stride},
+        "tokenize": {"max_length": cfg.window, "stride": cfg.stride, "words": cfg.words},
         "decode": get_task(cfg.task).decode_options(cfg, model_config),
     }
 

@@ -218,16 +218,35 @@ def char_slices(batch: pa.Table, limit: int | None = None) -> list[pa.Table]:
     return [*slices, batch.slice(start)]
 
 
-def tokenize(batch: pa.Table, task: str, model_path: str, max_length: int, stride: int) -> pa.Table:
+def tokenize(
+    batch: pa.Table, task: str, model_path: str, max_length: int, stride: int, words: str = "pretokenized"
+) -> pa.Table:
     """`tokenize_slice` over slices of at most CALL_CHARS characters (bounded memory for any --batch-rows)."""
-    parts = [tokenize_slice(part, task, model_path, max_length, stride) for part in char_slices(batch)]
+    parts = [tokenize_slice(part, task, model_path, max_length, stride, words) for part in char_slices(batch)]
     return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
 
-def tokenize_slice(batch: pa.Table, task: str, model_path: str, max_length: int, stride: int) -> pa.Table:
+def whitespace_word_ids(texts: list[str], starts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each token's word when words are whitespace-delimited (CJK ideographs apart), as the model saw them in its
+    training data: the word whose start is the last at or before the token's start. `starts`: each token's start
+    character (-1: not the document's), `rows`: its document."""
+    from nlpbatch.data.spans import WHITESPACE_WORD
+
+    out = np.full(len(starts), -1, np.int64)
+    for row in np.unique(rows):
+        mine = np.flatnonzero((rows == row) & (starts >= 0))
+        firsts = np.fromiter((m.start() for m in WHITESPACE_WORD.finditer(texts[row])), np.int64)
+        out[mine] = np.searchsorted(firsts, starts[mine], side="right") - 1
+    return out
+
+
+def tokenize_slice(
+    batch: pa.Table, task: str, model_path: str, max_length: int, stride: int, words: str = "pretokenized"
+) -> pa.Table:
     """Overlapping windows with character offsets for every good row (tokenization in CPU tasks). A question (pair
     tasks) too long for the window, or any row the tokenizer fails on, becomes a reject with the reason. Columns
-    built from flat arrays: no Python loop per token."""
+    built from flat arrays: no Python loop per token. `words`: `pretokenized` keeps the tokenizer's word ids
+    (punctuation apart), `whitespace` groups tokens into whitespace-delimited words (NER trained on such words)."""
     from nlpbatch.tasks import get_task
 
     t0 = time.perf_counter()
@@ -278,6 +297,9 @@ def tokenize_slice(batch: pa.Table, task: str, model_path: str, max_length: int,
     own = sequence == (1 if pair == "question" else 0)  # QA: only the text's tokens are decoded, not the question's
     offsets[~own] = -1
     word_ids[~own] = -1
+    if words == "whitespace" and n:
+        token_rows = np.repeat(np.repeat(np.asarray(good, np.int64), counts), lengths) if good else np.zeros(0)
+        word_ids = np.where(own, whitespace_word_ids(texts, offsets[:, 0], token_rows), -1).astype(word_ids.dtype)
     with_types = "token_type_ids" in tokenizer.model_input_names
     type_values, type_lengths = (types, lengths) if with_types else (types[:0], 0 * lengths)
     out = with_rejects(batch, reasons)

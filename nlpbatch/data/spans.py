@@ -34,6 +34,9 @@ CJK = (
 )
 PUNCT = r"\p{P}!-/:-@\[-`{-~"
 WORD = regex.compile(rf"[{CJK}]|[{PUNCT}]|[^\s{CJK}{PUNCT}]+")
+# the words of CoNLL-style data: whitespace-delimited, each CJK ideograph apart (what annotate groups for models
+# trained on such data: `word_unit` whitespace)
+WHITESPACE_WORD = regex.compile(rf"[{CJK}]|[^\s{CJK}]+")
 ALIGNMENTS = ("expand", "contract", "strict")
 OVERLAPS = ("longest", "first", "error")
 
@@ -198,6 +201,7 @@ def load_records(
             for (number, tokens, _), tags in zip(sequences, converted)
         ]
         say(f"{path}: read as tokens ({len(rows)} records, {scheme.upper()} tags)")
+        REPORTS.append({"file": str(path), "format": "tokens", "examples": len(rows)})
         return rows
     if annotations not in POLICIES:
         raise DataError(f"--annotations {annotations!r}: expected one of {', '.join(POLICIES)}")

@@ -71,9 +71,11 @@ class Task:
     window_columns: tuple[tuple[str, str], ...] = ()
     # an output row -> a short line `show` prints beside the document (a document label and its score)
     summary: Callable[[dict], str] = no_summary
-    # (final eval metrics, TrainConfig) -> settings chosen on the validation set that the model card keeps for
-    # evaluate and annotate (QA: the null threshold)
-    card_settings: Callable[[dict, Any], dict] = lambda metrics, cfg: {}
+    # (final eval metrics, TrainConfig, the files training read: spans.REPORTS) -> settings the model card keeps for
+    # evaluate and annotate (QA: the null threshold chosen on validation; NER: the words it was trained on)
+    card_settings: Callable[..., dict] = lambda metrics, cfg, data_files=(): {}
+    # annotate groups tokens into the words the model was trained on (`word_unit`, from the card): NER
+    groups_words: bool = False
     # output rows mark labelled spans of their text, which labelling tools review and training reads back
     # (`annotate --output-format spacy|label-studio`)
     span_formats: bool = False

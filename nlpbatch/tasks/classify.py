@@ -407,7 +407,7 @@ def _check_train(cfg: Any) -> list[str]:
     return [f"label_thresholds: {value!r} is not 0.4 or 'label=0.3,other=0.6' (thresholds in 0..1)"] if bad else []
 
 
-def _card_settings(metrics: dict, cfg: Any) -> dict:
+def _card_settings(metrics: dict, cfg: Any, data_files=()) -> dict:
     """A multi-label model keeps the per-label thresholds its validation chose (or it was given)."""
     return {"label_thresholds": metrics["thresholds"]} if "thresholds" in metrics else {}
 

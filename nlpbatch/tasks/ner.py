@@ -81,13 +81,14 @@ def load_split(
             return load_conll_hub(source or HUB_NAME, split, max_examples, tokens_column, tags_column, tag_scheme)
         paths = [path]
     from nlpbatch.data.conll import parse_conll, rows_dataset
-    from nlpbatch.data.spans import load_records
+    from nlpbatch.data.spans import REPORTS, load_records
 
     rows = []
     for path in paths:
         columns = path.suffix.lower() not in (".jsonl", ".json", ".parquet", ".spacy")
         if data_format == "conll" or (data_format == "auto" and columns):
             found = parse_conll(path, tag_scheme, tag_column)
+            REPORTS.append({"file": str(path), "format": "conll", "examples": len(found)})
         else:  # token/tag lists, or character spans as labelling tools export them
             found = load_records(
                 path,
@@ -413,6 +414,14 @@ def decode_table(batch: pa.Table, id2label: dict[int, str], aggregation: str) ->
     return timed(out, "decode", time.perf_counter() - t0)
 
 
+def card_settings(metrics: dict, cfg: Any, data_files=()) -> dict:
+    """The words the model was trained on, which annotate must group tokens into: the data's own tokens
+    (whitespace-delimited: CoNLL, token lists, hub datasets) or, when every training file was a span export,
+    the pieces the span readers cut (BERT pre-tokenization: punctuation apart)."""
+    spans_only = bool(data_files) and all(f.get("format") not in ("tokens", "conll") for f in data_files)
+    return {"word_unit": "pretokenized" if spans_only else "whitespace"}
+
+
 def decode_options(cfg: Any, model_config: Any) -> dict:
     return {"id2label": {int(k): v for k, v in model_config.id2label.items()}, "aggregation": cfg.aggregation}
 
@@ -447,6 +456,8 @@ NER_TASK = Task(
     check_train=no_errors,
     fingerprint=nothing,
     headline=headline,
+    card_settings=card_settings,
+    groups_words=True,
     plot_scores=plot_scores,
     write_predictions=write_predictions,
     architecture="TokenClassification",

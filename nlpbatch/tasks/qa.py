@@ -301,7 +301,7 @@ def fingerprint(cfg: Any) -> dict:
     return {"doc_stride": cfg.doc_stride}
 
 
-def card_settings(metrics: dict, cfg: Any) -> dict:
+def card_settings(metrics: dict, cfg: Any, data_files=()) -> dict:
     """The null threshold evaluate and annotate use: the one given, else (SQuAD v2.0 validation data) the best for
     F1 on the validation set; none for a model trained and validated on answerable questions only."""
     if cfg.null_threshold is not None:

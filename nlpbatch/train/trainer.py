@@ -23,7 +23,11 @@ RUN_FILE = "nlpbatch_run.json"  # in the run's storage folder: the settings a ch
 
 
 def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport):
-    """Both splits, validated (errors name the file and line / question id) before any Ray work."""
+    """Both splits, validated (errors name the file and line / question id) before any Ray work, and what each
+    labelling-tool file gave, per split ({"train": [...], "validation": [...]}, from `spans.REPORTS`)."""
+    from nlpbatch.data import spans as span_files
+
+    before = len(span_files.REPORTS)
     task = get_task(cfg.task)
     options = cfg.data_options()
     from nlpbatch.data import fetch_data
@@ -37,6 +41,7 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         labels=cfg.labels,
         **options,
     )
+    middle = len(span_files.REPORTS)
     raw_eval = task.load_split(  # the training labels, in their order, plus any type only validation has
         fetch_data(cfg.validation or cfg.data_dir),
         "validation",
@@ -46,7 +51,8 @@ def load_data(cfg: TrainConfig, train_skips: SkipReport, eval_skips: SkipReport)
         labels=task.label_names(raw_train) or None,
         **options,
     )
-    return raw_train, raw_eval
+    files = {"train": span_files.REPORTS[before:middle], "validation": span_files.REPORTS[middle:]}
+    return raw_train, raw_eval, files
 
 
 def learned_nothing(ev: dict) -> str | None:
@@ -134,13 +140,10 @@ def run_training(cfg: TrainConfig) -> dict:
         from nlpbatch.tracking import require_mlflow
 
         require_mlflow()  # a missing extra fails now, not after hours of training
-    from nlpbatch.data import spans as span_files
-
     skips, eval_skips = SkipReport(), SkipReport()
-    read_before = len(span_files.REPORTS)
-    raw_train, raw_eval = load_data(cfg, skips, eval_skips)
+    raw_train, raw_eval, read = load_data(cfg, skips, eval_skips)
     # what each labelling-tool file gave (used, skipped, resolved; the annotators' agreement): into metrics.json
-    data_files = span_files.REPORTS[read_before:]
+    data_files = read["train"] + read["validation"]
     AutoConfig.from_pretrained(resolve_model(cfg.model))  # an unreadable model fails here, not in a worker
     output = Path(cfg.output).resolve()
     labels = get_task(cfg.task).label_names(raw_train)
@@ -188,7 +191,7 @@ def run_training(cfg: TrainConfig) -> dict:
     if final:
         final = {**final, "eval": with_skipped_questions(final["eval"], eval_skips.count)}
     # how it was trained (task, windows, labels) and what its validation chose (QA: the null threshold)
-    card = get_task(cfg.task).card_settings(final.get("eval", {}), cfg)
+    card = get_task(cfg.task).card_settings(final.get("eval", {}), cfg, read["train"])
     warning = learned_nothing(final.get("eval", {}))
     if warning:
         say(f"warning: {warning}")
