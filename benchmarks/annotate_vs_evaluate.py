@@ -1,5 +1,6 @@
 """Does `annotate` write the entities `evaluate` scores? A model trained with the defaults (2,000 CoNLL sentences, 2
-epochs, unless --model names one) scores the held-out CoNLL test file with `evaluate`; the same sentences, their
+epochs, unless --model names one) scores the CoNLL validation file (held out from training; the shared data has no
+test split) with `evaluate`; the same sentences, their
 words joined by single spaces, go through annotate's stages (in this process) and their entities are scored exactly
 against the gold spans (exact start, end and type: conlleval's rule), with the model's words grouped as trained
 (`word_unit whitespace`, the default now) and as the tokenizer pre-tokenizes (`pretokenized`, the behaviour before),
@@ -58,7 +59,7 @@ def main() -> None:
     from nlpbatch.evaluation import eval_config, evaluate_model
     from nlpbatch.train.trainer import run_training
 
-    test = Path(args.data_dir) / "conll2003" / "test.txt"
+    test = Path(args.data_dir) / "conll2003" / "validation.txt"
     with tempfile.TemporaryDirectory() as tmp:
         model, trained = args.model, None
         if model is None:
