@@ -121,8 +121,10 @@ ANNOTATE_HELP = {
     "input_format": "parquet, jsonl or csv (.tsv: tab-separated; default: from the file extensions)",
     "follow_symlinks": "enter symlinked folders and files of the input (each real file is read once); by default "
     "they are skipped",
-    "output_format": "parquet or jsonl; NER also spacy (spaCy/Prodigy span JSONL) or label-studio (tasks with "
-    "predictions, to review in Label Studio): both train again with --train",
+    "output_format": "parquet or jsonl; delta (OUTPUT is a Delta Lake table, one commit per run, rejects in "
+    "OUTPUT/_rejects: Spark, Trino, DuckDB read it atomically; pip install 'nlpbatch[delta]'); NER also spacy "
+    "(spaCy/Prodigy span JSONL) or label-studio (tasks with predictions, to review in Label Studio): both train "
+    "again with --train",
     "id_column": "input column with the document id",
     "text_column": "input column with the text",
     "keep_columns": "input columns copied into every output row, comma-separated (default: the text column; '' for "

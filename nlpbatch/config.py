@@ -221,7 +221,8 @@ class AnnotateConfig:
     output: str
     input_format: str | None = None  # parquet | jsonl; None: from the file extension
     follow_symlinks: bool = False  # enter symlinked folders and files of the input (each real file read once)
-    output_format: str = "parquet"  # parquet | jsonl | spacy | label-studio (spans for review in labelling tools)
+    # parquet | jsonl | spacy | label-studio (spans for review in labelling tools) | delta (a Delta Lake table)
+    output_format: str = "parquet"
     id_column: str = "id"
     text_column: str = "text"
     keep_columns: str | None = None  # input columns copied to each output row, comma-separated; None: the text
@@ -337,6 +338,11 @@ class AnnotateConfig:
             errors.append(f"input_format: {self.input_format!r} is not parquet, jsonl or csv")
         if self.output_format not in OUTPUT_FORMATS:
             errors.append(f"output_format: {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        elif self.output_format == "delta":
+            from nlpbatch.annotate.delta import available
+
+            if not available():
+                errors.append("output_format: delta needs delta-rs: pip install 'nlpbatch[delta]'")
         elif self.output_format in ("spacy", "label-studio"):
             if is_task(self.task) and not get_task(self.task).span_formats:
                 errors.append(f"output_format: {self.output_format} writes entity spans, which {self.task} has not")

@@ -45,7 +45,14 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
         raise ConfigError(f"{output}: no {MANIFEST} (not a published annotate output, or its run has not finished)")
     check_manifest(output, manifest)
     rows: list[dict] = []
-    for file in manifest["output_files"]:
+    if manifest.get("delta"):  # a Delta table: its current version, as any Delta reader sees it
+        from deltalake import DeltaTable
+
+        from nlpbatch.annotate.delta import storage_options, table_uri
+
+        table = DeltaTable(table_uri(output), storage_options=storage_options(output, s3_endpoint))
+        rows = table.to_pyarrow_dataset().head(n).to_pylist()
+    for file in [] if manifest.get("delta") else manifest["output_files"]:
         rel = relative_file(path, file)  # a manifest names files under its own output, or it is not followed
         if rel is None:
             raise ConfigError(f"{output}: {MANIFEST} names {file!r}, which is not a file of this output; not read")

@@ -377,7 +377,12 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         staged = sorted(f for r in sink.results for f in r["files"])
-        manifest = commit.publish(staged, manifest)
+        if cfg.output_format == "delta":  # one commit of a Delta table, then the manifest
+            from nlpbatch.annotate import delta
+
+            manifest = delta.publish(commit, staged, manifest, cfg.output, cfg.s3_endpoint)
+        else:
+            manifest = commit.publish(staged, manifest)
     except BaseException as err:  # also Ctrl-C: this attempt's own files go, the published output stays as it was
         outcome = _abort(commit, cfg.output)
         if isinstance(err, KeyboardInterrupt):

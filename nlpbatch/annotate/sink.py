@@ -20,7 +20,7 @@ def write_table(
     table: pa.Table, filesystem, path: str, fmt: str, text_column: str = "text", task: str | None = None
 ) -> None:
     """One output file: Parquet, JSON Lines of the rows, or a labelling tool's import format (`data.exports`)."""
-    if fmt == "parquet":
+    if fmt in ("parquet", "delta"):  # delta: staged as Parquet, committed to the table by annotate/delta.py
         import pyarrow.parquet as pq
 
         pq.write_table(table, path, filesystem=filesystem)
@@ -110,7 +110,7 @@ class AnnotationSink(Datasink):
         )
         for name, part in (("data", good), ("rejects", bad)):
             if part.num_rows:
-                fmt = self.fmt if name == "data" else ("parquet" if self.fmt == "parquet" else "jsonl")
+                fmt = self.fmt if name == "data" else ("parquet" if self.fmt in ("parquet", "delta") else "jsonl")
                 path = f"{self.out_path}/{name}/{self.file_prefix}{ctx.task_idx:06d}.{EXTENSIONS[fmt]}"
                 with_retries(
                     lambda p=part, f=path, k=fmt: write_table(p, self.filesystem, f, k, self.text_column, self.task),

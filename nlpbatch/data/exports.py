@@ -4,8 +4,8 @@ Label Studio tasks with predictions. Pure functions over output rows and their (
 
 from __future__ import annotations
 
-OUTPUT_FORMATS = ("parquet", "jsonl", "spacy", "label-studio")
-EXTENSIONS = {"parquet": "parquet", "jsonl": "jsonl", "spacy": "jsonl", "label-studio": "json"}
+OUTPUT_FORMATS = ("parquet", "jsonl", "spacy", "label-studio", "delta")  # delta: annotate/delta.py
+EXTENSIONS = {"parquet": "parquet", "jsonl": "jsonl", "spacy": "jsonl", "label-studio": "json", "delta": "parquet"}
 SPAN_COLUMNS = ("entities",)  # what a row's spans were read from: not repeated among its other fields
 
 
