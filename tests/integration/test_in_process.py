@@ -40,7 +40,7 @@ def test_load_annotates_strings_lists_and_tables_as_annotate_does(tiny_ner_model
     questions = ["Who visited Paris?"] * len(TEXTS)
     expected = [row["answer"] for row in _reference(tiny_qa_model, "qa", questions, max_length=64, stride=16)]
     assert [row["answer"] for row in reader(TEXTS, question="Who visited Paris?")] == expected
-    with pytest.raises(ValueError, match="needs questions"):
+    with pytest.raises(ValueError, match="needs a question per text"):
         reader(TEXTS)
 
 

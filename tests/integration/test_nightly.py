@@ -104,6 +104,7 @@ def test_nightly_waits_for_complete_partitions_redoes_changed_ones_and_survives_
         output=f"s3://{bucket}/annotations/",
         s3_endpoint=s3_server,
         max_actors=1,  # small partitions: one inference actor a night, not a pool to start per partition
+        retention_hours=0,  # a redone night's replaced files go at once: data/ holds one run's (test_publish_faults)
     )
 
     first = run_nightly(base)
