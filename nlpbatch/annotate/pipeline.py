@@ -143,6 +143,26 @@ def _check_keys(path: str, sample: list[dict], columns: list[str], hints: dict[s
         )
 
 
+def _columns(fmt: str, filesystem, path: str) -> set[str]:
+    """The columns (keys) of an input file, from its schema, header or first record; empty when unreadable."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            with filesystem.open_input_file(path) as fh:
+                return set(pq.ParquetFile(fh).schema_arrow.names)
+        with filesystem.open_input_stream(path, compression="detect") as fh:
+            if fmt == "csv":
+                from nlpbatch.annotate.reader import csv_header
+
+                return set(csv_header(fh, path))
+            for _, line in iter_lines(fh):
+                return set(_record(line) or {})
+    except Exception:  # a hint only: the checks above have named any real problem
+        return set()
+    return set()
+
+
 def _read_questions(path: str | None) -> list[str] | None:
     if path is None:
         return None
@@ -257,6 +277,11 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
         say(f"annotate {cfg.task}: counting the rows of {len(infos)} input file(s), {size / 2**20:,.0f} MiB")
     rows_in = check_inputs([i.path for i in infos], fmt, in_fs, required, cfg.id_column, cfg.kept, hints)
     rows_in *= len(questions) if questions else 1
+    if questions and task.pair and cfg.question_column in _columns(fmt, in_fs, infos[0].path):
+        say(
+            f"annotate {cfg.task}: --questions asks every row the file's {len(questions)} question(s); the input's "
+            f"own {cfg.question_column!r} column is not used (drop --questions to ask each row its own)"
+        )
     if rows_in == 0 and not cfg.allow_empty:
         raise ConfigError(
             f"{cfg.input}: no rows to annotate ({len(infos)} file(s), all empty); pass --allow-empty to publish an "
