@@ -71,18 +71,24 @@ def _cli_train(args, env):
     )
 
 
-def test_killed_run_resumes_to_the_same_result(ray_cluster, tiny_ner_model, data_dir, tmp_path):
-    common = dict(
+def _three_epochs(data_dir, model, **kw) -> dict:
+    """The run the resume tests kill and resume: 3 epochs of 1,500 sentences on one worker."""
+    return dict(
         task="ner",
         data_dir=str(data_dir),
-        model=str(tiny_ner_model),
+        model=str(model),
         epochs=3,
         num_workers=1,
         max_train_examples=1500,
         max_eval_examples=100,
         batch_size=8,
         log_every_steps=20,
+        **kw,
     )
+
+
+def test_killed_run_resumes_to_the_same_result(ray_cluster, tiny_ner_model, data_dir, tmp_path):
+    common = _three_epochs(data_dir, tiny_ner_model)
     reference = run_training(load_train_config(output=str(tmp_path / "ref"), **common))
 
     # the same run as a CLI process on the same cluster, killed once its first checkpoint is registered
@@ -128,18 +134,7 @@ def test_one_worker_in_this_process_trains_as_ray_train_does_and_resumes(
 ):
     """--runner local (what `auto` picks for one worker without a cluster): the same loop as one Ray Train worker,
     the same losses and scores; a CLI run killed after its first epoch resumes to the uninterrupted result."""
-    common = dict(
-        task="ner",
-        data_dir=str(data_dir),
-        model=str(tiny_ner_model),
-        epochs=3,
-        num_workers=1,
-        max_train_examples=1500,
-        max_eval_examples=100,
-        batch_size=8,
-        log_every_steps=20,
-        quiet=True,
-    )
+    common = _three_epochs(data_dir, tiny_ner_model, quiet=True)
     on_ray = run_training(load_train_config(output=str(tmp_path / "ray"), runner="ray", **common))
     here = run_training(load_train_config(output=str(tmp_path / "here"), runner="local", **common))
     assert (on_ray["runner"], here["runner"]) == ("ray", "local")
