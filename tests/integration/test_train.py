@@ -134,14 +134,17 @@ def test_one_worker_in_this_process_trains_as_ray_train_does_and_resumes(
 ):
     """--runner local (what `auto` picks for one worker without a cluster): the same loop as one Ray Train worker,
     the same losses and scores; a CLI run killed after its first epoch resumes to the uninterrupted result."""
-    common = _three_epochs(data_dir, tiny_ner_model, quiet=True)
-    on_ray = run_training(load_train_config(output=str(tmp_path / "ray"), runner="ray", **common))
-    here = run_training(load_train_config(output=str(tmp_path / "here"), runner="local", **common))
-    assert (on_ray["runner"], here["runner"]) == ("ray", "local")
-    assert here["final"]["eval"] == on_ray["final"]["eval"]
-    assert [h["train_loss"] for h in here["history"]] == pytest.approx(
+    small = {**_three_epochs(data_dir, tiny_ner_model, quiet=True), "epochs": 2, "max_train_examples": 400}
+    on_ray = run_training(load_train_config(output=str(tmp_path / "ray"), runner="ray", **small))
+    alone = run_training(load_train_config(output=str(tmp_path / "alone"), runner="local", **small))
+    assert (on_ray["runner"], alone["runner"]) == ("ray", "local")
+    assert alone["final"]["eval"] == on_ray["final"]["eval"]
+    assert [h["train_loss"] for h in alone["history"]] == pytest.approx(
         [h["train_loss"] for h in on_ray["history"]], rel=1e-6
     )
+
+    common = _three_epochs(data_dir, tiny_ner_model, quiet=True)  # long enough to be killed after its first epoch
+    here = run_training(load_train_config(output=str(tmp_path / "here"), runner="local", **common))
 
     out = tmp_path / "killed"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no cluster named: auto trains here
