@@ -99,18 +99,29 @@ def fastest(task: str, model_path: str, candidates: dict[str, tuple[str, dict]],
         if isinstance(record, dict) and record.get("backend") in candidates:
             _CHOSEN[key] = (record["backend"], f"{record['reason']} (cached in {path})")
             return _CHOSEN[key]
-    speeds = {}
+    speeds, failed = {}, {}
     for backend, (engine_name, options) in candidates.items():
         module, cls = ENGINES[engine_name].split(":")
-        engine = getattr(importlib.import_module(module), cls)(task, model_path, threads=threads, **options)
-        speeds[backend] = tokens_per_second(engine, getattr(engine.config, "vocab_size", 30522))
-        del engine
+        try:  # an engine that cannot run its file on this CPU is out of the race, said in the reason
+            engine = getattr(importlib.import_module(module), cls)(task, model_path, threads=threads, **options)
+            speeds[backend] = tokens_per_second(engine, getattr(engine.config, "vocab_size", 30522))
+        except Exception as err:
+            failed[backend] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:200] if str(err) else ''}"
+            continue
+        finally:
+            engine = None
+    if not speeds:
+        raise RuntimeError(f"{model_path}: no int8 engine runs on this CPU: {failed}")
     best = max(speeds, key=speeds.get)
     others = ", ".join(f"{b} {s:,.0f}" for b, s in sorted(speeds.items(), key=lambda kv: -kv[1]) if b != best)
+    broken = "".join(f"; {b} failed to load ({why})" for b, why in failed.items())
     signature = cpu_signature()
     isa = ", ".join(signature["isa"]) or "no listed ISA"
     where = f"{signature['cpu'] or 'this CPU'} ({isa}, {threads or 'all'} threads)"
-    reason = f"measured: {best} {speeds[best]:,.0f} vs {others} tokens/s on {where}"
-    _remember(model_path, key, {"backend": best, "reason": reason, "tokens_per_second": speeds})
+    reason = (
+        f"measured: {best} {speeds[best]:,.0f}" + (f" vs {others}" if others else "") + f" tokens/s on {where}{broken}"
+    )
+    if not failed:  # a load failure may be passing (memory): measure again next time
+        _remember(model_path, key, {"backend": best, "reason": reason, "tokens_per_second": speeds})
     _CHOSEN[key] = (best, reason)
     return _CHOSEN[key]

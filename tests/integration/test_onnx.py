@@ -123,6 +123,23 @@ def test_auto_runs_the_engine_measured_fastest_and_says_why(exported_ner, tmp_pa
     (exported_ner / choice.CACHE_FILE).unlink()
 
 
+def test_an_engine_that_cannot_load_on_this_cpu_is_left_out_of_the_probe(exported_ner, tmp_path, monkeypatch):
+    """As OpenVINO's int8 graph failed to compile with oneDNN held to AVX2 (benchmarks/engine_choice.py): the
+    other engine runs and the reason says why."""
+    from nlpbatch.engines import auto_choice, choice, openvino_engine
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Supported primitive descriptors list is empty for node: Softmax_8936 type: Softmax")
+
+    monkeypatch.setattr(openvino_engine.OpenVinoEngine, "__init__", refuse)
+    monkeypatch.setattr(choice, "_CHOSEN", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (exported_ner / choice.CACHE_FILE).unlink(missing_ok=True)
+    chosen, why = auto_choice(str(exported_ner), "ner", 1)
+    assert chosen == "onnx-int8" and "openvino-int8 failed to load (RuntimeError: Supported primitive" in why
+    assert not (exported_ner / choice.CACHE_FILE).exists()  # not remembered: measured again next time
+
+
 def test_evaluate_with_onnx_matches_torch(exported_ner, tmp_path):
     conll = tmp_path / "dev.txt"
     conll.write_text(
