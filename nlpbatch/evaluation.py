@@ -3,6 +3,7 @@ Both paths run the same `run_eval`, so their results must be identical."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from nlpbatch.config import ConfigError, TrainConfig
@@ -27,7 +28,8 @@ def eval_config(task: str, model: str, **kwargs: Any) -> TrainConfig:
         raise ConfigError(f"{model} is a {trained['task']} model: use `nlpbatch evaluate {trained['task']}`")
     settings = ("max_length", "doc_stride", "text_column", "text_pair_column", "label_column", "multi_label")
     settings += CARD_DEFAULTS
-    defaults = {k: trained[k] for k in settings if trained.get(k) is not None}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}  # annotate-only card keys (word_unit) are not scoring's
+    defaults = {k: trained[k] for k in settings if trained.get(k) is not None and k in known}
     given = {k: v for k, v in kwargs.items() if v is not None}
     cfg = TrainConfig(task=task, output="", model=model, **{**defaults, **given})
     cfg.validate()

@@ -166,3 +166,10 @@ def test_a_label_studio_project_of_two_annotators_trains_in_one_run(ray_cluster,
     assert train_file["format"] == "label-studio" and train_file["examples"] == 5 and train_file["entities"] == 10
     assert train_file["counts"]["choices results ignored (not spans)"] == 1
     assert round(train_file["agreement"]["span_f1"], 3) == 0.571 and train_file["agreement"]["per_type"]["PER"] == 1.0
+    # trained on a span export: annotate groups the tokenizer's words (punctuation apart), as the reader cut them
+    card = json.loads((tmp_path / "model" / "nlpbatch.json").read_text())
+    assert card["word_unit"] == "pretokenized"
+    from nlpbatch.evaluation import eval_config, evaluate_model
+
+    scored, _ = evaluate_model(eval_config("ner", str(tmp_path / "model")), str(project))
+    assert scored["overall_f1"] == metrics["final"]["eval"]["overall_f1"]
