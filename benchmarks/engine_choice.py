@@ -37,10 +37,14 @@ from transformers import AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(model)
 texts = [json.loads(line)["text"] for line in open(corpus)][:600]
 enc = tokenizer(texts, truncation=True, max_length=128, padding="max_length", return_tensors="np")
-speeds = {}
+speeds, failed = {}, {}
 for backend, (name, options) in candidates.items():
     module, cls = ENGINES[name].split(":")
-    engine = getattr(importlib.import_module(module), cls)("ner", model, threads=1, **options)
+    try:
+        engine = getattr(importlib.import_module(module), cls)("ner", model, threads=1, **options)
+    except Exception as err:
+        failed[backend] = str(err).strip().splitlines()[-1][:300]
+        continue
     ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
     types = enc["token_type_ids"].astype(np.int64)
     engine(ids[:8], mask[:8], types[:8])
@@ -49,7 +53,7 @@ for backend, (name, options) in candidates.items():
         engine(ids[i:i+8], mask[i:i+8], types[i:i+8])
     speeds[backend] = float(mask.sum()) / (time.perf_counter() - start)
 found = {"probe_choice": best, "probe_reason": reason, "probe_seconds": probe_seconds}
-print(json.dumps({**found, "run_tokens_per_second": speeds}))
+print(json.dumps({**found, "run_tokens_per_second": speeds, "failed_to_load": failed}))
 """
 
 
