@@ -142,6 +142,7 @@ def test_sentence_pairs_annotate_as_evaluate_scores_them(ray_cluster, tiny_ner_m
             max_length=64,
             epochs=1,
             num_workers=1,
+            runner="local",  # one worker: trained in this process (test_train compares it with Ray Train)
             quiet=True,
             **columns,
         )

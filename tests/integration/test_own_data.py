@@ -32,6 +32,7 @@ def test_train_and_evaluate_on_wnut17_files_with_its_own_labels(ray_cluster, tin
         epochs=1,
         batch_size=16,
         num_workers=1,
+        runner="local",  # one worker: trained in this process (test_train compares it with Ray Train)
         quiet=True,
     )
     metrics = run_training(cfg)
@@ -104,6 +105,7 @@ def test_label_studio_round_trip_annotate_review_train_evaluate(ray_cluster, tin
         validation=str(reviewed),
         epochs=1,
         num_workers=1,
+        runner="local",  # one worker: trained in this process (test_train compares it with Ray Train)
         quiet=True,
     )
     final = run_training(cfg)["final"]["eval"]
@@ -154,6 +156,7 @@ def test_a_label_studio_project_of_two_annotators_trains_in_one_run(ray_cluster,
         validation=str(project),
         epochs=1,
         num_workers=1,
+        runner="local",  # one worker: trained in this process (test_train compares it with Ray Train)
         quiet=True,
     )
     run_training(cfg)
