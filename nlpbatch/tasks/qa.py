@@ -35,12 +35,13 @@ def load_split(
 
 
 def build_model(model_path: str, raw_train=None, cfg: Any = None):
-    """A QA head needs no label set: building and loading a trained model are the same call."""
+    """A QA head needs no label set: building and loading a trained model are the same call. Its head has two
+    outputs (start, end) whatever head the base had: a fine-tuned NER or classification model's is replaced."""
     from transformers import AutoModelForQuestionAnswering
 
     from nlpbatch.models import load_quietly
 
-    return load_quietly(AutoModelForQuestionAnswering, model_path)
+    return load_quietly(AutoModelForQuestionAnswering, model_path, num_labels=2, ignore_mismatched_sizes=True)
 
 
 def tokenize_windows(questions: list[str], contexts: list[str], tokenizer, max_length: int, stride: int):

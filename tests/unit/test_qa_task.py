@@ -172,3 +172,11 @@ def test_answer_probability_is_a_context_softmax_product():
     p_end = np.exp(end[1:]) / np.exp(end[1:]).sum()
     assert (ans["start"], ans["end"]) == (0, 9)  # start token 1, end token 2
     assert ans["probability"] == pytest.approx(p_start[0] * p_end[1]) and 0 < ans["probability"] < 1
+
+
+def test_a_qa_model_starts_from_a_fine_tuned_model_of_another_task(tiny_ner_model):
+    """A warm start from an NER model (a head of 9 labels): the QA head is replaced by one of two outputs."""
+    from nlpbatch.tasks.qa import build_model
+
+    model = build_model(str(tiny_ner_model))
+    assert model.qa_outputs.out_features == 2 and model.config.num_labels == 2
