@@ -169,12 +169,15 @@ class LocalSession:
     def get(self, value):
         return value
 
-    def latest(self) -> str | None:
-        found = sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint_")) if self._exists() else []
-        return os.path.join(self.run_dir, found[-1]) if found else None
+    def _complete(self) -> list[str]:
+        """The run's complete checkpoints, oldest first (a `.partial` copy a stopped run left is not one)."""
+        if not os.path.isdir(self.run_dir):
+            return []
+        return sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint_") and "." not in n)
 
-    def _exists(self) -> bool:
-        return os.path.isdir(self.run_dir)
+    def latest(self) -> str | None:
+        found = self._complete()
+        return os.path.join(self.run_dir, found[-1]) if found else None
 
     def checkpoint(self):
         return contextlib.nullcontext(self.latest())
@@ -191,8 +194,7 @@ class LocalSession:
         shutil.copytree(directory, partial)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        found = sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint_") and "." not in n)
-        for old in found[: -self.keep]:
+        for old in self._complete()[: -self.keep]:
             shutil.rmtree(os.path.join(self.run_dir, old), ignore_errors=True)
 
 
