@@ -229,14 +229,15 @@ def tokenize(
 def whitespace_word_ids(texts: list[str], starts: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Each token's word when words are whitespace-delimited (CJK ideographs apart), as the model saw them in its
     training data: the word whose start is the last at or before the token's start. `starts`: each token's start
-    character (-1: not the document's), `rows`: its document."""
+    character (-1: not the document's), `rows`: its document, non-decreasing (a document's tokens are together)."""
     from nlpbatch.data.spans import WHITESPACE_WORD
 
     out = np.full(len(starts), -1, np.int64)
-    for row in np.unique(rows):
-        mine = np.flatnonzero((rows == row) & (starts >= 0))
+    documents, firsts_at = np.unique(rows, return_index=True)
+    for row, begin, end in zip(documents, firsts_at, [*firsts_at[1:], len(rows)]):
         firsts = np.fromiter((m.start() for m in WHITESPACE_WORD.finditer(texts[row])), np.int64)
-        out[mine] = np.searchsorted(firsts, starts[mine], side="right") - 1
+        words = np.searchsorted(firsts, starts[begin:end], side="right") - 1
+        out[begin:end] = np.where(starts[begin:end] >= 0, words, -1)
     return out
 
 
@@ -298,7 +299,7 @@ def tokenize_slice(
     offsets[~own] = -1
     word_ids[~own] = -1
     if words == "whitespace" and n:
-        token_rows = np.repeat(np.repeat(np.asarray(good, np.int64), counts), lengths) if good else np.zeros(0)
+        token_rows = np.repeat(np.repeat(np.asarray(good, np.int64), counts), lengths)  # n > 0: rows were good
         word_ids = np.where(own, whitespace_word_ids(texts, offsets[:, 0], token_rows), -1).astype(word_ids.dtype)
     with_types = "token_type_ids" in tokenizer.model_input_names
     type_values, type_lengths = (types, lengths) if with_types else (types[:0], 0 * lengths)
