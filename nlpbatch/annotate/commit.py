@@ -186,13 +186,13 @@ class Store:
         timeout = LOCK_TIMEOUT if timeout is None else timeout
         fd = os.open(self.root, os.O_RDONLY)
         try:
-            deadline, told = time.monotonic() + timeout, False
+            start, told = time.monotonic(), False
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    waited = timeout - (deadline - time.monotonic())
+                    waited = time.monotonic() - start
                     if waited > 5 and not told:
                         say(f"{self.root}: waiting for the output's lock, held by {self._holder()}")
                         told = True
@@ -559,7 +559,7 @@ class Commit:
                 f"and were left alone: {', '.join(foreign[:5])}" + (" ..." if len(foreign) > 5 else "")
             )
         if tombstoned:
-            self._cleanup(plan)
+            self._cleanup(plan, [] if tombstoned is True else [tombstoned])
         else:
             say(f"{self.lease.body['output']}: the replaced files were not recorded; cleanup is left to the next run")
         return manifest
@@ -656,9 +656,10 @@ class Commit:
         mine = set(self.files)
         return _Cleanup(replaced - mine, doomed - replaced - held - mine, held - mine, dead, tombstones)
 
-    def _tombstone(self, version: int, replaced: set[str]) -> bool:
-        """Record the files this version replaced (they stay for readers of the previous manifest). False when the
-        record could not be written: cleanup then waits for the next run, so nothing a reader may hold is lost."""
+    def _tombstone(self, version: int, replaced: set[str]) -> tuple[str, list[str], float] | bool:
+        """Record the files this version replaced (they stay for readers of the previous manifest): the tombstone
+        written (name, files, age 0), True when there was nothing to record, False when the record could not be
+        written: cleanup then waits for the next run, so nothing a reader may hold is lost."""
         if not replaced:
             return True
         body = {
@@ -672,11 +673,12 @@ class Commit:
             with_retries(
                 lambda: self.filesystem.create_dir(join(self.out_path, TOMBSTONES), recursive=True), "create dir"
             )
-            write_json(self.filesystem, join(self.out_path, TOMBSTONES, f"{version:08d}-{self.name}.json"), body)
+            name = f"{TOMBSTONES}/{version:08d}-{self.name}.json"
+            write_json(self.filesystem, self.store.path(name), body)
         except Exception as err:  # published already: a cleanup left undone is the price, never lost rows
             say(f"could not record the replaced files ({err})")
             return False
-        return True
+        return name, body["files"], 0.0
 
     def _foreign(self, ours: set[str]) -> list[str]:
         from pyarrow import fs
@@ -690,7 +692,7 @@ class Commit:
         ours = set(self.files) | ours
         return sorted(f for f in found if f not in ours)
 
-    def _cleanup(self, plan: _Cleanup) -> None:
+    def _cleanup(self, plan: _Cleanup, written: list[tuple[str, list[str], float]]) -> None:
         """After publishing: delete the dead attempts' files and records, and the files of tombstones older than
         the retention period (never one the current manifest names). A failure here leaves leftovers for the next
         winner (their records and tombstones stay), never an error for a run that published."""
@@ -700,7 +702,7 @@ class Commit:
             for path, record in plan.dead:
                 self._delete_tree(join(self.out_path, STAGING, f"{record['run_id']}-{record['attempt']}"))
                 with_retries(lambda p=path: _missing_ok(self.filesystem.delete_file)(p), "delete attempt record")
-            self._expire(plan.tombstones)
+            self._expire(plan.tombstones + written)
             self._delete_tree(self.staging)
             self._remove_temporaries()
         except Exception as err:  # published already: the next run's winner cleans up what is left
@@ -708,10 +710,9 @@ class Commit:
 
     def _expire(self, tombstones: list[tuple[str, list[str], float | None]]) -> None:
         """Delete the files of tombstones written at least `retention_seconds` ago (by the store's clock), then
-        the tombstones. The tombstone this run just wrote counts too (retention 0: at once)."""
+        the tombstones. The tombstone this run just wrote (age 0) counts too (retention 0: at once)."""
         mine = set(self.files)
-        fresh = [t for t in self._tombstones() if t[0] not in {name for name, _, _ in tombstones}]
-        for name, files, age in tombstones + fresh:
+        for name, files, age in tombstones:
             if age is None or age < self.retention_seconds:
                 continue
             rels = {rel for f in files if (rel := relative_file(self.out_path, f))}

@@ -113,10 +113,9 @@ def publish(commit, staged: list[str], manifest: dict, output: str, s3_endpoint:
     try:
         rejects = commit_table(join(uri, REJECTS), commit.filesystem, kinds["rejects"], app_id, metadata, options)
         version = commit_table(uri, commit.filesystem, kinds["data"], app_id, metadata, options)
-    except OSError:
-        raise
     except Exception as err:  # delta-rs' errors (a commit conflict, the store refusing): one line, nothing half-said
+        if isinstance(err, OSError):
+            raise  # the store's own error, said by run_annotation with what to do
         raise StorageError(f"{output}: the Delta commit failed ({type(err).__name__}: {err})") from err
     commit.abort()  # the staged files are in the table now (Delta copies them): the staging and record go
-    commit.uncertain = False
     return commit.finish({**manifest, "delta": {"table": uri, "version": version, "rejects_version": rejects}})
