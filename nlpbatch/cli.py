@@ -15,6 +15,7 @@ from pathlib import Path
 from nlpbatch.config import (
     DATA_FORMATS,
     READER_KEYS,
+    WORD_UNITS,
     AnnotateConfig,
     ConfigError,
     TrainConfig,
@@ -23,6 +24,7 @@ from nlpbatch.config import (
 )
 from nlpbatch.data import DataError
 from nlpbatch.data.exports import OUTPUT_FORMATS
+from nlpbatch.data.tools import OVERLAPS, POLICIES
 from nlpbatch.engines import BACKENDS
 from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES
 from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
@@ -189,9 +191,9 @@ CHOICES = {
     "tag_scheme": ["auto", "iob2", "iob1", "bioes", "io"],
     "data_format": list(DATA_FORMATS),
     "span_alignment": ["expand", "contract", "strict"],
-    "word_unit": ["whitespace", "pretokenized"],
-    "annotations": ["auto", "all", "agreed"],
-    "overlaps": ["longest", "first", "error"],
+    "word_unit": list(WORD_UNITS),
+    "annotations": list(POLICIES),
+    "overlaps": list(OVERLAPS),
     "window_reduce": ["mean", "first", "max"],
 }
 

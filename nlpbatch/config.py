@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nlpbatch.data.exports import OUTPUT_FORMATS
-from nlpbatch.data.tools import SHAPES
+from nlpbatch.data.tools import OVERLAPS, POLICIES, SHAPES
 from nlpbatch.engines import BACKENDS
 from nlpbatch.tasks import get_task, is_task, task_names
 
@@ -27,6 +27,7 @@ LOCAL_CORES = 16
 READER_KEYS = ("data_format", "tag_scheme", "span_alignment", "annotations", "overlaps", "text_key")
 READER_KEYS += ("tokens_column", "tags_column", "tag_column")
 DATA_FORMATS = ("auto", "conll", "tokens", *SHAPES)  # NER training files
+WORD_UNITS = ("whitespace", "pretokenized")  # NER: the words annotate groups tokens into (AnnotateConfig.word_unit)
 
 
 class ConfigError(ValueError):
@@ -186,9 +187,9 @@ class TrainConfig:
             errors.append(f"tag_column: {self.tag_column} (1-based; column 1 holds the word)")
         if self.span_alignment not in ("expand", "contract", "strict"):
             errors.append(f"span_alignment: {self.span_alignment!r} is not expand, contract or strict")
-        if self.annotations not in ("auto", "all", "agreed"):
+        if self.annotations not in POLICIES:
             errors.append(f"annotations: {self.annotations!r} is not auto, all or agreed")
-        if self.overlaps not in ("longest", "first", "error"):
+        if self.overlaps not in OVERLAPS:
             errors.append(f"overlaps: {self.overlaps!r} is not longest, first or error")
         if (self.train is None) != (self.validation is None) and self.data_dir is None:
             errors.append("train and validation: give both files (or --data-dir for the other split)")
@@ -376,7 +377,7 @@ class AnnotateConfig:
             errors.append(f"packing: 'on' runs the torch engine; with backend {self.backend!r} use packing off")
         if self.layout not in ("auto", "fused", "split"):
             errors.append(f"layout: {self.layout!r} is not auto, fused or split")
-        if self.word_unit not in (None, "whitespace", "pretokenized"):
+        if self.word_unit not in (None, *WORD_UNITS):
             errors.append(f"word_unit: {self.word_unit!r} is not whitespace or pretokenized")
         if self.runner not in ("auto", "ray", "local"):
             errors.append(f"runner: {self.runner!r} is not auto, ray or local")

@@ -38,7 +38,6 @@ WORD = regex.compile(rf"[{CJK}]|[{PUNCT}]|[^\s{CJK}{PUNCT}]+")
 # trained on such data: `word_unit` whitespace)
 WHITESPACE_WORD = regex.compile(rf"[{CJK}]|[^\s{CJK}]+")
 ALIGNMENTS = ("expand", "contract", "strict")
-OVERLAPS = ("longest", "first", "error")
 
 
 def words(text: str) -> list[tuple[int, int]]:

@@ -31,7 +31,8 @@ from pathlib import Path
 from nlpbatch.data import DataError
 
 SHAPES = ("label-studio", "label-studio-min", "doccano", "spacy", "spacy-doc", "docbin", "prodigy")
-POLICIES = ("auto", "all", "agreed")
+POLICIES = ("auto", "all", "agreed")  # --annotations
+OVERLAPS = ("longest", "first", "error")  # --overlaps (spans.spans_to_tags resolves them)
 MIN_META = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement", "history"}
 Span = tuple[int, int, str]
 
