@@ -57,15 +57,11 @@ def machine_info() -> dict:
     import torch
     import transformers
 
-    cpu, flags = "", set()
-    if Path("/proc/cpuinfo").exists():  # the CPU and the instruction sets int8 and bf16 kernels depend on
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-        flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    from nlpbatch.engines.choice import cpu_signature
+
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
-        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8"}),
+        **cpu_signature(),  # the CPU and the instruction sets int8 and bf16 kernels dispatch on, as `auto` keys them
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
