@@ -74,7 +74,11 @@ TRAIN_HELP = {
     "text_column": "classify: column with the text (default text, else sentence)",
     "text_pair_column": "classify: column with the second text of a sentence pair",
     "label_column": "classify: column with the label",
-    "data_dir": f"data root (DIR/conll2003/*.txt, DIR/squad/*.json); default ${DATA_ENV}, else the HF hub",
+    "data_dir": (
+        "a data root holding the task's default folder (DIR/conll2003/*.txt for NER, DIR/squad/*.json for QA) or a "
+        f"dataset's own folder (DIR/train.txt|json|tsv; classify has no default folder); default ${DATA_ENV}, else "
+        "the HF hub"
+    ),
     "model": "base model: HF model id or local dir (default: the bundled all-MiniLM-L6-v2)",
     "epochs": "passes over the training data; evaluation and a checkpoint after each",
     "learning_rate": "peak AdamW learning rate (linear warm-up, then linear decay)",

@@ -9,6 +9,27 @@ import sys
 # Lines Ray's own actors log on every run that tell a user nothing (Ray Train's and Ray Data's internal actors are
 # created with arguments in the object store; ray-project/ray#53727): kept in the session's logs, not printed
 RAY_NOISE = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store")
+# Ray Train's controller logs a whole traceback when the autoscaling coordinator answers a resource request late
+# (5 s) on a loaded machine, "safe to ignore" in its own words: the warning and its traceback are left out
+RAY_TRANSIENT = re.compile(r"Failed to (send|cancel) resource request for ")
+TRACEBACK_LINE = re.compile(r"^(Traceback \(most recent call last\):|\s|During handling of the above|The above exception|$)")
+
+
+def quiet_lines(lines: list[str]) -> list[str]:
+    """Worker log lines without RAY_NOISE lines and without RAY_TRANSIENT warnings with their tracebacks."""
+    kept: list[str] = []
+    in_warning = False
+    for line in lines:
+        if RAY_TRANSIENT.search(line):
+            in_warning = True
+        elif in_warning and not TRACEBACK_LINE.match(line):
+            # the exception's own line ends a traceback, unless a chained one follows (caught on the next line)
+            in_warning = bool(re.match(r"^[\w.]+(Error|Exception|Timeout)\b", line))
+            if in_warning:
+                continue
+        if not in_warning and not RAY_NOISE.search(line):
+            kept.append(line)
+    return kept
 
 
 def ensure_ray(logical_cpus_needed: int = 1) -> None:
@@ -69,8 +90,8 @@ def ensure_ray(logical_cpus_needed: int = 1) -> None:
 
 
 def _drop_noise_from_worker_logs() -> None:
-    """Wrap the handler that prints the workers' log lines here so RAY_NOISE lines are left out (Ray's own API for
-    it is private: with another Ray layout nothing is filtered)."""
+    """Wrap the handler that prints the workers' log lines here so `quiet_lines` leaves Ray's noise out (Ray's own API
+    for it is private: with another Ray layout nothing is filtered)."""
     try:
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
     except ImportError:
@@ -80,7 +101,7 @@ def _drop_noise_from_worker_logs() -> None:
             continue
 
         def printed(data: dict, handler=handler) -> None:
-            lines = [line for line in data.get("lines", []) if not RAY_NOISE.search(line)]
+            lines = quiet_lines(data.get("lines", []))
             if lines:
                 handler({**data, "lines": lines})
 

@@ -122,7 +122,10 @@ def locate_split(source: str | None, split: str, folder: str, ext: str, kind: st
                 return candidate
         if dataset_folder(path):
             return None
-        raise FileNotFoundError(f"{path}: no {split} split (looked for {folder}/{split}{ext} and {split}{ext})")
+        # a data root given where the dataset's own folder was meant (classify has no default folder): name them
+        inside = sorted(p.name for p in path.iterdir() if (p / f"{split}{ext}").is_file())
+        hint = f"; datasets inside it: {', '.join(inside)} (e.g. --data-dir {path / inside[0]})" if inside else ""
+        raise FileNotFoundError(f"{path}: no {split} split (looked for {folder}/{split}{ext} and {split}{ext}){hint}")
     if looks_like_path(source):
         raise FileNotFoundError(f"{source}: no such {kind} file or directory")
     return None

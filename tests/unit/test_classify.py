@@ -197,3 +197,11 @@ def test_a_hub_shaped_folder_keeps_its_class_names(tmp_path):
     assert ds.features["label"].names == ["negative", "positive"] and ds["label"] == [0, 1]
     ds = load_split(str(tmp_path / "multi"), "train", label_column="topics")
     assert ds.features["label"].feature.names == ["art", "war"] and ds["label"] == [[1], [0, 1]]
+
+
+def test_a_data_root_names_the_datasets_inside_it(data_dir):
+    # classify has no default folder: the data root (as for NER) is a mistake the error explains
+    with pytest.raises(FileNotFoundError) as err:
+        load_split(str(data_dir), "train")
+    assert "datasets inside it: " in str(err.value) and "mrpc" in str(err.value)
+    assert f"--data-dir {data_dir / 'mrpc'}" in str(err.value)
