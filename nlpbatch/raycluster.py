@@ -12,7 +12,7 @@ RAY_NOISE = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has cons
 # Ray Train's controller logs a whole traceback when the autoscaling coordinator answers a resource request late
 # (5 s) on a loaded machine, "safe to ignore" in its own words: the warning and its traceback are left out
 RAY_TRANSIENT = re.compile(r"Failed to (send|cancel) resource request for ")
-TRACEBACK_LINE = re.compile(r"^(Traceback \(most recent call last\):|\s|During handling of the above|The above exception|$)")
+TRACEBACK_LINE = re.compile(r"^(Traceback \(most recent call|\s|During handling of the above|The above exception|$)")
 
 
 def quiet_lines(lines: list[str]) -> list[str]:
