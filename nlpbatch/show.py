@@ -128,7 +128,9 @@ def print_rows(manifest: dict, rows: list[dict], colour: bool | None = None, str
     colour = stream.isatty() if colour is None else colour
     task, text_column = manifest["task"], manifest.get("config", {}).get("text_column", "text")
     pair_column = manifest.get("config", {}).get("text_pair_column")
-    stream.write(f"{manifest['task']} output of run {manifest['run_id']}: {manifest['rows_out']} rows")
+    version = (manifest.get("provenance") or {}).get("model_version")
+    by = f" by model {version}" if version else ""
+    stream.write(f"{manifest['task']} output of run {manifest['run_id']}{by}: {manifest['rows_out']} rows")
     if manifest.get("rows_rejected"):
         reasons = "; ".join(f"{reason}: {n}" for reason, n in manifest.get("reject_reasons", {}).items())
         stream.write(f", {manifest['rows_rejected']} rejected (rejects/)" + (f": {reasons}" if reasons else ""))
@@ -194,7 +196,9 @@ mark.ent .label {{ font-size: 0.65em; font-weight: bold; text-transform: upperca
 <body><header><h1>nlpbatch {html.escape(task)}</h1>
 <p>run {html.escape(manifest["run_id"])}, {manifest["rows_out"]} rows annotated, {manifest["rows_rejected"]} rejected;
 showing {len(rows)}</p>
-<p>model {html.escape(str(provenance.get("model_uri", provenance.get("model", ""))))}</p></header>
+<p>model {html.escape(str(provenance.get("model_version", "")))} {
+        html.escape(str(provenance.get("model_uri", provenance.get("model", ""))))
+    }</p></header>
 {"".join(docs)}
 </body></html>
 """

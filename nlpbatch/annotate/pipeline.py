@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import hashlib
 import json
 import os
 import threading
@@ -23,6 +22,7 @@ from nlpbatch.config import AnnotateConfig, ConfigError
 from nlpbatch.engines import auto_choice, engine_name
 from nlpbatch.errors import RunFailed
 from nlpbatch.model_card import card_defaults
+from nlpbatch.models import local_model_path, model_fingerprint, model_version
 from nlpbatch.progress import Progress, progress_mode, say
 from nlpbatch.storage import (
     StorageError,
@@ -38,28 +38,6 @@ from nlpbatch.tasks import get_task, require_task
 
 COUNT_NOTICE_BYTES = 256 * 2**20  # inputs past this get a line before their rows are counted
 __all__ = ["MANIFEST", "Plan", "annotate_texts", "plan_annotation", "run_annotation"]
-
-
-def model_fingerprint(model_path: str) -> str:
-    """sha256 over the weight files, so every output row says exactly which weights produced it."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in Path(model_path).iterdir() if p.suffix in (".safetensors", ".bin"))
-    for path in files:
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest() if files else "unknown"
-
-
-def _local_model_path(model: str) -> str:
-    from nlpbatch.models import resolve_model
-
-    path = resolve_model(model)
-    if not Path(path).is_dir():  # a hub id: fetch once here so every actor reads the same local snapshot
-        from nlpbatch.models import download
-
-        path = download(path)
-    return path
 
 
 def check_inputs(
@@ -262,7 +240,7 @@ def plan_annotation(cfg: AnnotateConfig) -> Plan:
         raise ConfigError(f"{cfg.input}: mixed input formats {sorted(formats)}; pass --input-format or split them")
     fmt = formats.pop()
     task = get_task(cfg.task)
-    model_path = _local_model_path(cfg.model)
+    model_path = local_model_path(cfg.model, cfg.s3_endpoint)
     cfg = card_defaults(cfg, model_path)  # a pair model's second column is the card's unless given
     questions = _read_questions(cfg.questions)
     question_column = second_column(cfg, questions)
@@ -332,10 +310,12 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
     try:
         commit = Commit(out_fs, out_path, lease, cfg.retention_hours * 3600, cfg.overwrite)
         _check_replaces(cfg, commit.previous.body)
+        fingerprint = model_fingerprint(plan.model_path)
         provenance = {
             "model": cfg.model,
-            "model_uri": plan.model_path,  # what --model resolved to: the local dir or the hub snapshot read
-            "model_sha256": model_fingerprint(plan.model_path),
+            "model_uri": plan.model_path,  # what --model resolved to: the local dir, registry version or hub snapshot
+            "model_sha256": fingerprint,
+            "model_version": model_version(plan.model_path, fingerprint),
             "nlpbatch_version": __version__,
             "run_id": run_id,
         }
@@ -788,6 +768,6 @@ def output_rows(table) -> list[dict]:
 def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:
     """The streaming job's stages in this process, without Ray: the single-process reference for the streaming
     job. Returns one output row per text (rejects included)."""
-    model_path = _local_model_path(cfg.model)
+    model_path = local_model_path(cfg.model, cfg.s3_endpoint)
     cfg = card_defaults(cfg, model_path)
     return annotate_rows(in_process_annotator(cfg, model_path), texts, questions)

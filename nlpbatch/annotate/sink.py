@@ -34,7 +34,7 @@ def write_table(
         if fmt == "spacy":
             rows = [spacy_record(row, spans(row), text_column) for row in rows]
         else:
-            version = str(rows[0].get("model") or "nlpbatch") if rows else "nlpbatch"
+            version = str(rows[0].get("model_version") or rows[0].get("model") or "nlpbatch") if rows else "nlpbatch"
             tasks = [label_studio_task(row, spans(row), text_column, version) for row in rows]
             with filesystem.open_output_stream(path) as out:  # Label Studio imports one JSON list of tasks
                 out.write(json.dumps(tasks, ensure_ascii=False).encode("utf-8"))

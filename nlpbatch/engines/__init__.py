@@ -57,15 +57,21 @@ def int8_engines(model_path: str) -> dict[str, tuple[str, dict]]:
 def auto_choice(model_path: str, task: str | None = None, threads: int | None = None) -> tuple[str | None, str]:
     """(backend, why) of `--backend auto` on a CPU: the one int8 engine exported, or, with several and the task
     known, the one measured fastest on this CPU (`choice.fastest`: cached per CPU signature); None without int8."""
+    from nlpbatch.engines.choice import fastest, too_far_from_torch
+
     candidates = int8_engines(model_path)
     if not candidates:
         return None, "no int8 file exported"
+    left_out = too_far_from_torch(model_path, candidates)
+    candidates = {b: c for b, c in candidates.items() if b not in left_out}
+    if not candidates:
+        return None, "; ".join(left_out.values())
     if len(candidates) == 1 or task is None:
         backend = next(iter(candidates))
-        return backend, "the only int8 engine exported" if len(candidates) == 1 else "the first int8 engine exported"
-    from nlpbatch.engines.choice import fastest
-
-    return fastest(task, model_path, candidates, threads)
+        why = "the only int8 engine exported" if len(candidates) == 1 else "the first int8 engine exported"
+        return backend, "; ".join([why, *left_out.values()])
+    backend, why = fastest(task, model_path, candidates, threads)
+    return backend, "; ".join([why, *left_out.values()])
 
 
 def resolve_backend(
@@ -86,6 +92,8 @@ def resolve_backend(
         chosen, _ = auto_choice(model_path, task, threads)
         if chosen is not None:
             return int8_engines(model_path)[chosen]
+        fp32 = Path(model_path) / ONNX_DIR / ONNX_FILES["fp32"]  # no int8 engine (or none close enough to torch)
+        return ("onnx", {"path": fp32}) if fp32.is_file() else torch
     if backend == "openvino-int8":
         return "openvino", {"path": openvino_file(model_path, required=True)}
     path = onnx_file(model_path, backend)

@@ -22,6 +22,11 @@ import numpy as np
 
 PROBE_WINDOWS, PROBE_TOKENS, PROBE_CALLS = 8, 128, 3  # about a second per engine for MiniLM on one core
 CACHE_FILE = ".nlpbatch-engine-choice.json"
+AGREEMENT_FILE = "agreement.json"  # in MODEL/onnx/: what `export` measured of each int8 engine against torch
+# An int8 engine whose predictions (each head output's argmax) equal torch fp32's on fewer of the export's
+# calibration windows' positions than this is not raced by `auto` (the int8 engines measured here agree on
+# 99.4-99.9%: benchmarks/results/engine_choice_cpu.json)
+MIN_AGREEMENT = 0.98
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "sve")
 
 
@@ -125,3 +130,46 @@ def fastest(task: str, model_path: str, candidates: dict[str, tuple[str, dict]],
         _remember(model_path, key, {"backend": best, "reason": reason, "tokens_per_second": speeds})
     _CHOSEN[key] = (best, reason)
     return _CHOSEN[key]
+
+
+def measure_agreement(task: str, model_path: str, windows: list[dict], written: dict[str, str]) -> dict:
+    """{backend: {"agreement", "positions", "windows"}}: the share of positions where each int8 engine's prediction
+    (the argmax of every head output) equals torch fp32's, over `windows` (model inputs, one example each). Written
+    to MODEL/onnx/agreement.json by `export`, read by `auto`."""
+    from nlpbatch.engines import load_engine
+
+    def predictions(engine) -> list[np.ndarray]:
+        found = []
+        for w in windows:
+            ids = w["input_ids"]
+            types = w.get("token_type_ids", np.zeros_like(ids))
+            found += [np.argmax(out, axis=-1).ravel() for out in engine(ids, w["attention_mask"], types)]
+        return found
+
+    reference = predictions(load_engine(task, model_path, backend="torch"))
+    positions = sum(len(r) for r in reference)
+    measured = {}
+    for backend, kind in (("onnx-int8", "int8"), ("openvino-int8", "openvino-int8")):
+        if kind not in written:
+            continue
+        equal = sum(int((a == b).sum()) for a, b in zip(reference, predictions(load_engine(task, model_path, backend))))
+        measured[backend] = {"agreement": round(equal / positions, 5), "positions": positions, "windows": len(windows)}
+    return measured
+
+
+def recorded_agreement(model_path: str) -> dict:
+    """What `export` measured (`measure_agreement`), {} when it measured nothing (no calibration data at hand)."""
+    from nlpbatch.engines.onnx_engine import ONNX_DIR
+
+    return _read(Path(model_path) / ONNX_DIR / AGREEMENT_FILE)
+
+
+def too_far_from_torch(model_path: str, candidates: dict) -> dict[str, str]:
+    """{backend: why} of the `candidates` whose recorded agreement with torch is under MIN_AGREEMENT."""
+    recorded = recorded_agreement(model_path)
+    out = {}
+    for backend in candidates:
+        share = recorded.get(backend, {}).get("agreement")
+        if isinstance(share, (int, float)) and share < MIN_AGREEMENT:
+            out[backend] = f"{backend} left out: agrees with torch on {share:.1%} of positions (< {MIN_AGREEMENT:.0%})"
+    return out

@@ -81,6 +81,8 @@ class Task:
     span_formats: bool = False
     # training settings this task defaults to instead of TrainConfig's (chosen by measurement; flags and YAML win)
     recipe: dict = field(default_factory=dict)
+    # (key in the eval metrics, its full scale): the one number `promote` gates on, as a share of its scale
+    gate_metric: tuple[str, float] | None = None
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

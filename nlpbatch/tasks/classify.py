@@ -455,6 +455,7 @@ TASK = Task(
         k: getattr(cfg, k) for k in ("text_column", "text_pair_column", "label_column", "multi_label")
     },
     headline=_headline,
+    gate_metric=("micro_f1", 1.0),
     plot_scores=_plot_scores,
     write_predictions=_write_predictions,
     architecture="SequenceClassification",

@@ -456,6 +456,7 @@ NER_TASK = Task(
     check_train=no_errors,
     fingerprint=nothing,
     headline=headline,
+    gate_metric=("overall_f1", 1.0),
     card_settings=card_settings,
     groups_words=True,
     plot_scores=plot_scores,

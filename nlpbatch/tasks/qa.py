@@ -344,6 +344,7 @@ QA_TASK = Task(
     check_train=check_train,
     fingerprint=fingerprint,
     headline=headline,
+    gate_metric=("f1", 100.0),
     plot_scores=plot_scores,
     write_predictions=write_predictions,
     architecture="QuestionAnswering",

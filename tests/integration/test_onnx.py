@@ -44,8 +44,9 @@ def exported_ner(tiny_ner_model, tmp_path_factory, data_dir):
     conll = str(data_dir / "conll2003" / "validation.txt")
     files, steps = _export(path, "--calibration-data", conll, "--calibration-examples", "64")
     assert set(files) == {"fp32", "int8", "openvino-int8"}
-    assert "64 windows of" in steps[0] and len(steps) == 7  # it says what it does, step by step
-    assert steps[-1].startswith("[nlpbatch] export: wrote fp32, int8, openvino-int8")
+    assert "64 windows of" in steps[0] and len(steps) == 8  # it says what it does, step by step
+    assert steps[-2].startswith("[nlpbatch] export: wrote fp32, int8, openvino-int8")
+    assert steps[-1].startswith("[nlpbatch] export: agreement with torch: onnx-int8 ")
     return path
 
 
@@ -231,6 +232,39 @@ def test_the_manifest_names_the_engine_auto_ran(exported_ner, tmp_path):
     chosen, why = auto_choice(str(exported_ner), "ner", 1)  # the local runner's engines: one thread each
     assert manifest["engine"] == chosen and manifest["config"]["backend"] == "auto"
     assert manifest["engine_choice"] == why and chosen in ("openvino-int8", "onnx-int8")
+
+
+def test_export_records_each_int8_engines_agreement_and_auto_leaves_out_one_too_far(exported_ner, tmp_path, data_dir):
+    """The agreement `export` records is the share of the calibration windows' token labels each int8 engine gives
+    as torch does (recounted here from the same windows); an engine recorded under MIN_AGREEMENT is not raced."""
+    import numpy as np
+
+    from nlpbatch.engines import ONNX_DIR, auto_choice, choice, load_engine
+    from nlpbatch.evaluation import calibration_inputs
+
+    record = exported_ner / ONNX_DIR / choice.AGREEMENT_FILE
+    measured = json.loads(record.read_text())
+    assert set(measured) == {"onnx-int8", "openvino-int8"}
+    windows, _ = calibration_inputs(str(exported_ner), str(data_dir / "conll2003" / "validation.txt"), 64)
+    torch_engine, onnx_engine = (load_engine("ner", str(exported_ner), b) for b in ("torch", "onnx-int8"))
+    equal = total = 0
+    for w in windows:
+        inputs = (w["input_ids"], w["attention_mask"], w["token_type_ids"])
+        a, b = (np.argmax(e(*inputs)[0], -1) for e in (torch_engine, onnx_engine))
+        equal, total = equal + int((a == b).sum()), total + a.size
+    assert measured["onnx-int8"] == {"agreement": round(equal / total, 5), "positions": total, "windows": 64}
+    saved = record.read_text()
+    try:
+        far = {**measured, "openvino-int8": {**measured["openvino-int8"], "agreement": 0.9}}
+        record.write_text(json.dumps(far))
+        chosen, why = auto_choice(str(exported_ner), "ner", 1)
+        assert chosen == "onnx-int8" and why == (
+            "the only int8 engine exported; openvino-int8 left out: agrees with torch on 90.0% of positions (< 98%)"
+        )
+        record.write_text(json.dumps({b: {**m, "agreement": 0.5} for b, m in measured.items()}))
+        assert load_engine("ner", str(exported_ner), "auto").name == "onnx-fp32"  # neither: the fp32 file
+    finally:
+        record.write_text(saved)
 
 
 def test_int8_engines_label_as_torch_does(exported_ner):
