@@ -80,6 +80,9 @@ def test_label_studio_round_trip_annotate_review_train_evaluate(ray_cluster, tin
     assert files and all(f.endswith(".json") for f in files)
     tasks = [t for f in files for t in json.loads((tmp_path / "out" / f).read_text())]
     assert len(tasks) == 60 and {t["data"]["id"] for t in tasks} == {f"d{i}" for i in range(60)}
+    # the prediction names the weights that wrote it, as every row and the manifest do
+    version = manifest["provenance"]["model_version"]
+    assert version.startswith("sha256:") and {t["predictions"][0]["model_version"] for t in tasks} == {version}
     results = [r for t in tasks for r in t["predictions"][0]["result"]]
     assert len(results) > 50 and all(r["type"] == "labels" and r["to_name"] == "text" for r in results)
     _, shown = read_rows(str(tmp_path / "out"), 5)
