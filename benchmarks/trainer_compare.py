@@ -5,7 +5,10 @@ same machine, one run: WNUT-17 NER from its own column files, GLUE MRPC and SST-
         --out benchmarks/results/wnut17_vs_trainer_cpu.json
     python benchmarks/trainer_compare.py mrpc --trainer-lr 5e-5,2e-4 --out benchmarks/results/mrpc_vs_trainer_cpu.json
     python benchmarks/trainer_compare.py sst2 --train-examples 8000 --out benchmarks/results/sst2_vs_trainer_cpu.json
+    python benchmarks/trainer_compare.py wnut17 --train-examples 1000 --trainer-lr 5e-5 \
+        --out benchmarks/results/wnut17_1000_vs_trainer_cpu.json    # a small set of one's own labels
 
+The Trainer needs `accelerate` (`pip install accelerate`; not one of nlpbatch's dependencies).
 Ours is `nlpbatch train` with its defaults (one worker, every core). The Trainer is the textbook recipe (tokenize
 with `datasets.map`, the task's data collator, `Trainer.train`), at each `--trainer-lr`; both are scored by the same
 function (seqeval entity F1 for NER; accuracy and positive-class F1 for classification), so only training differs.
@@ -146,7 +149,8 @@ def ours(task: str, train: str, validation: str, options: dict, args) -> dict:
         )
         metrics = run_training(cfg)
     return {
-        "recipe": {k: getattr(cfg, k) for k in ("epochs", "learning_rate", "batch_size", "max_length", "seed")},
+        # as the run resolved them (batch_size None: 16, or 8 for a short run)
+        "recipe": {k: metrics["config"][k] for k in ("epochs", "learning_rate", "batch_size", "max_length", "seed")},
         "train_seconds": metrics["timings"]["train_loop_seconds"],
         "fit_seconds_incl_ray_startup": metrics["timings"]["fit_seconds"],
         "per_epoch": [headline_metrics(task, h["eval"]) for h in metrics["history"]],

@@ -3,6 +3,7 @@ final Hugging Face model and metrics.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from nlpbatch.config import ConfigError, TrainConfig
+from nlpbatch.config import ConfigError, TrainConfig, short_run_batch_size
 from nlpbatch.data.squad import SkipReport
 from nlpbatch.model_card import write_card
 from nlpbatch.progress import say
@@ -157,6 +158,8 @@ def run_training(cfg: TrainConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
     train_feats = task.train_features(raw_train, tokenizer, cfg)  # once, here: not once per worker
     eval_feats = task.eval_features(raw_eval, tokenizer, cfg)
+    if cfg.batch_size is None:  # 16, or 8 for a short run (config.short_run_batch_size)
+        cfg = dataclasses.replace(cfg, batch_size=short_run_batch_size(len(train_feats), cfg.epochs, cfg.num_workers))
     config = {
         "cfg": {**asdict(cfg), "model": worker_model(cfg.model)},
         "raw_train": raw_train,

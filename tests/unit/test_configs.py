@@ -310,3 +310,16 @@ def test_classify_recipe_batches_at_random_unless_token_budgets_are_asked_for():
     assert (cfg.batch_size, cfg.warmup_ratio, cfg.group_by_length) == (8, 0.0, False)
     budget = load_train_config(task="classify", output="x", batch_tokens=4096)  # valid: grouping stays on
     assert budget.group_by_length and budget.batch_tokens == 4096
+
+
+def test_a_short_run_without_a_batch_size_trains_at_8():
+    """Under 1,000 optimizer steps at 16 (1,000 WNUT-17 sentences, 5 epochs: 313), the default batch is 8; a given
+    batch size, the classify recipe's and longer runs keep theirs."""
+    from nlpbatch.config import load_train_config, short_run_batch_size
+
+    assert load_train_config(task="ner", output="x").batch_size is None  # decided once the data is read
+    assert short_run_batch_size(1000, 5) == 8 and short_run_batch_size(3394, 5) == 16
+    assert short_run_batch_size(3200, 5) == 16 and short_run_batch_size(3199, 5) == 8  # 1,000 steps exactly
+    assert short_run_batch_size(100, 1, num_workers=12) == 12  # never under one example per worker
+    assert load_train_config(task="ner", output="x", batch_size=32).batch_size == 32
+    assert load_train_config(task="classify", output="x").batch_size == 8
