@@ -34,7 +34,7 @@ class Model:
         """`cfg`: an AnnotateConfig (unset settings the model card holds are taken from it); `model_path`: the local
         model dir; `own_columns`: raw JSONL lines in `cfg`'s columns go to `annotate_lines`; `command`: the CLI
         command a task mismatch's error names (else load's task=)."""
-        from nlpbatch.annotate.pipeline import in_process_annotator, second_column
+        from nlpbatch.annotate.local_runner import in_process_annotator, second_column
         from nlpbatch.model_card import card_defaults
         from nlpbatch.tasks import get_task, require_task
 
@@ -55,7 +55,7 @@ class Model:
 
     def annotate(self, texts: list[str], questions: list[str] | None = None, ids: list[str] | None = None) -> list:
         """One output row per text, in order (rejects included, with `reject`: the reason)."""
-        from nlpbatch.annotate.pipeline import annotate_rows
+        from nlpbatch.annotate.local_runner import annotate_rows
 
         second = self.needs_second
         if questions is not None and len(questions) != len(texts):
@@ -70,7 +70,7 @@ class Model:
 
     def annotate_lines(self, lines: list[bytes]) -> list[dict]:
         """JSONL input lines (in the configured columns) -> output rows, as `annotate` would write them."""
-        from nlpbatch.annotate.pipeline import output_rows
+        from nlpbatch.annotate.local_runner import output_rows
 
         table = self._annotator(pa.table({"raw": pa.array(lines, pa.binary()), "line": range(1, len(lines) + 1)}))
         return [{"line": row["line"], **_clean(row)} for row in output_rows(table)]

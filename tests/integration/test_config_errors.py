@@ -65,10 +65,10 @@ def test_reconcile_failure_is_an_error_line_and_keeps_the_output(
     argv += ["--output", str(tmp_path / "out")]
     assert main(argv) == 0
     before = (tmp_path / "out" / "_SUCCESS.json").read_text()
-    import nlpbatch.annotate.pipeline as pipeline
+    import nlpbatch.annotate.plan as plan
 
-    counted = pipeline.check_inputs
-    monkeypatch.setattr(pipeline, "check_inputs", lambda *a: counted(*a) + 1)  # a row "lost" on the way
+    counted = plan.check_inputs
+    monkeypatch.setattr(plan, "check_inputs", lambda *a: counted(*a) + 1)  # a row "lost" on the way
     assert "rows do not reconcile: 3 in, 2 out + 0 rejected; nothing published" in _run(capsys, *argv)
     assert (tmp_path / "out" / "_SUCCESS.json").read_text() == before
 

@@ -144,7 +144,7 @@ def test_a_small_file_is_annotated_without_a_cluster(tiny_ner_model, tmp_path):
 
 def test_a_large_input_says_it_is_counting_its_rows(tiny_ner_model, tmp_path, monkeypatch, capsys):
     """Counting the rows reads every file: past COUNT_NOTICE_BYTES the wait gets a line first; a small input none."""
-    from nlpbatch.annotate import pipeline
+    from nlpbatch.annotate import plan as pipeline
 
     corpus = tmp_path / "in.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": TEXTS[i % 3]}) + "\n" for i in range(6)))

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nlpbatch.annotate.pipeline import plan_annotation
+from nlpbatch.annotate.plan import plan_annotation
 from nlpbatch.config import ConfigError, load_annotate_config
 
 
