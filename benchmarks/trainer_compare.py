@@ -8,7 +8,7 @@ same machine, one run: WNUT-17 NER from its own column files, GLUE MRPC and SST-
     python benchmarks/trainer_compare.py wnut17 --train-examples 1000 --trainer-lr 5e-5 \
         --out benchmarks/results/wnut17_1000_vs_trainer_cpu.json    # a small set of one's own labels
 
-The Trainer needs `accelerate` (`pip install accelerate`; not one of nlpbatch's dependencies).
+The Trainer needs `accelerate`: `pip install -e '.[bench]'`.
 Ours is `nlpbatch train` with its defaults (one worker, every core). The Trainer is the textbook recipe (tokenize
 with `datasets.map`, the task's data collator, `Trainer.train`), at each `--trainer-lr`; both are scored by the same
 function (seqeval entity F1 for NER; accuracy and positive-class F1 for classification), so only training differs.

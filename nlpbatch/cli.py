@@ -12,6 +12,7 @@ import types
 import typing
 from pathlib import Path
 
+from nlpbatch.calibration import METHODS as CALIBRATION_METHODS
 from nlpbatch.config import (
     DATA_FORMATS,
     READER_KEYS,
@@ -112,6 +113,8 @@ TRAIN_HELP = {
     "skip_invalid": "QA: skip invalid questions (counted, scored 0) instead of failing",
     "storage_path": "checkpoint storage: local dir, shared FS or s3:// (default OUTPUT/ray_runs)",
     "max_failures": "worker failures to recover from (resume from the last checkpoint)",
+    "calibrate": "NER: fit the exported model's score calibrator on the validation split, so an entity's score is "
+    "the probability that it is exactly right (default on; `nlpbatch calibrate` refits it)",
     "keep_checkpoints": "epoch checkpoints (model + optimizer, for --resume) kept in the run's storage; 0: deleted "
     "once the final model is exported",
     "log_every_steps": "record the running loss every N steps (metrics.json loss_curve)",
@@ -475,6 +478,23 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     prom.add_argument("--max-examples", type=int, help="score only the first N examples of each gold file")
     prom.add_argument("--force", action="store_true", help="skip the gate (recorded in the pointer's history)")
     prom.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)")
+    cal = sub.add_parser(
+        "calibrate",
+        allow_abbrev=False,
+        help="fit the model's score calibrator on labelled data (NER: a score becomes P(entity exactly right))",
+    )
+    cal.add_argument("--model", required=True, help="a fine-tuned model dir (its card gets the calibrator)")
+    cal.add_argument("--data", required=True, help="labelled validation data, as for evaluate (not training data)")
+    cal.add_argument("--max-examples", type=int, help="use only the first N examples")
+    cal.add_argument(
+        "--method", choices=list(CALIBRATION_METHODS), default="platt", help="(default platt: measured best held out)"
+    )
+    cal.add_argument(
+        "--target-precision",
+        type=float,
+        help="also pick the lowest calibrated score whose entities reach this precision on the data (e.g. 0.9); "
+        "annotate then writes only entities at or above it",
+    )
     mods = sub.add_parser("models", allow_abbrev=False, help="list a registry's versions, or show one")
     mods.add_argument("action", choices=["list", "show"])
     mods.add_argument("registry", help="REGISTRY (list) or REGISTRY[@N] (show: default the current version)")
@@ -716,6 +736,33 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from nlpbatch.evaluation import calibrate_model
+
+    if args.target_precision is not None and not 0 < args.target_precision < 1:
+        raise ConfigError(f"--target-precision must be between 0 and 1, got {args.target_precision}")
+    report = calibrate_model(
+        args.model,
+        args.data,
+        max_examples=args.max_examples,
+        method=args.method,
+        target_precision=args.target_precision,
+    )
+    print(json.dumps(report, indent=2))
+    if report.get("target_precision", {"threshold": 0})["threshold"] is None:
+        print(
+            f"[nlpbatch] calibrate: no score threshold reaches precision {args.target_precision} on this data; "
+            "annotate keeps every entity (a better model, or a lower target)",
+            file=sys.stderr,
+        )
+    print(
+        f"[nlpbatch] calibrate: {report['predictions']} predictions, expected calibration error "
+        f"{report['ece_before']:.3f} -> {report['ece_cross_fitted']:.3f} (cross-fitted); kept in {report['card']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from nlpbatch.registry import Registry, split_ref, version_name
 
@@ -768,6 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": cmd_export,
         "promote": cmd_promote,
         "models": cmd_models,
+        "calibrate": cmd_calibrate,
         "show": cmd_show,
     }[args.command]
     return run_job(lambda: command(args), args.command)

@@ -94,6 +94,7 @@ class TrainConfig:
     storage_path: str | None = None  # None: OUTPUT/ray_runs; use s3:// or a shared FS on multi-node clusters
     max_failures: int = 0
     keep_checkpoints: int = 1  # epoch checkpoints kept under storage_path; 0: none once the model is exported
+    calibrate: bool = True  # fit the exported model's score calibrator on validation (tasks that have one: NER)
     log_every_steps: int = 50
     run_name: str | None = None  # None: derived from the task and the output (see trainer.run_identity)
     quiet: bool = False  # no progress lines, only each stage's summary (cron)

@@ -163,3 +163,66 @@ def calibration_inputs(model: str, data: str | None = None, n: int = 300) -> tup
         return None
     feats = get_task(task_name).eval_features(raw, AutoTokenizer.from_pretrained(path), cfg)[:n]
     return [{k: np.asarray(f[k], np.int64)[None] for k in MODEL_INPUTS if k in f} for f in feats], str(source)
+
+
+def calibrate_model(
+    model: str,
+    data: str | None = None,
+    raw=None,
+    max_examples: int | None = None,
+    method: str = "platt",
+    target_precision: float | None = None,
+) -> dict:
+    """Fit a score calibrator on labelled data (`data`, or an already loaded `raw` split: training's validation)
+    and keep it in the model card, so annotate writes calibrated scores from then on. Returns what was measured:
+    the expected calibration error before, after (on the fitting data) and cross-fitted (each half calibrated by
+    the other half's fit: what to expect on new data), the reliability tables, and, with `target_precision`, the
+    lowest calibrated score whose predictions reach it (stored too: annotate then keeps only entities above it)."""
+    from nlpbatch import calibration
+    from nlpbatch.annotate.local_runner import annotate_texts
+    from nlpbatch.config import load_annotate_config
+    from nlpbatch.model_card import read_card, write_card
+    from nlpbatch.models import local_model_path
+    from nlpbatch.tasks import task_of_model
+
+    path = local_model_path(model)
+    task_name = task_of_model(path)
+    task = get_task(task_name)
+    if task.score_outcomes is None:
+        raise ConfigError(f"calibrate: the {task_name} task's scores cannot be calibrated yet (only NER entities)")
+    if raw is None:
+        from nlpbatch.data import fetch_data
+
+        if data is None:
+            raise ConfigError("calibrate: give --data (labelled validation data, as for evaluate)")
+        cfg = eval_config(task_name, path)
+        raw = task.load_split(fetch_data(data), "validation", max_examples, **cfg.data_options())
+    settings = load_annotate_config(task=task_name, model=path, input="-", output="-", quiet=True)
+    scores, correct = task.score_outcomes(raw, lambda texts: annotate_texts(settings, texts, raw_scores=True))
+    if len(scores) < 20 or correct.all() or not correct.any():
+        raise ConfigError(
+            f"calibrate: {len(scores)} scored predictions, {int(correct.sum())} right: too few, or all alike, to fit "
+            "a calibrator; give more labelled data"
+        )
+    fitted = calibration.fit(scores, correct, method)
+    after = calibration.apply(fitted, scores)
+    crossed = calibration.cross_fitted(scores, correct, method)
+    report = {
+        "method": method,
+        "fitted_on": str(data) if data else "the training run's validation split",
+        "predictions": len(scores),
+        "correct": int(correct.sum()),
+        "ece_before": calibration.ece(scores, correct),
+        "ece_after": calibration.ece(after, correct),
+        "ece_cross_fitted": calibration.ece(crossed, correct),
+        "reliability_before": calibration.reliability(scores, correct),
+        "reliability_after": calibration.reliability(crossed, correct),
+    }
+    if target_precision is not None:
+        found = calibration.threshold_for_precision(after, correct, target_precision)
+        report["target_precision"] = {"target": target_precision, **(found or {"threshold": None})}
+    card = read_card(path)
+    card["score_calibration"] = {"calibrator": fitted, **{k: v for k, v in report.items() if "reliability" not in k}}
+    write_card(path, card)
+    report["card"] = str(path)
+    return report

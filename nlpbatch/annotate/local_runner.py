@@ -107,7 +107,7 @@ def stream_here(cfg: AnnotateConfig, plan: Plan, in_fs, sink, progress: _Progres
     sink.results = results
 
 
-def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool = False):
+def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool = False, raw_scores: bool = False):
     """The fused layout's Annotator (parse -> tokenize -> predict -> decode, the stage functions of the streaming
     job) for this process, over JSONL rows `{"id", "text"(, "question")}` (`own_columns`: the columns `cfg`
     names, kept columns too); the engine is loaded once, here."""
@@ -122,7 +122,8 @@ def in_process_annotator(cfg: AnnotateConfig, model_path: str, own_columns: bool
     if not own_columns:
         parse = {**parse, "id_column": "id", "text_column": "text", "keep": []}
     # threads None: the engine's own thread count, all of this process's cores
-    return Annotator(**annotator_args(cfg, model_path, AutoConfig.from_pretrained(model_path), parse, threads=None))
+    config = AutoConfig.from_pretrained(model_path)
+    return Annotator(**annotator_args(cfg, model_path, config, parse, threads=None, raw_scores=raw_scores))
 
 
 def annotate_rows(annotator, texts: list[str], questions: list[str] | None = None, ids: list[str] | None = None):
@@ -142,9 +143,11 @@ def output_rows(table) -> list[dict]:
     return table.select([c for c in table.column_names if not c.startswith("_sec_")]).to_pylist()
 
 
-def annotate_texts(cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None) -> list[dict]:
+def annotate_texts(
+    cfg: AnnotateConfig, texts: list[str], questions: list[str] | None = None, raw_scores: bool = False
+) -> list[dict]:
     """The streaming job's stages in this process, without Ray: the single-process reference for the streaming
-    job. Returns one output row per text (rejects included)."""
+    job. Returns one output row per text (rejects included); `raw_scores`: without the card's calibrator."""
     model_path = local_model_path(cfg.model, cfg.s3_endpoint)
     cfg = card_defaults(cfg, model_path)
-    return annotate_rows(in_process_annotator(cfg, model_path), texts, questions)
+    return annotate_rows(in_process_annotator(cfg, model_path, raw_scores=raw_scores), texts, questions)

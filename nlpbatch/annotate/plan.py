@@ -251,7 +251,9 @@ def parse_options(cfg: AnnotateConfig, fmt: str, question_column: str | None, qu
     }
 
 
-def annotator_args(cfg: AnnotateConfig, model_path: str, model_config, parse: dict, threads: int | None) -> dict:
+def annotator_args(
+    cfg: AnnotateConfig, model_path: str, model_config, parse: dict, threads: int | None, raw_scores: bool = False
+) -> dict:
     """`predictors.Annotator`'s keyword arguments for this config: the fused stages in an actor, a thread of the
     local runner or the caller's process."""
     return {
@@ -263,5 +265,18 @@ def annotator_args(cfg: AnnotateConfig, model_path: str, model_config, parse: di
         "packing": cfg.packing,
         "parse": parse,
         "tokenize": {"max_length": cfg.window, "stride": cfg.stride, "words": cfg.words},
-        "decode": get_task(cfg.task).decode_options(cfg, model_config),
+        "decode": decode_settings(cfg, model_path, model_config, raw_scores),
     }
+
+
+def decode_settings(cfg: AnnotateConfig, model_path: str, model_config, raw_scores: bool = False) -> dict:
+    """The task's decode options, with the score calibrator the model card keeps (unless `raw_scores`: what a new
+    calibration is fitted to)."""
+    from nlpbatch.model_card import read_card
+
+    options = get_task(cfg.task).decode_options(cfg, model_config)
+    calibrated = None if raw_scores else read_card(model_path).get("score_calibration")
+    if not calibrated:
+        return options
+    threshold = (calibrated.get("target_precision") or {}).get("threshold")
+    return {**options, "calibration": calibrated["calibrator"], **({"min_score": threshold} if threshold else {})}

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from nlpbatch.annotate.plan import Plan, annotator_args, parse_options
+from nlpbatch.annotate.plan import Plan, annotator_args, decode_settings, parse_options
 from nlpbatch.config import AnnotateConfig
 from nlpbatch.progress import Progress, progress_mode
 from nlpbatch.tasks import get_task
@@ -143,7 +143,7 @@ def build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):
         return ds.map_batches(Annotator, fn_constructor_kwargs=args, **pool)
     tokenize = {"max_length": cfg.window, "stride": cfg.stride, "words": cfg.words}
     task = get_task(cfg.task)
-    decode = task.decode_options(cfg, plan.model_config)
+    decode = decode_settings(cfg, plan.model_path, plan.model_config)
     ds = ds.map_batches(stages.parse_rows, batch_format="pyarrow", fn_kwargs=parse)
     ds = ds.map_batches(
         stages.tokenize,

@@ -83,6 +83,9 @@ class Task:
     recipe: dict = field(default_factory=dict)
     # (key in the eval metrics, its full scale): the one number `promote` gates on, as a share of its scale
     gate_metric: tuple[str, float] | None = None
+    # (labelled raw split, texts -> annotate's output rows) -> (scores, correct) of each scored prediction: what
+    # `nlpbatch calibrate` fits a calibrator to (None: the task's scores are not calibrated yet)
+    score_outcomes: Callable[..., Any] | None = None
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -380,11 +380,19 @@ ENTITY = pa.struct(
 )
 
 
-def _ner_entities(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> pa.ListArray:
+def _ner_entities(
+    batch: pa.Table, id2label: dict[int, str], aggregation: str, calibration=None, min_score=None
+) -> pa.ListArray:
     window_rows, token_windows, word_ids = flat_lists(batch.column("_word_ids"))
     offsets = flat_lists(batch.column("_offsets"))[2].reshape(-1, 2)
     labels, scores = flat_lists(batch.column("_labels"))[2], flat_lists(batch.column("_scores"))[2]
     spans = decode_spans(window_rows, token_windows, offsets, word_ids, labels, scores, id2label, aggregation)
+    from nlpbatch.calibration import apply
+
+    spans["score"] = apply(calibration, spans["score"])  # the card's calibrator: P(the entity is exactly right)
+    if min_score is not None:  # the card's threshold for a target precision: only entities at or above it
+        keep = spans["score"] >= min_score
+        spans = {k: v[keep] for k, v in spans.items()}
     texts = batch.column("text").to_pylist()
     cut = [texts[r][a:b] for r, a, b in zip(spans["row"].tolist(), spans["start"].tolist(), spans["end"].tolist())]
     fields = [spans["label"], spans["start"], spans["end"], cut, spans["score"]]
@@ -394,24 +402,60 @@ def _ner_entities(batch: pa.Table, id2label: dict[int, str], aggregation: str) -
     return pa.ListArray.from_arrays(offsets_array(counts), entities, type=pa.list_(ENTITY), mask=rejected)
 
 
-def decode_table(batch: pa.Table, id2label: dict[int, str], aggregation: str) -> pa.Table:
-    """Entity spans per document (`tasks.ner.decode_spans` over the whole batch). A row the decode fails on
-    becomes a reject with the reason, never the job's failure."""
+def decode_table(
+    batch: pa.Table, id2label: dict[int, str], aggregation: str, calibration=None, min_score=None
+) -> pa.Table:
+    """Entity spans per document (`tasks.ner.decode_spans` over the whole batch), their scores calibrated when the
+    model card holds a calibrator (`calibration.py`). A row the decode fails on becomes a reject with the reason,
+    never the job's failure."""
     t0 = time.perf_counter()
     reasons = batch.column("_reject").to_pylist()
     try:
-        entities = _ner_entities(batch, id2label, aggregation)
+        entities = _ner_entities(batch, id2label, aggregation, calibration, min_score)
     except Exception:  # find the row(s) at fault
         parts = []
         for row in range(batch.num_rows):
             try:
-                parts.append(_ner_entities(batch.slice(row, 1), id2label, aggregation))
+                parts.append(_ner_entities(batch.slice(row, 1), id2label, aggregation, calibration, min_score))
             except Exception as err:
                 reasons[row] = "decode failed: " + failure(err)
                 parts.append(pa.nulls(1, pa.list_(ENTITY)))
         entities = pa.concat_arrays(parts)
     out = passthrough(batch, ["id"], reasons).append_column("entities", entities)
     return timed(out, "decode", time.perf_counter() - t0)
+
+
+def char_spans(words: list[str], tags: list[str]) -> set[tuple[int, int, str]]:
+    """IOB2 word tags -> (start, end, type) character spans in the words joined by single spaces (conlleval: an I-
+    after O opens one)."""
+    starts, at = [], 0
+    for word in words:
+        starts.append(at)
+        at += len(word) + 1
+    found, open_ = set(), None
+    for i, tag in enumerate([*tags, "O"]):
+        if open_ is not None and not (tag.startswith("I-") and tag[2:] == open_[1]):
+            found.add((starts[open_[0]], starts[i - 1] + len(words[i - 1]), open_[1]))
+            open_ = None
+        if tag.startswith("B-") or (tag.startswith("I-") and open_ is None):
+            open_ = (i, tag[2:])
+    return found
+
+
+def score_outcomes(raw, annotate) -> tuple[np.ndarray, np.ndarray]:
+    """(score, exactly right) of every entity annotate writes for labelled sentences: `annotate` gets the
+    sentences as texts (words joined by spaces, as the model's words), an entity is right when its start, end and
+    type equal a gold entity's (conlleval's rule): what a calibrated entity score is the probability of."""
+    names = raw.features["ner_tags"].feature.names
+    words = raw["tokens"]
+    golds = [char_spans(w, [names[t] for t in tags]) for w, tags in zip(words, raw["ner_tags"])]
+    rows = annotate([" ".join(w) for w in words])
+    scores, correct = [], []
+    for row, gold in zip(rows, golds):
+        for entity in row.get("entities") or []:
+            scores.append(entity["score"])
+            correct.append((entity["start"], entity["end"], entity["label"]) in gold)
+    return np.asarray(scores, float), np.asarray(correct, bool)
 
 
 def card_settings(metrics: dict, cfg: Any, data_files=()) -> dict:
@@ -457,6 +501,7 @@ NER_TASK = Task(
     fingerprint=nothing,
     headline=headline,
     gate_metric=("overall_f1", 1.0),
+    score_outcomes=score_outcomes,
     card_settings=card_settings,
     groups_words=True,
     plot_scores=plot_scores,

@@ -199,6 +199,7 @@ def run_training(cfg: TrainConfig) -> dict:
     if warning:
         say(f"warning: {warning}")
     write_card(output, {**fingerprint, "run_name": name, **card})
+    calibrated = _calibrate(cfg, output, raw_eval)
     metrics = {
         "task": cfg.task,
         "final": final,
@@ -213,6 +214,7 @@ def run_training(cfg: TrainConfig) -> dict:
         "eval_examples": len(raw_eval),
         **({"data_files": data_files} if data_files else {}),
         **({"warnings": [warning]} if warning else {}),
+        **({"calibration": calibrated} if calibrated else {}),
         "timings": {
             "total_seconds": time.perf_counter() - t_start,
             "fit_seconds": fit_seconds,
@@ -233,6 +235,25 @@ def run_training(cfg: TrainConfig) -> dict:
         run_id = log_run(cfg.mlflow_tracking_uri, cfg.mlflow_experiment, metrics, output)
         say(f"logged to MLflow {cfg.mlflow_tracking_uri}: experiment {cfg.mlflow_experiment}, run {run_id}")
     return metrics
+
+
+def _calibrate(cfg: TrainConfig, output: Path, raw_eval) -> dict | None:
+    """The exported model's score calibrator, fitted on the validation split (`evaluation.calibrate_model`), for
+    tasks whose scores have one; a validation split too small to fit one is said, never a failed run."""
+    if not cfg.calibrate or get_task(cfg.task).score_outcomes is None:
+        return None
+    from nlpbatch.evaluation import calibrate_model
+
+    try:
+        report = calibrate_model(str(output), raw=raw_eval)
+    except ConfigError as err:
+        say(f"{str(err).replace('calibrate: ', 'scores not calibrated: ', 1)}")
+        return None
+    say(
+        f"scores calibrated on validation ({report['predictions']} predictions): expected calibration error "
+        f"{report['ece_before']:.3f} -> {report['ece_cross_fitted']:.3f}"
+    )
+    return report
 
 
 def export_checkpoint(directory: str, output: Path) -> None:

@@ -23,38 +23,22 @@ DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, data_dir):
-    """The bundled MiniLM fine-tuned for 30 steps on CoNLL (entity F1 well above chance), and the same base model
-    with a fresh, untrained head: a better and a worse candidate for the gate."""
+def models(trained_ner_model, tmp_path_factory, data_dir):
+    """A better and a worse candidate for the gate: the bundled MiniLM fine-tuned for 30 steps (conftest), and the
+    same base model with a fresh, untrained head."""
     from transformers import AutoTokenizer, set_seed
 
-    from nlpbatch.config import load_train_config
     from nlpbatch.data.conll import load_conll
     from nlpbatch.models import resolve_model
     from nlpbatch.tasks.ner import build_model
-    from nlpbatch.train.trainer import run_training
 
-    root = tmp_path_factory.mktemp("candidates")
-    cfg = load_train_config(
-        task="ner",
-        output=str(root / "trained"),
-        data_dir=str(data_dir),
-        epochs=1,
-        max_train_examples=480,
-        max_eval_examples=20,
-        learning_rate=3e-4,
-        runner="local",
-        keep_checkpoints=0,
-        quiet=True,
-    )
-    run_training(cfg)
     set_seed(0)
-    untrained = root / "untrained"
+    untrained = tmp_path_factory.mktemp("candidates") / "untrained"
     build_model(resolve_model(None), load_conll(data_dir / "conll2003" / "validation.txt", 1)).save_pretrained(
         untrained
     )
     AutoTokenizer.from_pretrained(resolve_model(None)).save_pretrained(untrained)
-    return {"trained": root / "trained", "untrained": untrained}
+    return {"trained": trained_ner_model, "untrained": untrained}
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess:
