@@ -31,6 +31,8 @@ from nlpbatch.engines.openvino_engine import CALIBRATION_EXAMPLES
 from nlpbatch.errors import RunFailed, Stopped, handle_sigterm
 from nlpbatch.model_card import ModelCardError
 from nlpbatch.nightly import MODEL_CHANGES
+from nlpbatch.review import FORMATS as REVIEW_FORMATS
+from nlpbatch.review import STRATEGIES as REVIEW_STRATEGIES
 from nlpbatch.storage import StorageError
 from nlpbatch.tasks import is_task, task_names
 
@@ -495,6 +497,27 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         help="also pick the lowest calibrated score whose entities reach this precision on the data (e.g. 0.9); "
         "annotate then writes only entities at or above it",
     )
+    rev = sub.add_parser(
+        "review",
+        allow_abbrev=False,
+        help="write the documents most worth a reviewer's minute as labelling-tool tasks, predictions pre-filled",
+    )
+    rev.add_argument(
+        "--input", action="append", required=True, help="an annotate output (repeatable: nightly dt= ones)"
+    )
+    rev.add_argument("--n", type=int, default=200, help="documents to queue (default 200)")
+    rev.add_argument("--output", required=True, help="the queue file (.json for Label Studio, .jsonl for spaCy)")
+    rev.add_argument(
+        "--strategy",
+        choices=list(REVIEW_STRATEGIES),
+        default="least-sure",
+        help="least-sure: lowest entity score first; expected-errors: most expected wrong entities per 100 words "
+        "(default least-sure)",
+    )
+    rev.add_argument(
+        "--format", choices=list(REVIEW_FORMATS), help="(default: spacy for a .jsonl --output, else label-studio)"
+    )
+    rev.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default $AWS_ENDPOINT_URL)")
     mods = sub.add_parser("models", allow_abbrev=False, help="list a registry's versions, or show one")
     mods.add_argument("action", choices=["list", "show"])
     mods.add_argument("registry", help="REGISTRY (list) or REGISTRY[@N] (show: default the current version)")
@@ -763,6 +786,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from nlpbatch.review import build_review_queue
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    fmt = args.format or ("spacy" if args.output.endswith(".jsonl") else "label-studio")
+    summary = build_review_queue(args.input, args.n, args.output, args.strategy, fmt, args.s3_endpoint)
+    print(json.dumps(summary, indent=2))
+    print(
+        f"[nlpbatch] review: {summary['queued']} of {summary['candidates']} documents queued in {args.output} "
+        f"({summary['skipped_before']} queued before, skipped); import it into your labelling tool, then train on "
+        "its export (--train FILE)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from nlpbatch.registry import Registry, split_ref, version_name
 
@@ -816,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         "promote": cmd_promote,
         "models": cmd_models,
         "calibrate": cmd_calibrate,
+        "review": cmd_review,
         "show": cmd_show,
     }[args.command]
     return run_job(lambda: command(args), args.command)
