@@ -168,7 +168,8 @@ def run_nightly(
                 say(f"nightly: re-annotating dt={day} with {version} (its output was written by other weights)")
             else:
                 say(f"nightly: annotating dt={day}")
-            manifest = run_annotation(cfg)
+            # Delta: one table at OUTPUT partitioned by dt, this night's partition replaced (annotate/delta.py)
+            manifest = run_annotation(cfg, ("dt", day) if cfg.output_format == "delta" else None)
         except LeaseHeldError as err:  # another live run (an overlapping cron) holds it: its work, not a failure
             running[day] = str(err)
             say(f"nightly: dt={day} in progress in another run: {err}")

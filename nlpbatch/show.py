@@ -48,10 +48,16 @@ def read_rows(output: str, n: int, s3_endpoint: str | None = None) -> tuple[dict
     if manifest.get("delta"):  # a Delta table: its current version, as any Delta reader sees it
         from deltalake import DeltaTable
 
-        from nlpbatch.annotate.delta import storage_options, table_uri
+        from nlpbatch.annotate.delta import storage_options
 
-        table = DeltaTable(table_uri(output), storage_options=storage_options(output, s3_endpoint))
-        rows = table.to_pyarrow_dataset().head(n).to_pylist()
+        found = manifest["delta"]
+        table = DeltaTable(found["table"], storage_options=storage_options(found["table"], s3_endpoint))
+        data = table.to_pyarrow_dataset()
+        for column, value in (found.get("partition") or {}).items():  # nightly: this night's rows of the table
+            import pyarrow.dataset as pads
+
+            data = data.filter(pads.field(column) == value)
+        rows = data.head(n).to_pylist()
     for file in [] if manifest.get("delta") else manifest["output_files"]:
         rel = relative_file(path, file)  # a manifest names files under its own output, or it is not followed
         if rel is None:

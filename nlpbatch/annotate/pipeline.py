@@ -75,8 +75,10 @@ def reconcile(rows_in: int, results: list[dict], output: str) -> dict:
     return totals
 
 
-def run_annotation(cfg: AnnotateConfig) -> dict:
-    """plan -> lease -> stream into staging -> reconcile -> publish (or abort: the published output stays)."""
+def run_annotation(cfg: AnnotateConfig, partition: tuple[str, str] | None = None) -> dict:
+    """plan -> lease -> stream into staging -> reconcile -> publish (or abort: the published output stays).
+    `partition` (column, value), with --output-format delta: the rows replace that partition of the table at the
+    output's parent (nightly: one table for all nights)."""
     from nlpbatch.annotate.sink import AnnotationSink
 
     t0 = time.perf_counter()
@@ -166,7 +168,7 @@ def run_annotation(cfg: AnnotateConfig) -> dict:
         if cfg.output_format == "delta":  # one commit of a Delta table, then the manifest
             from nlpbatch.annotate import delta
 
-            manifest = delta.publish(commit, staged, manifest, cfg.output, cfg.s3_endpoint)
+            manifest = delta.publish(commit, staged, manifest, cfg.output, cfg.s3_endpoint, partition)
         else:
             manifest = commit.publish(staged, manifest)
     except BaseException as err:  # also Ctrl-C: this attempt's own files go, the published output stays as it was

@@ -85,3 +85,81 @@ def test_annotate_publishes_a_delta_table_exactly_once_per_run(store, tiny_ner_m
     if store == "local":
         staged = list((tmp_path / "table").glob("_staging/**/*.parquet"))
         assert not staged and json.loads((tmp_path / "table" / "_SUCCESS.json").read_text())["version"] == 2
+
+
+def _active_files(table_dir) -> dict[str, dict]:
+    """The Delta table's live files by replaying its JSON log (add, then remove) without delta-rs: an independent
+    reader of the protocol (no checkpoint exists for so few commits). {path: partitionValues}."""
+    live: dict[str, dict] = {}
+    for entry in sorted((table_dir / "_delta_log").glob("*.json")):
+        for line in entry.read_text().splitlines():
+            action = json.loads(line) if line else {}
+            if "add" in action:
+                live[action["add"]["path"]] = action["add"]["partitionValues"]
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return live
+
+
+def _independent_rows(table_dir) -> list[tuple[str, str, str]]:
+    """(dt, id, run_id) of every live row, read with pyarrow from the files the log names."""
+    from urllib.parse import unquote
+
+    found = []
+    for path, values in _active_files(table_dir).items():
+        part = pq.read_table(table_dir / unquote(path), columns=["id", "run_id"]).to_pylist()
+        found += [(values["dt"], r["id"], r["run_id"]) for r in part]
+    return sorted(found)
+
+
+def test_nightly_writes_one_table_partitioned_by_night_and_a_rerun_replaces_only_its_night(tiny_ner_model, tmp_path):
+    from deltalake import DeltaTable
+
+    from nlpbatch.nightly import run_nightly
+    from nlpbatch.show import read_rows
+
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    for day in days:
+        (tmp_path / "corpus" / f"dt={day}").mkdir(parents=True)
+        rows = [{"id": f"{day}-{i}", "text": f"Angela Merkel visited Paris, note {i}."} for i in range(4)]
+        rows.append({"id": f"{day}-bad", "text": ""})
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "corpus" / f"dt={day}" / "part-0.parquet")
+    output = tmp_path / "annotations"
+    base = load_annotate_config(
+        task="ner",
+        model=str(tiny_ner_model),
+        input=str(tmp_path / "corpus"),
+        output=str(output),
+        output_format="delta",
+        runner="local",
+        max_length=32,
+        stride=8,
+    )
+    first = run_nightly(base)
+    assert list(first["annotated"]) == days
+    table = DeltaTable(str(output))
+    assert table.metadata().partition_columns == ["dt"] and table.version() == 2  # one commit a night
+    rows = sorted((r["dt"], r["id"]) for r in table.to_pyarrow_table(columns=["dt", "id"]).to_pylist())
+    assert rows == [(d, f"{d}-{i}") for d in days for i in range(4)]  # every id once, in its night
+    assert [(d, i) for d, i, _ in _independent_rows(output)] == rows  # the log read without delta-rs agrees
+    rejects = DeltaTable(str(output / "_rejects")).to_pyarrow_table().to_pylist()
+    assert sorted((r["dt"], r["id"]) for r in rejects) == [(d, f"{d}-bad") for d in days]
+
+    # a file arrives late in one night: the rerun replaces that night's rows only, in one commit
+    late = [{"id": "2026-11-02-late", "text": "Emmanuel Macron in Berlin."}]
+    pq.write_table(pa.Table.from_pylist(late), tmp_path / "corpus" / "dt=2026-11-02" / "part-1.parquet")
+    before = {(d, i): run for d, i, run in _independent_rows(output)}
+    second = run_nightly(base)
+    assert list(second["annotated"]) == ["2026-11-02"] and second["skipped"] == ["2026-11-01", "2026-11-03"]
+    after = {(d, i): run for d, i, run in _independent_rows(output)}
+    assert sorted(after) == sorted([*before, ("2026-11-02", "2026-11-02-late")])
+    assert all(after[k] == before[k] for k in before if k[0] != "2026-11-02")  # the other nights untouched
+    assert {after[k] for k in after if k[0] == "2026-11-02"} == {second["annotated"]["2026-11-02"]["run_id"]}
+    assert DeltaTable(str(output)).version() == 3
+
+    # time travel: the version before the rerun holds the night as it was
+    previous = DeltaTable(str(output), version=2).to_pyarrow_table(columns=["dt", "id"]).to_pylist()
+    assert sorted((r["dt"], r["id"]) for r in previous) == rows
+    manifest, shown = read_rows(str(output / "dt=2026-11-02"), 10)
+    assert manifest["delta"]["partition"] == {"dt": "2026-11-02"} and len(shown) == 5
+    assert {r["dt"] for r in shown} == {"2026-11-02"}

@@ -110,8 +110,8 @@ def test_promote_gates_on_gold_and_nightly_follows_the_model(models, data_dir, t
     real = pipeline.run_annotation
     calls = []
 
-    def annotate_then_promote(cfg):
-        manifest = real(cfg)
+    def annotate_then_promote(cfg, *partition):
+        manifest = real(cfg, *partition)
         if not calls:
             rollback = promote(str(registry), version=1, force=True)
             assert rollback["promoted"] and rollback["version"] == 1
