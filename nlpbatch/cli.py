@@ -832,6 +832,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     manifest, rows = read_rows(args.output, args.n, args.s3_endpoint)
     print_rows(manifest, rows)
+    labels = manifest.get("labels") or {}
+    if labels:  # what the run predicted, per label, and (a nightly partition) how that moved against the nights before
+        shown = ", ".join(
+            f"{k} {v['count']} ({v['share']:.1%}, mean score {v['mean_score']:.2f})" for k, v in labels.items()
+        )
+        print(f"[nlpbatch] predicted: {shown}", file=sys.stderr)
+    night = re.search(r"^(.*)/dt=(\d{4}-\d{2}-\d{2})/?$", args.output)
+    if night and labels:
+        from nlpbatch.nightly import describe, night_drift
+
+        flags = night_drift(night.group(1), night.group(2), args.s3_endpoint, manifest)
+        for flag in flags:
+            print(f"[nlpbatch] drift: {describe(flag)}", file=sys.stderr)
+        if not flags:
+            print("[nlpbatch] drift: none against the nights before (or no nights before)", file=sys.stderr)
     if args.html:
         Path(args.html).write_text(html_page(manifest, rows), encoding="utf-8")
         print(f"[nlpbatch] wrote {args.html}", file=sys.stderr)

@@ -138,7 +138,7 @@ def run_nightly(
     fingerprint = model_fingerprint(model_path)
     version = model_version(model_path, fingerprint)
     base = dataclasses.replace(base, model=model_path)
-    done, redone, skipped, waiting, empty, running, failed = {}, {}, [], [], [], {}, {}
+    done, redone, skipped, waiting, empty, running, failed, drifted = {}, {}, [], [], [], {}, {}, {}
     states, stale = {}, []
     for day in dates:
         try:
@@ -180,6 +180,11 @@ def run_nightly(
             continue
         result = {k: manifest[k] for k in ("run_id", "rows_in", "rows_out", "rows_rejected")}
         (redone if states[day] == "stale" else done)[day] = result
+        moved = night_drift(base.output, day, base.s3_endpoint, manifest)
+        if moved:
+            drifted[day] = moved
+            for flag in moved:
+                say(f"nightly: dt={day} drift: {describe(flag)}")
     return {
         "dates": dates,
         "model_version": version,
@@ -190,6 +195,7 @@ def run_nightly(
         "empty": empty,
         "in_progress": running,
         "failed": failed,
+        "drift": drifted,
     }
 
 
@@ -200,3 +206,25 @@ def _partition(base: AnnotateConfig, day: str) -> AnnotateConfig:
         output=join(base.output.rstrip("/"), f"dt={day}"),
         run_id=None,
     )
+
+
+def night_drift(output: str, day: str, s3_endpoint: str | None = None, manifest: dict | None = None) -> list[dict]:
+    """How dt=`day`'s predictions moved against the up to `drift.TRAILING` published nights before it
+    (`drift.compare` over the manifests' `labels`)."""
+    from nlpbatch.annotate.commit import MANIFEST
+    from nlpbatch.drift import TRAILING, compare
+    from nlpbatch.storage import read_json
+
+    filesystem, root = filesystem_for(output, s3_endpoint)
+    if manifest is None:
+        manifest = read_json(filesystem, join(root, f"dt={day}", MANIFEST)) or {}
+    earlier = [d for d in list_partitions(output, s3_endpoint) if d < day][-TRAILING:]
+    before = [read_json(filesystem, join(root, f"dt={d}", MANIFEST)) or {} for d in earlier]
+    before = [m["labels"] for m in before if m.get("status") == "complete" and "labels" in m]
+    return compare(manifest.get("labels") or {}, before) if "labels" in manifest else []
+
+
+def describe(flag: dict) -> str:
+    if flag["kind"] == "share":
+        return f"{flag['label']} is {flag['now']:.1%} of the predictions, {flag['before']:.1%} the nights before"
+    return f"{flag['label']}'s mean score is {flag['now']:.3f}, {flag['before']:.3f} the nights before"

@@ -17,6 +17,7 @@ from nlpbatch.annotate.commit import MANIFEST, Commit, Store, acquire_lease
 from nlpbatch.annotate.local_runner import annotate_texts
 from nlpbatch.annotate.plan import Plan, plan_annotation, same_input
 from nlpbatch.config import AnnotateConfig, ConfigError
+from nlpbatch.drift import merge, summary
 from nlpbatch.engines import auto_choice, engine_name
 from nlpbatch.errors import RunFailed
 from nlpbatch.model_card import card_defaults
@@ -67,6 +68,8 @@ def reconcile(rows_in: int, results: list[dict], output: str) -> dict:
     for result in results:
         reasons.update(result.get("reasons", {}))
     totals["reject_reasons"] = dict(reasons.most_common(TOP_REASONS))
+    # per label: count, share, mean score: what `nightly` compares a night with the nights before (drift.py)
+    totals["labels"] = summary(merge([r.get("labels", {}) for r in results]))
     if rows_in != totals["rows_out"] + totals["rows_rejected"]:
         raise StorageError(
             f"rows do not reconcile: {rows_in} in, {totals['rows_out']} out + {totals['rows_rejected']} "

@@ -92,6 +92,9 @@ class AnnotationSink(Datasink):
         rejected = pc.is_valid(table["_reject"])
         good = table.filter(pc.invert(rejected)).drop_columns([*BOOKKEEPING, *timing])
         good = good.rename_columns([c.removeprefix("_keep_") for c in good.column_names])  # kept input columns
+        from nlpbatch.drift import label_stats
+
+        result["labels"] = label_stats(good.select([c for c in good.column_names if c != self.text_column]))
         for key, value in self.provenance.items():
             good = good.append_column(key, pa.array([value] * good.num_rows, pa.string()))
         bad = table.filter(rejected)

@@ -136,8 +136,13 @@ def test_nightly_writes_one_table_partitioned_by_night_and_a_rerun_replaces_only
         stride=8,
     )
     first = run_nightly(base)
-    assert list(first["annotated"]) == days
+    assert list(first["annotated"]) == days and first["drift"] == {}  # three alike nights: no drift
     table = DeltaTable(str(output))
+    night = json.loads((output / f"dt={days[0]}" / "_SUCCESS.json").read_text())
+    entities = [e for r in table.to_pyarrow_table(filters=[("dt", "=", days[0])]).to_pylist() for e in r["entities"]]
+    assert {k: v["count"] for k, v in night["labels"].items()} == {
+        label: sum(e["label"] == label for e in entities) for label in {e["label"] for e in entities}
+    }
     assert table.metadata().partition_columns == ["dt"] and table.version() == 2  # one commit a night
     rows = sorted((r["dt"], r["id"]) for r in table.to_pyarrow_table(columns=["dt", "id"]).to_pylist())
     assert rows == [(d, f"{d}-{i}") for d in days for i in range(4)]  # every id once, in its night
