@@ -88,6 +88,14 @@ class Task:
     score_outcomes: Callable[..., Any] | None = None
 
 
+def softmax(logits):
+    """Probabilities over the last axis (numpy; shifted by the row's max, so large logits do not overflow)."""
+    import numpy as np
+
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 from nlpbatch.data import DataError, read_text
 from nlpbatch.data import read_rows as read_records
 from nlpbatch.rows import passthrough, timed
-from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split
+from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split, softmax
 
 PROBABILITIES = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
 
@@ -343,8 +343,7 @@ def score(gathered: dict, eval_feats: list[dict], raw, model_config, cfg: Any = 
 
 
 def _softmax(logits):
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    return (shifted / shifted.sum(-1, keepdims=True)).astype(np.float32)
+    return softmax(logits).astype(np.float32)
 
 
 def decode(

@@ -12,7 +12,16 @@ import pyarrow as pa
 
 from nlpbatch.data.conll import HUB_NAME, NER_LABELS, load_conll_hub
 from nlpbatch.rows import failure, flat_lists, offsets_array, passthrough, timed
-from nlpbatch.tasks.base import PAD_MULTIPLE, Task, eval_stride, locate_split, model_inputs, no_errors, nothing
+from nlpbatch.tasks.base import (
+    PAD_MULTIPLE,
+    Task,
+    eval_stride,
+    locate_split,
+    model_inputs,
+    no_errors,
+    nothing,
+    softmax,
+)
 
 IGNORE = -100
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
@@ -358,8 +367,7 @@ def decode_spans(
 
 def label_scores(logits: np.ndarray) -> list[np.ndarray]:
     """Logits [..., labels] -> the argmax label (int8) and its softmax probability (float32) per token."""
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    probs = shifted / shifted.sum(-1, keepdims=True)
+    probs = softmax(logits)
     return [probs.argmax(-1).astype(np.int8), probs.max(-1).astype(np.float32)]
 
 

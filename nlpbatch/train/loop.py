@@ -1,4 +1,4 @@
-"""The one training loop both tasks use, run by every Ray Train worker, plus the evaluation it shares with
+"""The one training loop every task uses, run by every Ray Train worker, plus the evaluation it shares with
 single-process scoring. Small `_setup_*` helpers, one epoch function, report + checkpoint per epoch."""
 
 from __future__ import annotations
