@@ -22,21 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from annotate_ner import machine_info  # noqa: E402
 
-
-def spans(words: list[str], tags: list[str]) -> set[tuple[int, int, str]]:
-    """IOB2 word tags -> character spans in the words joined by single spaces (conlleval: an I- after O opens one)."""
-    starts, at = [], 0
-    for word in words:
-        starts.append(at)
-        at += len(word) + 1
-    found, open_ = set(), None
-    for i, tag in enumerate([*tags, "O"]):
-        if open_ is not None and not (tag.startswith("I-") and tag[2:] == open_[1]):
-            found.add((starts[open_[0]], starts[i - 1] + len(words[i - 1]), open_[1]))
-            open_ = None
-        if tag.startswith("B-") or (tag.startswith("I-") and open_ is None):
-            open_ = (i, tag[2:])
-    return found
+from nlpbatch.tasks.ner import char_spans as spans  # noqa: E402  (IOB2 word tags -> character spans)
 
 
 def prf(gold: list[set], pred: list[set]) -> dict:
