@@ -82,9 +82,10 @@ def main() -> None:
             t0 = time.perf_counter()
             first, f1_start = train(start, validation, Path(tmp) / "start", args)
             settings = load_annotate_config(task="ner", model=first, input="-", output="-", quiet=True)
-            rows = annotate_texts(settings, [" ".join(s["tokens"]) for s in pool])
+            texts = [" ".join(s["tokens"]) for s in pool]
+            rows = annotate_texts(settings, texts)
             for i, row in enumerate(rows):
-                row["id"] = str(i)
+                row["id"], row["text"] = str(i), texts[i]
             queued = [int(r["id"]) for r in select(rows, spans, args.add, args.strategy, "text", set())]
             randomly = rng.sample(range(len(pool)), args.add)
             _, f1_queue = train(start + [pool[i] for i in queued], validation, Path(tmp) / "queue", args)

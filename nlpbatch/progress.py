@@ -91,9 +91,11 @@ class Progress:
         parts.append(f"elapsed {_duration(elapsed)}" + (f", ETA {_duration(eta)}" if eta is not None else ""))
         return ", ".join(parts)
 
-    def close(self, summary: str | None = None) -> None:
-        """End the bar; print `summary` (or the final progress line) once, in every mode."""
+    def close(self, summary: str | None = None, quiet_too: bool = True) -> None:
+        """End the bar; print `summary` (or the final progress line) once, in every mode (with --quiet only when
+        `quiet_too`: a stage whose caller prints its own summary next says nothing twice)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        say(summary if summary is not None else self.line())
+        if quiet_too or self.mode != "quiet":
+            say(summary if summary is not None else self.line())

@@ -41,7 +41,7 @@ class _Progress:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.bar.close()
+        self.bar.close(quiet_too=False)  # the run says its own summary next
 
 
 def stream(cfg: AnnotateConfig, plan: Plan, in_fs, sink) -> None:

@@ -89,7 +89,7 @@ class _Progress:
         self.thread.join()
         if exc[0] is None:
             self._refresh()
-        self.bar.close()
+        self.bar.close(quiet_too=False)  # the run says its own summary next
 
 
 def build_dataset(cfg: AnnotateConfig, plan: Plan, in_fs, counter=None):

@@ -140,6 +140,16 @@ def test_a_small_file_is_annotated_without_a_cluster(tiny_ner_model, tmp_path):
     lines = proc.stderr.splitlines()
     assert all(line.startswith("[nlpbatch] ") for line in lines), lines  # nothing of Ray's
     assert "run in this process" in lines[0] and seconds < 60  # about 7 s here: imports, model load, publish
+    quiet = subprocess.run(
+        [sys.executable, "-m", "nlpbatch", "annotate", "ner", "--model", str(tiny_ner_model), "--quiet"]
+        + ["--input", str(corpus), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    progress = [line for line in quiet.stderr.splitlines() if "rows (100%)" in line]
+    assert quiet.returncode == 0 and progress == [] and "6 rows in, 6 annotated" in quiet.stderr  # the summary only
 
 
 def test_a_large_input_says_it_is_counting_its_rows(tiny_ner_model, tmp_path, monkeypatch, capsys):
