@@ -80,9 +80,9 @@ def cross_fitted(scores: np.ndarray, correct: np.ndarray, method: str, folds: in
     out = np.empty_like(scores)
     for k in range(folds):
         held = fold == k
-        if held.any() and (~held).any():
+        if held.any() and len(np.unique(correct[~held])) == 2:
             out[held] = apply(fit(scores[~held], correct[~held], method), scores[held])
-        else:
+        else:  # the other folds hold one outcome only: nothing to fit there, the fold stays as scored
             out[held] = scores[held]
     return out
 

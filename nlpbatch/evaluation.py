@@ -165,6 +165,9 @@ def calibration_inputs(model: str, data: str | None = None, n: int = 300) -> tup
     return [{k: np.asarray(f[k], np.int64)[None] for k in MODEL_INPUTS if k in f} for f in feats], str(source)
 
 
+MIN_OUTCOMES = 5  # right and wrong predictions each, at the least, for a calibrator to fit
+
+
 def calibrate_model(
     model: str,
     data: str | None = None,
@@ -199,10 +202,10 @@ def calibrate_model(
         raw = task.load_split(fetch_data(data), "validation", max_examples, **cfg.data_options())
     settings = load_annotate_config(task=task_name, model=path, input="-", output="-", quiet=True)
     scores, correct = task.score_outcomes(raw, lambda texts: annotate_texts(settings, texts, raw_scores=True))
-    if len(scores) < 20 or correct.all() or not correct.any():
+    if len(scores) < 20 or min(int(correct.sum()), int((~correct).sum())) < MIN_OUTCOMES:
         raise ConfigError(
             f"calibrate: {len(scores)} scored predictions, {int(correct.sum())} right: too few, or all alike, to fit "
-            "a calibrator; give more labelled data"
+            f"a calibrator (at least {MIN_OUTCOMES} right and {MIN_OUTCOMES} wrong); give more labelled data"
         )
     fitted = calibration.fit(scores, correct, method)
     after = calibration.apply(fitted, scores)

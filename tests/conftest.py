@@ -79,7 +79,7 @@ def tiny_qa_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_ner_model(tmp_path_factory, data_dir) -> Path:
     """The bundled MiniLM fine-tuned in this process for 30 steps on 480 CoNLL sentences (entity F1 well above
-    chance), its scores calibrated on 300 validation sentences at the end of training, as `train` does."""
+    chance), its scores calibrated on 200 validation sentences at the end of training, as `train` does."""
     from nlpbatch.config import load_train_config
     from nlpbatch.train.trainer import run_training
 
@@ -90,7 +90,7 @@ def trained_ner_model(tmp_path_factory, data_dir) -> Path:
         data_dir=str(data_dir),
         epochs=1,
         max_train_examples=480,
-        max_eval_examples=300,
+        max_eval_examples=200,
         batch_size=16,
         learning_rate=3e-4,
         runner="local",

@@ -246,8 +246,9 @@ def _calibrate(cfg: TrainConfig, output: Path, raw_eval) -> dict | None:
 
     try:
         report = calibrate_model(str(output), raw=raw_eval)
-    except ConfigError as err:
-        say(f"{str(err).replace('calibrate: ', 'scores not calibrated: ', 1)}")
+    except Exception as err:  # the model is trained and exported: a calibrator that cannot be fitted is said
+        why = str(err).replace("calibrate: ", "", 1) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+        say(f"scores not calibrated: {why}")
         return None
     say(
         f"scores calibrated on validation ({report['predictions']} predictions): expected calibration error "

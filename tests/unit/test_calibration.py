@@ -71,3 +71,12 @@ def test_the_threshold_reaches_the_target_precision_and_is_the_lowest_that_does(
     assert calibration.threshold_for_precision(scores, np.zeros_like(correct), 0.5) is None
     ties = calibration.threshold_for_precision(np.array([0.9, 0.5, 0.5]), np.array([True, True, False]), 0.9)
     assert ties["threshold"] == 0.9  # equal scores are kept or dropped together
+
+
+def test_a_fold_of_one_outcome_is_left_as_scored_not_a_failure():
+    """Cross-fitting on few predictions: a fold whose complement holds one outcome only cannot be fitted (a
+    training run's validation of a weak model crashed on it): that fold keeps its scores."""
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.3, 0.95])
+    correct = np.array([True, False, False, False, False, False])
+    crossed = calibration.cross_fitted(scores, correct, "platt", folds=2, seed=0)
+    assert crossed.shape == scores.shape and np.isfinite(crossed).all()
