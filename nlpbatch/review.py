@@ -40,7 +40,7 @@ def select(rows: list[dict], spans, n: int, strategy: str, text_column: str, see
         if str(row["id"]) in seen:
             continue
         scores = [s for *_, s in spans(row) if s is not None]
-        ranked.append((-priority(scores, row[text_column], strategy), order, row))
+        ranked.append((-priority(scores, row.get(text_column) or "", strategy), order, row))
     ranked.sort(key=lambda item: item[:2])
     return [row for *_, row in ranked[:n]]
 
@@ -101,6 +101,11 @@ def build_review_queue(
     spec = get_task(task)
     if not spec.span_formats:
         raise ConfigError(f"review: {task} outputs have no spans a labelling tool reviews (NER outputs do)")
+    if rows and text_column not in rows[0]:
+        raise ConfigError(
+            f"review: the output's rows have no {text_column!r} column (annotate ran with --keep-columns without it): "
+            "a reviewer needs the texts; annotate again keeping it"
+        )
     seen = set(read_state(queue))
     chosen = select(rows, spec.spans, n, strategy, text_column, seen)
     Path(queue).parent.mkdir(parents=True, exist_ok=True)
