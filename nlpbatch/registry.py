@@ -106,7 +106,11 @@ class Registry:
         """The local model dir of `version` (None: the current one), copied into the user's cache from S3."""
         number = self.current() if version is None else version
         if number is None:
-            raise RegistryError(f"{self.uri}: no version is promoted yet; run `nlpbatch promote --registry {self.uri}`")
+            s3 = " (an s3:// --model names a model registry: copy a model dir to local disk to use it as it is)"
+            raise RegistryError(
+                f"{self.uri}: no version is promoted yet; run `nlpbatch promote --registry {self.uri} --model RUN_DIR`"
+                + (s3 if self.uri.startswith("s3://") and not self.versions() else "")
+            )
         record = read_json(self.filesystem, join(self.root, "versions", version_name(number), REGISTERED))
         if record is None:
             known = ", ".join(version_name(n) for n in self.versions()) or "none"
