@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
@@ -23,7 +24,7 @@ def resolve_model(name_or_path: str | None, s3_endpoint: str | None = None) -> s
     if name_or_path.startswith("models:/"):
         return mlflow_model(name_or_path)
     if registry.is_registry(name_or_path):
-        return registry.resolve(name_or_path, s3_endpoint).path
+        return registry.resolve(name_or_path, s3_endpoint)
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -99,13 +100,19 @@ def load_quietly(cls, path: str, **kwargs):
 
 
 def model_fingerprint(model_path: str) -> str:
-    """sha256 over the weight files, so every output row says exactly which weights produced it."""
+    """sha256 over the weight files, so every output row says exactly which weights produced it; hashed once per
+    process for the same files (a nightly run asks for each partition)."""
+    files = sorted(p for p in Path(model_path).iterdir() if p.suffix in (".safetensors", ".bin"))
+    return _weights_sha256(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_sha256(files: tuple[tuple[str, int, int], ...]) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    files = sorted(p for p in Path(model_path).iterdir() if p.suffix in (".safetensors", ".bin"))
-    for path in files:
-        with path.open("rb") as fh:
+    for path, _, _ in files:
+        with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest() if files else "unknown"
@@ -156,7 +163,9 @@ def mlflow_model(uri: str) -> str:
         raise ModelNotFound(
             f"--model {uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({err})"
         ) from err
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlpbatch" / "mlflow" / name / str(version)
+    from nlpbatch.storage import user_cache
+
+    cache = user_cache("mlflow", name, str(version))
     if not (cache / MLFLOW_MARKER).is_file():
         partial = cache.with_name(f"{cache.name}.{uuid.uuid4().hex[:8]}.partial")
         downloaded = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(partial)))

@@ -20,10 +20,9 @@ import json
 import os
 import re
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-from nlpbatch.storage import StorageError, filesystem_for, join, read_json, with_retries
+from nlpbatch.storage import StorageError, filesystem_for, join, read_json, user_cache, with_retries
 
 POINTER = "CURRENT.json"
 REGISTERED = "_REGISTERED.json"
@@ -50,21 +49,13 @@ def split_ref(model: str) -> tuple[str, int | None]:
     return (found.group(1), int(found.group(2))) if found else (model, None)
 
 
-def is_registry(model: str, s3_endpoint: str | None = None) -> bool:
+def is_registry(model: str) -> bool:
     """A --model value naming a registry: a folder (or s3:// prefix) holding CURRENT.json or versions/."""
     root, _ = split_ref(model)
     if root.startswith("s3://"):
         return True  # a model dir cannot be read from S3 directly: only a registry can be there
     path = Path(root).expanduser()
     return path.is_dir() and ((path / POINTER).is_file() or (path / "versions").is_dir())
-
-
-@dataclass(frozen=True)
-class Resolved:
-    path: str  # a local model dir of that version
-    version: int
-    registry: str
-    model_sha256: str
 
 
 class Registry:
@@ -74,8 +65,6 @@ class Registry:
         self.uri = uri.rstrip("/")
         self.s3_endpoint = s3_endpoint
         self.filesystem, self.root = filesystem_for(self.uri, s3_endpoint)
-        if not self.uri.startswith("s3://"):
-            Path(self.root, "versions").mkdir(parents=True, exist_ok=True)
         self.store = Store(self.filesystem, self.root, s3_endpoint)
 
     # --- reading
@@ -102,7 +91,7 @@ class Registry:
         body = self.pointer().body
         return int(body["version"]) if body else None
 
-    def resolve(self, version: int | None = None) -> Resolved:
+    def resolve(self, version: int | None = None) -> str:
         """The local model dir of `version` (None: the current one), copied into the user's cache from S3."""
         number = self.current() if version is None else version
         if number is None:
@@ -116,15 +105,12 @@ class Registry:
             known = ", ".join(version_name(n) for n in self.versions()) or "none"
             raise RegistryError(f"{self.uri}: no version {number} (versions: {known})")
         source = join(self.root, "versions", version_name(number))
-        if not self.uri.startswith("s3://"):
-            return Resolved(source, number, self.uri, record["model_sha256"])
-        return Resolved(self._cached(source, number), number, self.uri, record["model_sha256"])
+        return self._cached(source, number) if self.uri.startswith("s3://") else source
 
     def _cached(self, source: str, number: int) -> str:
         from pyarrow import fs
 
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlpbatch" / "registry"
-        target = cache / hashlib.sha256(self.uri.encode()).hexdigest()[:16] / version_name(number)
+        target = user_cache("registry", hashlib.sha256(self.uri.encode()).hexdigest()[:16], version_name(number))
         if (target / REGISTERED).is_file():  # versions never change: a complete copy is reused
             return str(target)
         partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -160,7 +146,9 @@ class Registry:
             for p in sorted(source.rglob("*"))
             if p.is_file() and not any(part in SKIPPED or part.startswith(".") for part in p.relative_to(source).parts)
         ]
-        number = max([*self.versions(), *self._claimed()], default=0) + 1
+        if not self.uri.startswith("s3://"):  # the first write makes the folder: reading never creates one
+            Path(self.root, "versions").mkdir(parents=True, exist_ok=True)
+        number = max(self._claimed(), default=0) + 1  # every version was claimed first
         while (
             self.store.put_if(f"versions/{version_name(number)}.claim.json", {"nonce": uuid.uuid4().hex}, None) is None
         ):
@@ -251,7 +239,7 @@ def _training_data(config: dict) -> list[dict]:
     return found
 
 
-def resolve(model: str, s3_endpoint: str | None = None) -> Resolved:
+def resolve(model: str, s3_endpoint: str | None = None) -> str:
     """`--model REGISTRY[@N]` as a local model dir and the version it is."""
     root, number = split_ref(model)
     return Registry(root, s3_endpoint).resolve(number)
@@ -315,11 +303,11 @@ def promote(
     reg = Registry(registry, s3_endpoint)
     expected = reg.pointer()  # what the gate is against; the pointer moves only if it is still this
     current = int(expected.body["version"]) if expected.body else None
-    candidate = local_model_path(model) if model is not None else reg.resolve(version).path
+    candidate = local_model_path(model) if model is not None else reg.resolve(version)
     task = task_of_model(candidate)
     result: dict = {"promoted": False, "previous": current, "forced": force, "gate": {}, "table": {}}
     if current is not None and not force:
-        incumbent = reg.resolve(current).path
+        incumbent = reg.resolve(current)
         if task_of_model(incumbent) != task:
             raise ConfigError(f"{registry}: the current version is a {task_of_model(incumbent)} model, not {task}")
         if not gold:

@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -402,3 +403,9 @@ def put_bytes(filesystem, path: str, data: bytes) -> None:
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
+
+
+def user_cache(*parts: str) -> Path:
+    """A folder under the user's cache ($XDG_CACHE_HOME, else ~/.cache)/nlpbatch: engine choices, registry versions
+    copied from S3, MLflow model versions."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).joinpath("nlpbatch", *parts)

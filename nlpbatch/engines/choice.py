@@ -51,7 +51,9 @@ def _key(candidates: dict[str, dict], threads: int | None) -> str:
 
 
 def _caches(model_path: str) -> list[Path]:
-    user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlpbatch" / "engine-choice.json"
+    from nlpbatch.storage import user_cache
+
+    user = user_cache("engine-choice.json")
     return [Path(model_path) / CACHE_FILE, user]
 
 
